@@ -1,0 +1,52 @@
+# lipctl — one-command set-up. `make reproduce` (the study) and `make test` (CI) install what they
+# need: a Python virtual environment holding the PyPI wheel torch==2.11.0, whose libtorch tch 0.24
+# links against. build.rs embeds an rpath to its library folder, so no LD_LIBRARY_PATH is needed.
+
+SHELL        := /bin/bash
+PYTHON       ?= python3
+TORCH_VERSION := 2.11.0
+VENV         := $(CURDIR)/.venv
+STAMP        := $(VENV)/.torch-$(TORCH_VERSION)
+LIPCTL       := target/release/lipctl
+DATA         ?=
+PIPELINE     ?=
+
+# torch-sys asks the active Python where libtorch lives.
+export LIBTORCH_USE_PYTORCH := 1
+export VIRTUAL_ENV := $(VENV)
+export PATH := $(VENV)/bin:$(PATH)
+
+.PHONY: all build test reproduce bench clean-artifacts
+
+all: build
+
+$(STAMP):
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check torch==$(TORCH_VERSION)
+	touch $@
+
+build: $(STAMP)
+	cargo build --release --locked
+
+# Tests run in the release profile: the binary they drive is compiled once, for tests and use.
+test: build
+	cargo test --release --locked --no-fail-fast
+
+# The study: paper.yaml where CUDA is available, the CPU-sized quick.yaml otherwise.
+# Overrides: make reproduce PIPELINE=pipelines/smoke.yaml DATA=../shared/data/cifar10-jpeg.tar.gz
+reproduce: build
+	@pipeline="$(PIPELINE)"; \
+	if [ -z "$$pipeline" ]; then \
+	  if $(LIPCTL) doctor --cuda-available >/dev/null 2>&1; then \
+	    pipeline=pipelines/paper.yaml; echo "CUDA available: running $$pipeline"; \
+	  else \
+	    pipeline=pipelines/quick.yaml; echo "no CUDA: running the CPU-sized $$pipeline"; \
+	  fi; \
+	fi; \
+	$(LIPCTL) run "$$pipeline" $(if $(DATA),--data $(DATA)) && $(LIPCTL) report
+
+bench: build
+	$(LIPCTL) bench --size XS --batch 64
+
+clean-artifacts:
+	rm -rf artifacts/*/

@@ -1,0 +1,122 @@
+//! The device is chosen once, here, from `--device auto|cpu|cuda|cuda:N`, and passed down.
+//! Nothing else in the crate calls `Device::cuda_if_available()`.
+
+use std::str::FromStr;
+use tch::Device;
+
+/// What the user asked for; resolved with [`DeviceChoice::resolve`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DeviceChoice {
+    /// CUDA device 0 when available, the CPU otherwise.
+    #[default]
+    Auto,
+    Cpu,
+    Cuda(usize),
+}
+
+impl FromStr for DeviceChoice {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim().to_ascii_lowercase();
+        match s.as_str() {
+            "auto" => Ok(DeviceChoice::Auto),
+            "cpu" => Ok(DeviceChoice::Cpu),
+            "cuda" | "gpu" => Ok(DeviceChoice::Cuda(0)),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(DeviceChoice::Cuda)
+                .ok_or_else(|| anyhow::anyhow!("unknown device {s:?}; use auto, cpu, cuda or cuda:N")),
+        }
+    }
+}
+
+impl DeviceChoice {
+    /// Resolves to a concrete device; asking for a CUDA device that is not there is an error.
+    pub fn resolve(self) -> anyhow::Result<Device> {
+        match self {
+            DeviceChoice::Auto => Ok(Device::cuda_if_available()),
+            DeviceChoice::Cpu => Ok(Device::Cpu),
+            DeviceChoice::Cuda(n) => {
+                let count = tch::Cuda::device_count() as usize;
+                if n >= count {
+                    anyhow::bail!(
+                        "device cuda:{n} requested but {count} CUDA device(s) are available; use --device cpu or auto"
+                    );
+                }
+                Ok(Device::Cuda(n))
+            }
+        }
+    }
+}
+
+/// Short, stable name of a device kind for cache keys and reports ("cpu", "cuda").
+pub fn kind_name(device: Device) -> &'static str {
+    match device {
+        Device::Cpu => "cpu",
+        Device::Cuda(_) => "cuda",
+        Device::Mps => "mps",
+        Device::Vulkan => "vulkan",
+    }
+}
+
+/// Waits for queued device work, so timings measure the work and not its launch.
+pub fn synchronize(device: Device) {
+    if let Device::Cuda(n) = device {
+        tch::Cuda::synchronize(n as i64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_device_spellings() {
+        assert_eq!("auto".parse::<DeviceChoice>().unwrap(), DeviceChoice::Auto);
+        assert_eq!("CPU".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cpu);
+        assert_eq!("cuda".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cuda(0));
+        assert_eq!("cuda:1".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cuda(1));
+        for bad in ["", "tpu", "cuda:x", "cuda:-1"] {
+            assert!(bad.parse::<DeviceChoice>().is_err(), "{bad:?} accepted");
+        }
+    }
+}
+
+/// Name and total memory of CUDA device `index`, read from the CUDA driver (`libcuda.so.1`,
+/// loaded at run time so that CPU-only machines need no driver). `None` when unavailable.
+pub fn cuda_device_info(index: i64) -> Option<(String, u64)> {
+    type CuInit = unsafe extern "C" fn(u32) -> i32;
+    type CuDeviceGet = unsafe extern "C" fn(*mut i32, i32) -> i32;
+    type CuDeviceGetName = unsafe extern "C" fn(*mut libc::c_char, i32, i32) -> i32;
+    type CuDeviceTotalMem = unsafe extern "C" fn(*mut usize, i32) -> i32;
+    // SAFETY: dlopen/dlsym with NUL-terminated names; each symbol is cast to the signature the
+    // CUDA driver API documents for it, and only called when it was found.
+    unsafe {
+        let lib = libc::dlopen(c"libcuda.so.1".as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL);
+        if lib.is_null() {
+            return None;
+        }
+        let sym = |name: &std::ffi::CStr| libc::dlsym(lib, name.as_ptr());
+        let (init, get, get_name, total) =
+            (sym(c"cuInit"), sym(c"cuDeviceGet"), sym(c"cuDeviceGetName"), sym(c"cuDeviceTotalMem_v2"));
+        if init.is_null() || get.is_null() || get_name.is_null() || total.is_null() {
+            return None;
+        }
+        let init: CuInit = std::mem::transmute(init);
+        let get: CuDeviceGet = std::mem::transmute(get);
+        let get_name: CuDeviceGetName = std::mem::transmute(get_name);
+        let total: CuDeviceTotalMem = std::mem::transmute(total);
+        let mut dev = 0i32;
+        if init(0) != 0 || get(&mut dev, index as i32) != 0 {
+            return None;
+        }
+        let mut name = [0 as libc::c_char; 256];
+        let mut bytes = 0usize;
+        if get_name(name.as_mut_ptr(), name.len() as i32, dev) != 0 || total(&mut bytes, dev) != 0 {
+            return None;
+        }
+        let name = std::ffi::CStr::from_ptr(name.as_ptr()).to_string_lossy().into_owned();
+        Some((name, bytes as u64))
+    }
+}

@@ -1,0 +1,46 @@
+//! `lipctl doctor`: what a bug report needs — versions, device, threads, folders.
+
+use std::io::Write;
+use std::path::Path;
+
+/// libtorch's version as `tch` reports it at build time (the wheel's `torch.__version__`).
+pub fn libtorch_version() -> String {
+    // torch-sys checks the version at build time; the Python wheel pins it in the Makefile.
+    "2.11.0".to_string()
+}
+
+/// Whether `dir` exists (or can be created) and accepts a new file.
+fn writable(dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create: {e}"))?;
+    let probe = dir.join(format!(".lipctl-doctor-{}", std::process::id()));
+    std::fs::write(&probe, b"ok").map_err(|e| format!("not writable: {e}"))?;
+    std::fs::remove_file(&probe).map_err(|e| format!("cannot remove probe file: {e}"))?;
+    Ok(())
+}
+
+pub fn run(data: &Path, artifacts: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
+    writeln!(out, "lipctl      {}", env!("CARGO_PKG_VERSION"))?;
+    writeln!(out, "libtorch    {} ({})", libtorch_version(), option_env!("LIPCTL_LIBTORCH_LIB").unwrap_or("unknown folder"))?;
+    let cuda = tch::Cuda::is_available();
+    if cuda {
+        let count = tch::Cuda::device_count();
+        writeln!(out, "cuda        available, {count} device(s), cudnn {}", tch::Cuda::cudnn_is_available())?;
+        for i in 0..count {
+            match crate::device::cuda_device_info(i) {
+                Some((name, bytes)) => writeln!(out, "  cuda:{i}    {name}, {:.1} GiB", bytes as f64 / (1u64 << 30) as f64)?,
+                None => writeln!(out, "  cuda:{i}    (name unavailable)")?,
+            }
+        }
+    } else {
+        writeln!(out, "cuda        not available (training and measurements run on the CPU)")?;
+    }
+    writeln!(out, "threads     {} (libtorch intra-op)", tch::get_num_threads())?;
+    for (label, dir) in [("data", data), ("artifacts", artifacts)] {
+        let state = match writable(dir) {
+            Ok(()) => "writable".to_string(),
+            Err(e) => e,
+        };
+        writeln!(out, "{label:<11} {} ({state})", dir.display())?;
+    }
+    Ok(())
+}
