@@ -6,3 +6,4 @@
 pub mod device;
 pub mod doctor;
 pub mod nn;
+pub mod progress;
