@@ -3,10 +3,9 @@
 use std::io::Write;
 use std::path::Path;
 
-/// libtorch's version as `tch` reports it at build time (the wheel's `torch.__version__`).
+/// libtorch's version, read by build.rs from the wheel's `torch/version.py` at build time.
 pub fn libtorch_version() -> String {
-    // torch-sys checks the version at build time; the Python wheel pins it in the Makefile.
-    "2.11.0".to_string()
+    option_env!("LIPCTL_LIBTORCH_VERSION").unwrap_or("unknown").to_string()
 }
 
 /// Whether `dir` exists (or can be created) and accepts a new file.

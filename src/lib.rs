@@ -3,6 +3,7 @@
 //! parses arguments and dispatches to the stage functions of this library.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod config;
 pub mod device;
 pub mod doctor;
 pub mod nn;

@@ -1,0 +1,373 @@
+//! Pipeline files (`pipelines/*.yaml`): the schema, its validation, and the errors a user sees.
+//!
+//! A pipeline names datasets, methods, sizes, seeds and stage options. Parsing is strict
+//! (`deny_unknown_fields`), and every error names `file:line:column`, the offending value and the
+//! fix, e.g. `pipelines/paper.yaml:14:11: unknown method "Cayly"; expected one of Standard, AOL, …`.
+//! Stages never see this YAML: [`crate::pipeline::plan`] turns a [`Pipeline`] into typed tasks.
+
+use crate::device::DeviceChoice;
+use crate::nn::{Method, ModelSize};
+use serde::{Deserialize, Deserializer};
+use std::path::{Path, PathBuf};
+
+/// A parsed, validated pipeline file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pipeline {
+    /// Short name shown in logs and the report.
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// `auto`, `cpu`, `cuda` or `cuda:N`.
+    #[serde(default, deserialize_with = "de_device")]
+    pub device: DeviceChoice,
+    pub datasets: Vec<DatasetEntry>,
+    /// Method names in the paper's spelling, or `all`.
+    #[serde(deserialize_with = "de_methods")]
+    pub methods: Vec<Method>,
+    #[serde(deserialize_with = "de_sizes")]
+    pub sizes: Vec<ModelSize>,
+    /// Kernel size of the block convolutions: 3, or 1 for the paper's `_1x1` variant.
+    #[serde(default = "default_kernel", deserialize_with = "de_kernel")]
+    pub kernel: i64,
+    #[serde(default = "default_seeds")]
+    pub seeds: Vec<u64>,
+    pub train: TrainOptions,
+    #[serde(default)]
+    pub certify: CertifyOptions,
+    #[serde(default)]
+    pub measure: Option<MeasureOptions>,
+    #[serde(default)]
+    pub budgets: Option<BudgetOptions>,
+    #[serde(default)]
+    pub search: Option<SearchOptions>,
+}
+
+/// One dataset of the pipeline; `source` may be overridden by `--data`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetEntry {
+    /// cifar10, cifar100, tinyimagenet, imagefolder or synthetic.
+    #[serde(deserialize_with = "de_dataset_name")]
+    pub name: String,
+    /// Archive or folder to read; relative paths are relative to the pipeline file's folder's parent
+    /// (the project root) as given on the command line.
+    #[serde(default)]
+    pub source: Option<PathBuf>,
+    /// Keep only the first N training images of each class (a CPU-sized subset).
+    #[serde(default, deserialize_with = "de_opt_positive_usize")]
+    pub train_per_class: Option<usize>,
+    /// Keep only the first N test images of each class.
+    #[serde(default, deserialize_with = "de_opt_positive_usize")]
+    pub test_per_class: Option<usize>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainOptions {
+    /// Fixed epoch count, used when the pipeline has no `budgets`.
+    #[serde(default, deserialize_with = "de_opt_positive_u32")]
+    pub epochs: Option<u32>,
+    /// Peak learning rate of the OneCycle schedule (used when there is no `search`).
+    #[serde(deserialize_with = "de_positive_f64")]
+    pub lr: f64,
+    /// Weight decay (coupled L2), ≥ 0.
+    #[serde(deserialize_with = "de_nonnegative_f64")]
+    pub wd: f64,
+    #[serde(default = "default_batch", deserialize_with = "de_positive_u32")]
+    pub batch_size: u32,
+    /// Retries with a new seed after a diverged (NaN/inf) run.
+    #[serde(default = "default_retries")]
+    pub max_retries: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertifyOptions {
+    /// Power-iteration steps per layer in the Lipschitz audit.
+    #[serde(default = "default_audit_iters", deserialize_with = "de_positive_u32")]
+    pub audit_iterations: u32,
+}
+
+impl Default for CertifyOptions {
+    fn default() -> Self {
+        CertifyOptions { audit_iterations: default_audit_iters() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeasureOptions {
+    /// Timed batches after warm-up (the paper: 100).
+    #[serde(default = "default_measure_batches", deserialize_with = "de_positive_u32")]
+    pub batches: u32,
+    #[serde(default = "default_measure_batch_sizes")]
+    pub batch_sizes: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BudgetMode {
+    /// Epochs from this device's measured seconds per batch.
+    Measured,
+    /// The paper's A100 epoch counts (exact replication on other hardware).
+    Paper,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetOptions {
+    pub hours: Vec<f64>,
+    pub mode: BudgetMode,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchOptions {
+    #[serde(default = "default_trials", deserialize_with = "de_positive_u32")]
+    pub trials: u32,
+    /// Epochs per trial; defaults to the pipeline's shortest budget.
+    #[serde(default, deserialize_with = "de_opt_positive_u32")]
+    pub epochs: Option<u32>,
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn default_kernel() -> i64 {
+    3
+}
+fn default_seeds() -> Vec<u64> {
+    vec![0]
+}
+fn default_batch() -> u32 {
+    256
+}
+fn default_retries() -> u32 {
+    2
+}
+fn default_audit_iters() -> u32 {
+    100
+}
+fn default_measure_batches() -> u32 {
+    100
+}
+fn default_measure_batch_sizes() -> Vec<u32> {
+    vec![256]
+}
+fn default_trials() -> u32 {
+    16
+}
+
+/// Dataset names `prepare` knows.
+pub const DATASET_NAMES: [&str; 5] = ["cifar10", "cifar100", "tinyimagenet", "imagefolder", "synthetic"];
+
+fn de_dataset_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    let lower = s.to_ascii_lowercase();
+    if DATASET_NAMES.contains(&lower.as_str()) {
+        Ok(lower)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "unknown dataset {s:?}; expected one of {}",
+            DATASET_NAMES.join(", ")
+        )))
+    }
+}
+
+fn de_device<'de, D: Deserializer<'de>>(d: D) -> Result<DeviceChoice, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse().map_err(|e: anyhow::Error| serde::de::Error::custom(e.to_string()))
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrList {
+    One(String),
+    List(Vec<String>),
+}
+
+fn de_methods<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Method>, D::Error> {
+    let names = match OneOrList::deserialize(d)? {
+        OneOrList::One(s) if s.eq_ignore_ascii_case("all") => return Ok(Method::ALL.to_vec()),
+        OneOrList::One(s) => vec![s],
+        OneOrList::List(v) => v,
+    };
+    if names.is_empty() {
+        return Err(serde::de::Error::custom("no methods listed; name at least one, or `all`"));
+    }
+    names
+        .iter()
+        .map(|n| n.parse::<Method>().map_err(|e| serde::de::Error::custom(e.to_string())))
+        .collect()
+}
+
+fn de_sizes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ModelSize>, D::Error> {
+    let names = match OneOrList::deserialize(d)? {
+        OneOrList::One(s) if s.eq_ignore_ascii_case("all") => return Ok(ModelSize::ALL.to_vec()),
+        OneOrList::One(s) => vec![s],
+        OneOrList::List(v) => v,
+    };
+    if names.is_empty() {
+        return Err(serde::de::Error::custom("no sizes listed; name at least one of XS, S, M, L"));
+    }
+    names
+        .iter()
+        .map(|n| n.parse::<ModelSize>().map_err(|e| serde::de::Error::custom(e.to_string())))
+        .collect()
+}
+
+fn de_kernel<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    let k = i64::deserialize(d)?;
+    if k == 1 || k == 3 {
+        Ok(k)
+    } else {
+        Err(serde::de::Error::custom(format!("kernel must be 3 or 1, got {k}")))
+    }
+}
+
+fn de_positive_u32<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let v = i64::deserialize(d)?;
+    if v >= 1 && v <= u32::MAX as i64 {
+        Ok(v as u32)
+    } else {
+        Err(serde::de::Error::custom(format!("must be a positive whole number, got {v}")))
+    }
+}
+
+fn de_opt_positive_u32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    de_positive_u32(d).map(Some)
+}
+
+fn de_opt_positive_usize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    de_positive_u32(d).map(|v| Some(v as usize))
+}
+
+fn de_positive_f64<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    let v = f64::deserialize(d)?;
+    if v.is_finite() && v > 0.0 {
+        Ok(v)
+    } else {
+        Err(serde::de::Error::custom(format!("must be a positive number, got {v}")))
+    }
+}
+
+fn de_nonnegative_f64<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    let v = f64::deserialize(d)?;
+    if v.is_finite() && v >= 0.0 {
+        Ok(v)
+    } else {
+        Err(serde::de::Error::custom(format!("must be a number ≥ 0, got {v}")))
+    }
+}
+
+/// Formats a serde_yaml error as `file:line:column: message`.
+pub fn yaml_error(path: &Path, err: &serde_yaml::Error) -> anyhow::Error {
+    let msg = err.to_string();
+    match err.location() {
+        Some(loc) => {
+            let suffix = format!(" at line {} column {}", loc.line(), loc.column());
+            let msg = msg.replace(&suffix, "");
+            anyhow::anyhow!("{}:{}:{}: {}", path.display(), loc.line(), loc.column(), msg)
+        }
+        None => anyhow::anyhow!("{}: {}", path.display(), msg),
+    }
+}
+
+impl Pipeline {
+    /// Reads and validates a pipeline file.
+    pub fn load(path: &Path) -> anyhow::Result<Pipeline> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read pipeline {}: {e}", path.display()))?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses pipeline text; `path` only names the file in errors.
+    pub fn parse(path: &Path, text: &str) -> anyhow::Result<Pipeline> {
+        let pipeline: Pipeline = serde_yaml::from_str(text).map_err(|e| yaml_error(path, &e))?;
+        pipeline.check(path)?;
+        Ok(pipeline)
+    }
+
+    /// Cross-field rules that serde cannot express.
+    fn check(&self, path: &Path) -> anyhow::Result<()> {
+        let at = |key: &str| format!("{}: `{key}`", path.display());
+        if self.datasets.is_empty() {
+            anyhow::bail!("{}: list at least one dataset", at("datasets"));
+        }
+        if self.seeds.is_empty() {
+            anyhow::bail!("{}: list at least one seed", at("seeds"));
+        }
+        if self.train.epochs.is_none() && self.budgets.is_none() {
+            anyhow::bail!("{}: set `train.epochs`, or add a `budgets` section", at("train"));
+        }
+        if let Some(b) = &self.budgets {
+            if b.hours.is_empty() || b.hours.iter().any(|h| !(h.is_finite() && *h > 0.0)) {
+                anyhow::bail!("{}: hours must be a non-empty list of positive numbers, got {:?}", at("budgets"), b.hours);
+            }
+        }
+        for d in &self.datasets {
+            if d.name == "imagefolder" && d.source.is_none() {
+                anyhow::bail!("{}: dataset `imagefolder` needs a `source` (folder, .zip or .tar.gz)", at("datasets"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "\
+name: smoke
+datasets:
+  - name: synthetic
+methods: [AOL, sll]
+sizes: [XS]
+train:
+  epochs: 2
+  lr: 0.01
+  wd: 1.0e-4
+";
+
+    fn parse(text: &str) -> anyhow::Result<Pipeline> {
+        Pipeline::parse(Path::new("pipelines/t.yaml"), text)
+    }
+
+    #[test]
+    fn parses_a_valid_pipeline_with_defaults() {
+        let p = parse(GOOD).unwrap();
+        assert_eq!(p.methods, vec![Method::Aol, Method::Sll]);
+        assert_eq!(p.sizes, vec![ModelSize::XS]);
+        assert_eq!((p.kernel, p.train.batch_size, p.seeds.clone()), (3, 256, vec![0]));
+        assert_eq!(p.device, DeviceChoice::Auto);
+        let all = parse(&GOOD.replace("[AOL, sll]", "all")).unwrap();
+        assert_eq!(all.methods.len(), Method::ALL.len());
+    }
+
+    /// Each bad file: (text, expected line, fragments the message must contain).
+    #[test]
+    fn bad_files_name_file_line_and_fix() {
+        let cases: Vec<(String, usize, Vec<&str>)> = vec![
+            (GOOD.replace("[AOL, sll]", "[AOL, Cayly]"), 4, vec!["unknown method \"Cayly\"", "Cayley"]),
+            (GOOD.replace("epochs: 2", "epochs: -3"), 7, vec!["positive", "-3"]),
+            (GOOD.replace("  wd: 1.0e-4", "  wd: 1.0e-4\n  momentum: 0.9"), 9, vec!["unknown field `momentum`"]),
+            (GOOD.replace("methods: [AOL, sll]", "methods: [AOL, sll"), 5, vec![]),
+            (GOOD.replace("name: synthetic", "name: mnist"), 3, vec!["unknown dataset", "cifar10"]),
+            (GOOD.replace("sizes: [XS]", "sizes: [XXL]"), 5, vec!["unknown model size", "XS, S, M, L"]),
+        ];
+        for (text, line, fragments) in cases {
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.starts_with(&format!("pipelines/t.yaml:{line}:")), "wrong location: {err}");
+            for f in fragments {
+                assert!(err.contains(f), "{err:?} lacks {f:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn needs_epochs_or_budgets() {
+        let err = parse(&GOOD.replace("  epochs: 2\n", "")).unwrap_err().to_string();
+        assert!(err.contains("train.epochs") || err.contains("`train`"), "{err}");
+    }
+}
