@@ -147,14 +147,17 @@ pub fn decode_images(
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 4);
     let chunk = items.len().div_ceil(threads);
     let task = Mutex::new(progress.task(label, items.len() as u64));
+    let reference = match expect_side {
+        Some(_) => "the training images are".to_string(),
+        None => format!("`{first_name}` is"),
+    };
     let check = |name: &str, img: &image::RgbImage| -> Result<()> {
         if img.width() as usize != side || img.height() as usize != side {
             bail!(
-                "{}: image is {}×{}; every image must be square and of one size (`{}` is {side}×{side})",
+                "{}: image is {}×{}; every image must be square and of one size ({reference} {side}×{side})",
                 tree.describe(name),
                 img.width(),
                 img.height(),
-                first_name
             );
         }
         Ok(())

@@ -249,8 +249,10 @@ impl Dataset {
     /// stored order; `None` keeps all), with the fit/val split recomputed by [`split_indices`]. The
     /// channel mean stays the full dataset's, so a subset run centres exactly as a full run does.
     pub fn subset(&self, train_per_class: Option<usize>, test_per_class: Option<usize>) -> Dataset {
+        let device = self.train_images.device();
         let pick = |labels: &Tensor, k: Option<usize>| -> Vec<i64> {
-            let labels: Vec<i64> = Vec::<i64>::try_from(labels).expect("labels are a CPU int64 vector (checked on load)");
+            let labels: Vec<i64> =
+                Vec::<i64>::try_from(&labels.to_device(tch::Device::Cpu)).expect("labels are an int64 vector (checked on load)");
             let mut seen = vec![0usize; self.classes.len()];
             let mut out = Vec::new();
             for (i, &l) in labels.iter().enumerate() {
@@ -262,10 +264,12 @@ impl Dataset {
             }
             out
         };
-        let train_idx = Tensor::from_slice(&pick(&self.train_labels, train_per_class));
-        let test_idx = Tensor::from_slice(&pick(&self.test_labels, test_per_class));
-        let train_labels = self.train_labels.index_select(0, &train_idx);
-        let labels_vec = Vec::<i64>::try_from(&train_labels).expect("labels are a CPU int64 vector");
+        let train_pick = pick(&self.train_labels, train_per_class);
+        let train_idx = Tensor::from_slice(&train_pick).to_device(device);
+        let test_idx = Tensor::from_slice(&pick(&self.test_labels, test_per_class)).to_device(self.test_images.device());
+        let train_labels = self.train_labels.index_select(0, &train_idx.to_device(self.train_labels.device()));
+        let all_labels = Vec::<i64>::try_from(&self.train_labels.to_device(tch::Device::Cpu)).expect("labels are an int64 vector");
+        let labels_vec: Vec<i64> = train_pick.iter().map(|&i| all_labels[i as usize]).collect();
         let (fit, val) = split_indices(&labels_vec);
         let fmt_k = |k: Option<usize>| k.map(|k| k.to_string()).unwrap_or_else(|| "all".into());
         let checksum = hex::encode(Sha256::digest(
@@ -277,9 +281,9 @@ impl Dataset {
             train_images: self.train_images.index_select(0, &train_idx),
             train_labels,
             test_images: self.test_images.index_select(0, &test_idx),
-            test_labels: self.test_labels.index_select(0, &test_idx),
-            fit_split: Tensor::from_slice(&fit),
-            val_split: Tensor::from_slice(&val),
+            test_labels: self.test_labels.index_select(0, &test_idx.to_device(self.test_labels.device())),
+            fit_split: Tensor::from_slice(&fit).to_device(self.fit_split.device()),
+            val_split: Tensor::from_slice(&val).to_device(self.val_split.device()),
             channel_mean: self.channel_mean,
             checksum,
         }

@@ -353,7 +353,9 @@ fn validate(d: &Decoded, source: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
-fn write_artifact(dir: &Path, d: Decoded, kind: DatasetKind, name: &str, source_sha256: &str, key: &Key) -> Result<()> {
+/// Writes `data.safetensors` and `meta.json`. Each pixel buffer is dropped as soon as its tensor
+/// exists, keeping the peak near two copies of the training images (CIFAR: ~370 MB).
+fn write_artifact(dir: &Path, mut d: Decoded, kind: DatasetKind, name: &str, source_sha256: &str, key: &Key) -> Result<()> {
     let s = d.side as i64;
     let count = |imgs: &Images| {
         let mut c = vec![0usize; d.classes.len()];
@@ -378,15 +380,17 @@ fn write_artifact(dir: &Path, d: Decoded, kind: DatasetKind, name: &str, source_
         split_seed: SPLIT_SEED,
         checksum: key.to_string(),
     };
-    let images = |imgs: &Images| -> Result<Tensor> {
-        Tensor::from_slice(&imgs.pixels)
+    let images = |imgs: &mut Images| -> Result<Tensor> {
+        let t = Tensor::from_slice(&imgs.pixels)
             .f_view([imgs.labels.len() as i64, 3, s, s])
-            .context("shaping image tensor")
+            .context("shaping image tensor")?;
+        imgs.pixels = Vec::new();
+        Ok(t)
     };
     let tensors = [
-        ("train_images", images(&d.train)?),
+        ("train_images", images(&mut d.train)?),
         ("train_labels", Tensor::from_slice(&d.train.labels)),
-        ("test_images", images(&d.test)?),
+        ("test_images", images(&mut d.test)?),
         ("test_labels", Tensor::from_slice(&d.test.labels)),
         ("fit_split", Tensor::from_slice(&fit)),
         ("val_split", Tensor::from_slice(&val)),

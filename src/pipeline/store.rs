@@ -159,8 +159,9 @@ pub struct FileSum {
 }
 
 /// `manifest.json`: the commit mark of an artifact, written last.
+/// Unknown fields are accepted (not `deny_unknown_fields`): a newer lipctl may record more, and an
+/// older one must not take that for damage and delete the artifact.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Manifest {
     pub format: u32,
     pub stage: String,
@@ -305,7 +306,13 @@ impl Store {
                 if aside.exists() {
                     fsx::remove_dir_all(&aside)?;
                 }
-                fsx::rename(&dir, &aside)?;
+                if let Err(e) = fsx::rename(&dir, &aside) {
+                    // Another process noticed the same damage and moved it first.
+                    if dir.exists() {
+                        return Err(e);
+                    }
+                    return Ok(None);
+                }
                 fsx::remove_dir_all(&aside)?;
                 Ok(None)
             }
