@@ -405,6 +405,24 @@ impl Store {
         Ok(file)
     }
 
+    /// Keys of the committed artifacts of `stage`, sorted (not verified: [`Store::lookup`] does
+    /// that when one is used).
+    pub fn list(&self, stage: &str) -> Result<Vec<Key>> {
+        let dir = self.stage_dir(stage);
+        if !dir.is_dir() {
+            return Ok(Vec::new());
+        }
+        let mut keys = Vec::new();
+        for path in fsx::read_dir_sorted(&dir)? {
+            if let Some(key) = path.file_name().and_then(|n| Key::parse(&n.to_string_lossy()).ok()) {
+                if path.join(MANIFEST).is_file() {
+                    keys.push(key);
+                }
+            }
+        }
+        Ok(keys)
+    }
+
     /// Stage names present in the store, sorted.
     pub fn stages(&self) -> Result<Vec<String>> {
         let mut out = Vec::new();
@@ -606,6 +624,8 @@ mod tests {
             "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
         );
         assert_eq!(second.manifest.config, info.config);
+        assert_eq!(store.list("search").unwrap(), vec![key.clone()]);
+        assert!(store.list("train").unwrap().is_empty());
         let status = store.status().unwrap();
         assert_eq!(status.len(), 1);
         assert_eq!(status[0].done, vec![key]);
@@ -697,6 +717,35 @@ mod tests {
         assert!(manifest_time >= file_time);
         assert_eq!(art.manifest.status, "done");
         assert_eq!(art.manifest.lipctl_version, env!("CARGO_PKG_VERSION"));
+    }
+
+    #[test]
+    fn status_shows_a_running_build_and_leftovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let first = info(0.9);
+        let key = first.key("measure");
+        store
+            .build("measure", &key, &first, |_| {
+                let st = &store.status().unwrap()[0];
+                assert_eq!(st.running, vec![key.clone()]);
+                assert_eq!(st.partial, 0, "the running build's temporary folder is not a leftover");
+                Ok(())
+            })
+            .unwrap();
+        // A temporary folder of a dead process is partial, and the next build of that key clears it.
+        let other = info(1.0);
+        let other_key = other.key("measure");
+        let stale = store.stage_dir("measure").join(format!(".tmp-{other_key}-999999"));
+        fsx::create_dir_all(&stale).unwrap();
+        let st = &store.status().unwrap()[0];
+        assert_eq!((st.done.len(), st.running.len(), st.partial), (1, 0, 1));
+        store.build("measure", &other_key, &other, |_| Ok(())).unwrap();
+        assert!(!stale.exists());
+        let mut text = Vec::new();
+        print_status(&store, &mut text).unwrap();
+        let text = String::from_utf8(text).unwrap();
+        assert!(text.lines().nth(1).unwrap().split_whitespace().eq(["measure", "2", "0", "0", "0"]), "{text}");
     }
 
     #[test]
