@@ -75,7 +75,7 @@ impl Variant {
         }
     }
 
-    fn folder(self) -> &'static str {
+    pub fn folder(self) -> &'static str {
         match self {
             Variant::Ten => "cifar-10-batches-bin",
             Variant::Hundred => "cifar-100-binary",

@@ -303,8 +303,30 @@ fn decode(req: &PrepareRequest, source: Option<&Path>, progress: &Progress) -> R
         DatasetKind::Synthetic => synthetic::generate(&req.synthetic),
         DatasetKind::Cifar10 | DatasetKind::Cifar100 => {
             let variant = if req.dataset == DatasetKind::Cifar10 { cifar::Variant::Ten } else { cifar::Variant::Hundred };
-            let tree = read_source(need()?, &|n| variant.wants(n), progress)?;
-            cifar::read(&tree, variant)?
+            let tree = read_source(need()?, &|n| variant.wants(n) || image_folder::is_image(n), progress)?;
+            if tree.files.keys().any(|n| variant.wants(n)) {
+                cifar::read(&tree, variant)?
+            } else {
+                // The same images in the image-folder layout (e.g. the JPEG copy of CIFAR-10):
+                // accepted when the class count matches the dataset.
+                let decoded = image_folder::read(&tree, progress).with_context(|| {
+                    format!(
+                        "{}: neither the binary version ({}/) nor an image folder (train/<class>/, test/<class>/)",
+                        tree.origin.display(),
+                        variant.folder()
+                    )
+                })?;
+                let expected = if req.dataset == DatasetKind::Cifar10 { 10 } else { 100 };
+                if decoded.classes.len() != expected {
+                    bail!(
+                        "{}: an image folder with {} classes, but {} has {expected}; use --dataset imagefolder for other data",
+                        tree.origin.display(),
+                        decoded.classes.len(),
+                        req.dataset.as_str()
+                    );
+                }
+                decoded
+            }
         }
         DatasetKind::Imagefolder => {
             let tree = read_source(need()?, &image_folder::is_image, progress)?;
