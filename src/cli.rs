@@ -21,6 +21,8 @@ pub struct Cli {
 pub enum Command {
     /// Print versions, CUDA availability, threads and whether the folders are writable.
     Doctor(DoctorArgs),
+    /// Which layer and model size fit a memory and time budget (ranked, with reasons).
+    Recommend(lipctl::recommend::RecommendArgs),
 }
 
 #[derive(clap::Args, Debug)]

@@ -7,4 +7,7 @@ pub mod config;
 pub mod device;
 pub mod doctor;
 pub mod nn;
+pub mod paper;
 pub mod progress;
+pub mod recommend;
+pub mod units;

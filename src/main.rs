@@ -30,6 +30,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             lipctl::doctor::run(&a.data, &cli.artifacts, &mut out)?;
         }
+        Command::Recommend(a) => lipctl::recommend::run(&a, &cli.artifacts, &mut out)?,
     }
     Ok(ExitCode::SUCCESS)
 }
