@@ -155,11 +155,16 @@ impl Hours {
 }
 
 impl fmt::Display for Hours {
-    /// `2 h`, `1.5 h`, `0.25 h`: hours with at most two decimals.
+    /// `2 h`, `1.5 h` from an hour up (at most two decimals), `9.4 min` and `30 s` below.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = format!("{:.2}", self.0);
-        let s = s.trim_end_matches('0').trim_end_matches('.');
-        write!(f, "{s} h")
+        let trim = |s: String| s.trim_end_matches('0').trim_end_matches('.').to_string();
+        if self.0 >= 1.0 {
+            write!(f, "{} h", trim(format!("{:.2}", self.0)))
+        } else if self.0 * 60.0 >= 1.0 {
+            write!(f, "{} min", trim(format!("{:.1}", self.0 * 60.0)))
+        } else {
+            write!(f, "{:.0} s", self.0 * 3600.0)
+        }
     }
 }
 
@@ -280,5 +285,7 @@ mod tests {
         assert_eq!(ByteSize(937_200_000).to_string(), "937 MB");
         assert_eq!(Hours(1.5).to_string(), "1.5 h");
         assert_eq!(Hours(24.0).to_string(), "24 h");
+        assert_eq!(Hours(0.25).to_string(), "15 min");
+        assert_eq!(Hours(30.0 / 3600.0).to_string(), "30 s");
     }
 }

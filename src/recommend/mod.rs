@@ -426,10 +426,10 @@ impl RecommendArgs {
             Some(p) => Rules::load(p)?,
             None => Rules::shipped()?,
         };
-        let knowledge = Knowledge::load(self.knowledge, artifacts, self.measured.as_deref())?;
         if self.measured.is_some() && self.knowledge == KnowledgeMode::Paper {
             bail!("--measured has no effect with --knowledge paper; use --knowledge measured or auto");
         }
+        let knowledge = Knowledge::load(self.knowledge, artifacts, self.measured.as_deref())?;
         let query = Query {
             mem: self.mem,
             hours: self.hours,
