@@ -442,8 +442,8 @@ fn malformed_budgets_are_usage_errors_with_exit_code_2() {
     assert_eq!((args.mem, args.hours), (ByteSize(8_000_000_000), Hours(1.5)));
 }
 
-// ---- The real binary. These need the binary built from this tree; run with
-// `cargo test --release --test recommend -- --include-ignored` after merging.
+// ---- The real binary (built by cargo from this tree for integration tests), in a fresh
+// temporary folder as artifacts root, so `--knowledge auto` finds no measured results.
 
 fn lipctl(args: &[&str], artifacts: &Path) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_lipctl"))
@@ -457,7 +457,6 @@ fn lipctl(args: &[&str], artifacts: &Path) -> std::process::Output {
 }
 
 #[test]
-#[ignore = "runs target/release/lipctl: run after merging (shared target dir)"]
 fn binary_answers_and_prints_on_stdout() {
     let dir = tempfile::tempdir().unwrap();
     let out = lipctl(&["--mem", "80GB", "--hours", "24"], dir.path());
@@ -477,7 +476,6 @@ fn binary_answers_and_prints_on_stdout() {
 }
 
 #[test]
-#[ignore = "runs target/release/lipctl: run after merging (shared target dir)"]
 fn binary_exits_2_on_malformed_budgets() {
     let dir = tempfile::tempdir().unwrap();
     // A sample of the table (each run loads libtorch: about a second); all cases go through
@@ -495,7 +493,6 @@ fn binary_exits_2_on_malformed_budgets() {
 }
 
 #[test]
-#[ignore = "runs target/release/lipctl: run after merging (shared target dir)"]
 fn binary_reports_rule_file_errors_with_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let rules = dir.path().join("rules.yaml");

@@ -315,7 +315,9 @@ impl Knowledge {
         Knowledge { entries, sources: vec![format!("measured: {origin}")] }
     }
 
-    /// `self` (the paper) with every measured field of `measured` put in its place.
+    /// `self` (the paper) with every measured field of `measured` put in its place: time,
+    /// memory and inference field by field; the accuracy points as a whole set (a measured curve
+    /// and the paper's come from different implementations and devices, so they are not mixed).
     pub fn overlay(mut self, measured: Knowledge) -> Knowledge {
         for m in measured.entries {
             let Some(e) = self.entries.iter_mut().find(|e| (e.dataset, e.method, e.size) == (m.dataset, m.method, m.size))
