@@ -506,3 +506,24 @@ fn binary_reports_rule_file_errors_with_file_and_line() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--knowledge paper"));
 }
+
+#[test]
+fn auto_finds_the_committed_keyed_aggregate() {
+    // docs/artifacts.md: aggregate/<key>/results.csv, committed by its manifest.json.
+    let dir = tempfile::tempdir().unwrap();
+    let agg = dir.path().join("aggregate");
+    for (key, manifest) in [("3fa1", true), (".tmp-9c2e-17", true), ("77aa", false)] {
+        std::fs::create_dir_all(agg.join(key)).unwrap();
+        write_measured(&agg.join(key));
+        if manifest {
+            std::fs::write(agg.join(key).join("manifest.json"), "{}").unwrap();
+        }
+    }
+    assert_eq!(knowledge::default_measured_path(dir.path()), Some(agg.join("3fa1").join("results.csv")));
+    let k = Knowledge::load(KnowledgeMode::Auto, dir.path(), None).unwrap();
+    assert!(k.sources.iter().any(|s| s.contains("3fa1")), "{:?}", k.sources);
+    // Nothing committed: the paper alone.
+    let empty = tempfile::tempdir().unwrap();
+    assert_eq!(knowledge::default_measured_path(empty.path()), None);
+    assert_eq!(Knowledge::load(KnowledgeMode::Auto, empty.path(), None).unwrap().sources.len(), 1);
+}

@@ -384,7 +384,7 @@ pub struct RecommendArgs {
         (an upper bound); accuracy numbers stay those of the dataset.")]
     pub input: Option<InputSize>,
 
-    /// Training batch size.
+    /// Training batch size (memory above 256 is scaled up from the batch-256 figures).
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     pub batch: u32,
 
