@@ -26,6 +26,8 @@ pub enum Command {
     Prepare(PrepareArgs),
     /// Show what the artifact store holds: done, running and partial artifacts per stage.
     Status(StatusArgs),
+    /// Which layer and model size fit a memory and time budget (ranked, with reasons).
+    Recommend(lipctl::recommend::RecommendArgs),
 }
 
 #[derive(clap::Args, Debug)]

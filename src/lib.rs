@@ -10,4 +10,7 @@ pub mod doctor;
 pub mod fsx;
 pub mod nn;
 pub mod pipeline;
+pub mod paper;
 pub mod progress;
+pub mod recommend;
+pub mod units;

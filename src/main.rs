@@ -49,6 +49,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let store = lipctl::pipeline::store::Store::open(&cli.artifacts)?;
             lipctl::pipeline::store::print_status(&store, &mut out)?;
         }
+        Command::Recommend(a) => lipctl::recommend::run(&a, &cli.artifacts, &mut out)?,
     }
     Ok(ExitCode::SUCCESS)
 }
