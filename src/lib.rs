@@ -3,8 +3,10 @@
 //! parses arguments and dispatches to the stage functions of this library.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod certify;
 pub mod config;
 pub mod device;
 pub mod doctor;
 pub mod nn;
 pub mod progress;
+pub mod train;
