@@ -84,12 +84,17 @@ fn config(epochs: usize, lr: f64, wd: f64, max_retries: usize) -> TrainConfig {
 /// 100 pseudo-random 8×8 images (the last batch of 16 is partial: drop_last = false), labels from
 /// the red channel's brightness so there is something to learn; a 90/10 split by index.
 fn data() -> TrainData {
-    let images = Tensor::from_slice(&(0..100 * 3 * 64).map(|i| ((i * 7919 + 13) % 256) as u8).collect::<Vec<_>>())
-        .view([100, 3, 8, 8]);
+    data_of(100, 8)
+}
+
+fn data_of(n: i64, side: i64) -> TrainData {
+    let pixels = (0..n * 3 * side * side).map(|i| ((i * 7919 + 13) % 256) as u8).collect::<Vec<_>>();
+    let images = Tensor::from_slice(&pixels).view([n, 3, side, side]);
     let red = images.narrow(1, 0, 1).to_kind(Kind::Float).mean_dim(&[1i64, 2, 3][..], false, Kind::Float);
     let labels = (red / 86.0).to_kind(Kind::Int64).clamp(0, CLASSES - 1);
-    let idx = Tensor::arange(100, (Kind::Int64, Device::Cpu));
-    let (fit, val) = (idx.narrow(0, 0, 90), idx.narrow(0, 90, 10));
+    let idx = Tensor::arange(n, (Kind::Int64, Device::Cpu));
+    let n_fit = n * 9 / 10;
+    let (fit, val) = (idx.narrow(0, 0, n_fit), idx.narrow(0, n_fit, n - n_fit));
     TrainData::select(&images, &labels, &images, &labels, &fit, &val, [0.5, 0.5, 0.5], EvalSplit::Validation).unwrap()
 }
 
@@ -150,7 +155,6 @@ fn training_writes_statistics_checkpoints_and_a_loadable_model() {
     assert_eq!(again, outcome);
     assert_eq!(std::fs::read_to_string(dir.join(train::trainer::STATS_FILE)).unwrap(), before);
     // A different configuration in the same folder is refused, naming the folder's run.
-    std::fs::remove_file(dir.join(train::trainer::OUTCOME_FILE)).unwrap();
     let err = try_run(&config(3, 0.07, 1e-4, 0), &dir, Duration::ZERO).unwrap_err();
     assert!(format!("{err:#}").contains("belongs to another run"), "{err:#}");
     let _ = std::fs::remove_dir_all(&dir);
@@ -243,4 +247,47 @@ fn resume_after_kill_is_exact() {
     }
     let _ = std::fs::remove_dir_all(&uninterrupted);
     let _ = std::fs::remove_dir_all(&interrupted);
+}
+
+/// The real ConvNet path: `train` builds the network of the configuration, and the certify
+/// stage loads the model file, audits every layer and writes the per-sample margins.
+#[test]
+fn convnet_trains_then_certifies_with_an_audited_bound() {
+    use lipctl::certify::{self, AuditOptions, EPSILONS};
+    use lipctl::nn::NetSpec;
+    for method in [Method::Aol, Method::Standard] {
+        let dir = fresh_dir(&format!("convnet-{method}"));
+        let mut cfg = config(1, 0.01, 1e-4, 0);
+        cfg.method = method;
+        // 4×4 inputs keep the XS network small (2 blocks; width 128, as C·H is constant).
+        let d = data_of(30, 4);
+        let (eval_images, eval_labels) = (d.eval_images.shallow_clone(), d.eval_labels.shallow_clone());
+        let outcome = train::train(&cfg, d, &dir, &Progress::hidden()).unwrap();
+        assert_eq!(outcome.status, RunStatus::Completed, "{method}");
+        let spec = NetSpec { method, size: ModelSize::XS, kernel: 3, input_side: 4, classes: CLASSES };
+        // Few iterations: enough for the bound logic under test, and an AOL layer's estimate
+        // cannot exceed its true norm (≤ 1) however early the iteration stops.
+        let opts = AuditOptions { max_iterations: 10, tolerance: 1e-5, random_points: 0, ..Default::default() };
+        let model = dir.join(outcome.model_file.as_ref().unwrap());
+        let cert = certify::certify_model_file(spec, &model, &eval_images, &eval_labels, [0.5; 3], 4, Device::Cpu, &dir.join("cert"), &opts)
+            .unwrap();
+        // first_conv, 2 blocks × 5 convs (4×4 input), head.
+        assert_eq!(cert.audit.layers.len(), 12, "{method}");
+        assert_eq!(cert.audit.layers[6].name, "block2.conv1");
+        assert_eq!(cert.audit.layers[6].input_shape, vec![1, 256, 2, 2]);
+        assert_eq!(cert.audit.layers[11].input_shape, vec![1, 512, 1, 1]);
+        assert_eq!(cert.lipschitz, cert.audit.product.max(1.0));
+        if method == Method::Aol {
+            assert!(cert.audit.layers.iter().all(|l| l.sigma <= 1.0 + 1e-5), "{:?}", cert.audit.layers);
+            assert_eq!(cert.lipschitz, 1.0);
+        }
+        // CRA can only fall as ε grows, and at ε = 0 it is at most the accuracy.
+        assert_eq!(cert.cra.iter().map(|c| c.0).collect::<Vec<_>>(), EPSILONS.to_vec());
+        assert!(cert.cra.windows(2).all(|w| w[1].1 <= w[0].1));
+        assert!(cert.cra[0].1 <= cert.accuracy);
+        let csv = std::fs::read_to_string(dir.join("cert/margins.csv")).unwrap();
+        assert_eq!(csv.lines().count(), 1 + 3);
+        assert!(dir.join("cert/certificate.json").exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

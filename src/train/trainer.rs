@@ -5,6 +5,7 @@
 //!
 //! | file | written | content |
 //! |---|---|---|
+//! | `run.txt` | at the start | the run's fingerprint (configuration and data shapes); another run in the same folder is refused |
 //! | `checkpoint.safetensors` | after every epoch | model variables (their VarStore names), SGD momentum (`sgd_momentum/<name>`), `meta/attempt`, `meta/epoch`, `meta/seed`, `meta/run` (the run's fingerprint as bytes) |
 //! | `stats.csv` | after every epoch, before the checkpoint | one row per (attempt, epoch) |
 //! | `attempts.json` | when an attempt diverges | the diverged attempts |
@@ -47,6 +48,7 @@ pub const STATS_FILE: &str = "stats.csv";
 pub const ATTEMPTS_FILE: &str = "attempts.json";
 pub const MODEL_FILE: &str = "model.safetensors";
 pub const OUTCOME_FILE: &str = "outcome.json";
+pub const RUN_FILE: &str = "run.txt";
 
 /// A trainable network: a training forward and an eval-mode module with cached weight
 /// transforms, recomputed by the caller after every optimizer step.
@@ -328,14 +330,25 @@ pub fn train_with(
     data.validate(cfg.classes)?;
     std::fs::create_dir_all(work_dir).with_context(|| format!("creating {}", work_dir.display()))?;
     let fingerprint = cfg.fingerprint(&data);
+    // Every file in the folder belongs to the run recorded in `run.txt`; another run's files
+    // (statistics, attempts, checkpoint) must never be mixed into this one.
+    let run_path = work_dir.join(RUN_FILE);
+    if run_path.exists() {
+        let recorded = std::fs::read_to_string(&run_path).with_context(|| format!("reading {}", run_path.display()))?;
+        anyhow::ensure!(
+            recorded.trim_end() == fingerprint,
+            "{} belongs to another run ({}); this run is ({fingerprint}). Delete the folder or use another one",
+            work_dir.display(),
+            recorded.trim_end()
+        );
+    } else {
+        write_atomic(&run_path, format!("{fingerprint}\n").as_bytes())?;
+    }
 
     let outcome_path = work_dir.join(OUTCOME_FILE);
     if outcome_path.exists() {
         let text = std::fs::read(&outcome_path).with_context(|| format!("reading {}", outcome_path.display()))?;
-        let ckpt = read_checkpoint(&work_dir.join(CHECKPOINT_FILE))?;
-        if ckpt.as_ref().is_none_or(|c| c.fingerprint == fingerprint) {
-            return serde_json::from_slice(&text).with_context(|| format!("parsing {}", outcome_path.display()));
-        }
+        return serde_json::from_slice(&text).with_context(|| format!("parsing {}", outcome_path.display()));
     }
 
     let data = TrainData {
