@@ -19,43 +19,43 @@ use tch::{nn, Tensor};
 /// Name prefix of the momentum buffers inside a checkpoint file.
 pub const STATE_PREFIX: &str = "sgd_momentum/";
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Sgd {
     pub lr: f64,
     pub momentum: f64,
     pub weight_decay: f64,
+    /// The trainable variables of the store, sorted by name (a fixed update order).
+    params: Vec<(String, Tensor)>,
     buffers: BTreeMap<String, Tensor>,
 }
 
 impl Sgd {
-    pub fn new(lr: f64, momentum: f64, weight_decay: f64) -> Self {
-        Sgd { lr, momentum, weight_decay, buffers: BTreeMap::new() }
-    }
-
-    /// The trainable variables of `vs`, sorted by name (a fixed update order).
-    fn trainable(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
-        let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
-        vars.sort_by(|a, b| a.0.cmp(&b.0));
-        vars
+    /// An optimizer over the variables of `vs` that require a gradient. Build the network first:
+    /// variables added to `vs` later are not optimised.
+    pub fn new(vs: &nn::VarStore, lr: f64, momentum: f64, weight_decay: f64) -> Self {
+        let mut params: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
+        params.sort_by(|a, b| a.0.cmp(&b.0));
+        Sgd { lr, momentum, weight_decay, params, buffers: BTreeMap::new() }
     }
 
     /// Sets every trainable gradient to zero (PyTorch's `zero_grad(set_to_none=False)`).
-    pub fn zero_grad(&self, vs: &nn::VarStore) {
-        for (_, mut p) in Self::trainable(vs) {
+    pub fn zero_grad(&mut self) {
+        for (_, p) in self.params.iter_mut() {
             p.zero_grad();
         }
     }
 
     /// One update of every trainable parameter that has a gradient.
-    pub fn step(&mut self, vs: &nn::VarStore) -> anyhow::Result<()> {
+    pub fn step(&mut self) -> anyhow::Result<()> {
         let _guard = tch::no_grad_guard();
-        for (name, mut p) in Self::trainable(vs) {
+        for (name, p) in self.params.iter_mut() {
+            let name = name.as_str();
             let grad = p.grad();
             if !grad.defined() {
                 continue;
             }
-            let d_p = if self.weight_decay != 0.0 { grad.f_add(&(&p * self.weight_decay))? } else { grad };
-            let update = match self.buffers.get_mut(&name) {
+            let d_p = if self.weight_decay != 0.0 { grad.f_add(&p.f_mul_scalar(self.weight_decay)?)? } else { grad };
+            let update = match self.buffers.get_mut(name) {
                 Some(buf) => {
                     let _ = buf.f_mul_scalar_(self.momentum)?;
                     let _ = buf.f_add_(&d_p)?;
@@ -63,7 +63,7 @@ impl Sgd {
                 }
                 None if self.momentum != 0.0 => {
                     let buf = d_p.f_detach_copy()?;
-                    self.buffers.insert(name.clone(), buf.shallow_clone());
+                    self.buffers.insert(name.to_string(), buf.shallow_clone());
                     buf
                 }
                 None => d_p,
@@ -79,14 +79,15 @@ impl Sgd {
     }
 
     /// Restores the buffers from checkpoint tensors; names without the prefix are ignored.
-    /// Buffers of parameters `vs` does not have are an error (a checkpoint of another model).
-    pub fn load_state(&mut self, named: &[(String, Tensor)], vs: &nn::VarStore) -> anyhow::Result<()> {
-        let vars = vs.variables();
+    /// Buffers of parameters this optimizer does not have are an error (another model's file).
+    pub fn load_state(&mut self, named: &[(String, Tensor)]) -> anyhow::Result<()> {
         self.buffers.clear();
         for (name, t) in named {
             if let Some(param) = name.strip_prefix(STATE_PREFIX) {
-                let p = vars
-                    .get(param)
+                let (_, p) = self
+                    .params
+                    .iter()
+                    .find(|(n, _)| n == param)
                     .with_context(|| format!("checkpoint has momentum for unknown parameter {param:?}"))?;
                 anyhow::ensure!(
                     p.size() == t.size(),
@@ -116,14 +117,14 @@ mod tests {
         let vs = nn::VarStore::new(Device::Cpu);
         let p = vs.root().add("p", Tensor::from_slice(&[1.0f64]), true);
         let _frozen = vs.root().f_zeros_no_train("state", &[1]).unwrap();
-        let mut opt = Sgd::new(0.1, 0.9, 0.01);
+        let mut opt = Sgd::new(&vs, 0.1, 0.9, 0.01);
         let (a, lr, mu, wd) = (2.0, 0.1, 0.9, 0.01);
         let mut p_hand = 1.0f64;
         let mut buf = 0.0f64;
         for step in 0..2 {
-            opt.zero_grad(&vs);
+            opt.zero_grad();
             (&p * &p * (a / 2.0)).sum(Kind::Double).backward();
-            opt.step(&vs).unwrap();
+            opt.step().unwrap();
             let g = a * p_hand + wd * p_hand;
             buf = if step == 0 { g } else { mu * buf + g };
             p_hand -= lr * buf;
@@ -134,8 +135,8 @@ mod tests {
         assert!((p_hand - (0.799 - 0.1 * (0.9 * 2.01 + 2.01 * 0.799))).abs() < TOL);
         let state = opt.state();
         assert_eq!(state.len(), 1, "the non-trainable state gets no buffer");
-        let mut fresh = Sgd::new(0.1, 0.9, 0.01);
-        fresh.load_state(&state, &vs).unwrap();
+        let mut fresh = Sgd::new(&vs, 0.1, 0.9, 0.01);
+        fresh.load_state(&state).unwrap();
         assert_eq!(fresh.buffers["p"].double_value(&[0]), buf);
     }
 }

@@ -494,7 +494,7 @@ fn run_attempt(
     tch::manual_seed((seed >> 1) as i64);
     let mut vs = nn::VarStore::new(device);
     let net = build(&vs.root()).context("building the network")?;
-    let mut opt = Sgd::new(0.0, 0.0, cfg.wd);
+    let mut opt = Sgd::new(&vs, 0.0, 0.0, cfg.wd);
 
     let ckpt_path = work_dir.join(CHECKPOINT_FILE);
     let mut start_epoch = 0;
@@ -507,7 +507,7 @@ fn run_attempt(
         );
         if ckpt.attempt == attempt {
             vs.load(&ckpt_path).with_context(|| format!("loading the model from {}", ckpt_path.display()))?;
-            opt.load_state(&ckpt.tensors, &vs)?;
+            opt.load_state(&ckpt.tensors)?;
             start_epoch = ckpt.epoch;
         }
     }
@@ -536,9 +536,9 @@ fn run_attempt(
             let y = data.train_labels.f_index_select(0, &idx)?;
             let out = net.forward_t(&x, true);
             let loss = lipschitz_loss(&out, &y)?;
-            opt.zero_grad(&vs);
+            opt.zero_grad();
             loss.f_backward()?;
-            opt.step(&vs)?;
+            opt.step()?;
             {
                 let _guard = tch::no_grad_guard();
                 losses.push(loss.f_detach()?.f_to_kind(Kind::Double)?);
