@@ -110,13 +110,14 @@ pub fn evaluate(
     let _guard = tch::no_grad_guard();
     let n = images.size().first().copied().context("images must be [N, 3, H, W]")?;
     anyhow::ensure!(labels.size() == [n], "{} labels for {n} images", labels.numel());
+    let centering = crate::train::augment::Centering::new(channel_mean, model_device)?;
     let (mut losses, mut preds, mut corrects, mut margins) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut start = 0;
     while start < n {
         let len = batch_size.min(n - start);
         let x = images.f_narrow(0, start, len)?.f_to_device(model_device)?;
         let y = labels.f_narrow(0, start, len)?.f_to_device(model_device)?;
-        let logits = model.forward(&crate::nn::blocks::center(&x, &channel_mean));
+        let logits = model.forward(&centering.apply(&x)?);
         losses.push(crate::train::loss::lipschitz_loss(&logits, &y)?.f_to_kind(Kind::Double)?);
         let (c, m) = correct_and_margin(&logits, &y)?;
         preds.push(logits.f_argmax(-1, false)?);

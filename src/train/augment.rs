@@ -25,13 +25,32 @@ pub enum Augmentation {
     CropFlip { padding: i64 },
 }
 
+/// Mean-centering (`x/255 − mean`, the formula of [`center`]) with the mean already on the
+/// device, so that a batch costs no host-to-device copy.
+#[derive(Debug)]
+pub struct Centering {
+    mean: Tensor,
+}
+
+impl Centering {
+    pub fn new(channel_mean: [f64; 3], device: tch::Device) -> anyhow::Result<Self> {
+        let mean = Tensor::from_slice(&channel_mean).f_to_kind(Kind::Float)?.f_to_device(device)?.f_view([1, 3, 1, 1])?;
+        Ok(Centering { mean })
+    }
+
+    /// Float32 centred batch from uint8 images `[B, 3, H, W]` (on the mean's device).
+    pub fn apply(&self, images_u8: &Tensor) -> anyhow::Result<Tensor> {
+        Ok(images_u8.f_to_kind(Kind::Float)?.f_div_scalar(255.0)?.f_sub(&self.mean)?)
+    }
+}
+
 impl Augmentation {
     /// The CIFAR augmentation of R1.
     pub const CIFAR: Augmentation = Augmentation::CropFlip { padding: CROP_PADDING };
 
     /// Centred (and augmented) float32 batch from uint8 images `[B, 3, H, W]`.
-    pub fn apply(self, images_u8: &Tensor, channel_mean: [f64; 3]) -> anyhow::Result<Tensor> {
-        let x = center(images_u8, &channel_mean);
+    pub fn apply(self, images_u8: &Tensor, centering: &Centering) -> anyhow::Result<Tensor> {
+        let x = centering.apply(images_u8)?;
         match self {
             Augmentation::None => Ok(x),
             Augmentation::CropFlip { padding } => {
@@ -97,10 +116,13 @@ mod tests {
         let (b, h, w) = (64i64, 5i64, 6i64);
         let images = Tensor::randint(256, [b, 3, h, w], (Kind::Uint8, Device::Cpu));
         let mean = [0.5, 0.25, 0.125];
-        let out = Augmentation::CropFlip { padding: 2 }.apply(&images, mean).unwrap();
+        let out = Augmentation::CropFlip { padding: 2 }.apply(&images, &Centering::new(mean, Device::Cpu).unwrap()).unwrap();
         assert_eq!(out.size(), vec![b, 3, h, w]);
         assert_eq!(out.kind(), Kind::Float);
         let centred = center(&images, &mean);
+        // Centering without augmentation is exactly the shared formula.
+        let plain = Augmentation::None.apply(&images, &Centering::new(mean, Device::Cpu).unwrap()).unwrap();
+        assert!(plain.equal(&centred));
         let (mut flips, mut shifts) = (0, std::collections::BTreeSet::new());
         for i in 0..b {
             let want = vals(&out.get(i));

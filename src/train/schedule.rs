@@ -121,6 +121,38 @@ mod tests {
         assert!((lr - 2.85420e-7).abs() < LOG_DIGIT, "{lr}");
     }
 
+    /// Values printed by PyTorch 2.11 (reference-protocol §9.3 item 5) with:
+    ///
+    /// ```python
+    /// import torch
+    /// peak, E = 0.0060244235091987, 1128
+    /// p = torch.nn.Parameter(torch.zeros(1))
+    /// opt = torch.optim.SGD([p], lr=peak, momentum=0.9)
+    /// sch = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=peak, epochs=E, steps_per_epoch=1)
+    /// for s in range(E + 1):
+    ///     if s in (0, 1, 338, 1128):
+    ///         print(s, repr(opt.param_groups[0]['lr']), repr(opt.param_groups[0]['momentum']))
+    ///     if s < E:
+    ///         opt.step(); sch.step()
+    /// ```
+    #[test]
+    fn matches_pytorch_one_cycle() {
+        // The same closed form in the same evaluation order: equal up to libm's cos (1 ulp).
+        const REL_TOL: f64 = 1e-14;
+        let expected = [
+            (0, 0.00024097694036794796, 0.95),
+            (1, 0.00024110229292210843, 0.9499978325631149),
+            (338, 0.006024414926150988, 0.8500001424714253),
+            (1128, 4.7939473105940567e-08, 0.9499996042463748),
+        ];
+        let sched = OneCycle::new(0.0060244235091987, 1128);
+        for (s, lr, mom) in expected {
+            let (got_lr, got_mom) = sched.at_step(s);
+            assert!((got_lr - lr).abs() <= REL_TOL * lr, "s={s}: lr {got_lr:e} vs {lr:e}");
+            assert!((got_mom - mom).abs() <= REL_TOL * mom, "s={s}: momentum {got_mom} vs {mom}");
+        }
+    }
+
     #[test]
     fn r2_optimizer_properties() {
         // R2 test_optimizer: OneCycle(max 0.1, 100 steps): peak ≈ 0.1, first < 0.01, last < 1e−4.

@@ -25,7 +25,7 @@
 //! from scratch with the next attempt seed, up to `max_retries` times; an exhausted run ends with
 //! status `Diverged` and no model (a result, not an error).
 
-use super::augment::Augmentation;
+use super::augment::{Augmentation, Centering};
 use super::loss::lipschitz_loss;
 use super::schedule::OneCycle;
 use super::sgd::Sgd;
@@ -514,6 +514,7 @@ fn run_attempt(
     let stats_path = work_dir.join(STATS_FILE);
     truncate_stats(&stats_path, attempt, start_epoch)?;
 
+    let centering = Centering::new(data.channel_mean, device)?;
     let schedule = OneCycle::new(cfg.lr, cfg.epochs);
     let n = data.train_images.size()[0];
     let batches = ((n + cfg.batch_size - 1) / cfg.batch_size) as usize;
@@ -532,7 +533,7 @@ fn run_attempt(
         for b in 0..batches {
             let start = b as i64 * cfg.batch_size;
             let idx = perm.f_narrow(0, start, cfg.batch_size.min(n - start))?;
-            let x = cfg.augmentation.apply(&data.train_images.f_index_select(0, &idx)?, data.channel_mean)?;
+            let x = cfg.augmentation.apply(&data.train_images.f_index_select(0, &idx)?, &centering)?;
             let y = data.train_labels.f_index_select(0, &idx)?;
             let out = net.forward_t(&x, true);
             let loss = lipschitz_loss(&out, &y)?;
