@@ -9,7 +9,6 @@
 //! Random numbers come from torch's generator on the batch's device, so the training loop's
 //! per-epoch `manual_seed` makes the augmentation reproducible.
 
-use crate::nn::blocks::center;
 use anyhow::Context;
 use tch::{Kind, Tensor};
 
@@ -25,7 +24,7 @@ pub enum Augmentation {
     CropFlip { padding: i64 },
 }
 
-/// Mean-centering (`x/255 − mean`, the formula of [`center`]) with the mean already on the
+/// Mean-centering (`x/255 − mean`, the formula of [`crate::nn::blocks::center`]) with the mean already on the
 /// device, so that a batch costs no host-to-device copy.
 #[derive(Debug)]
 pub struct Centering {
@@ -87,6 +86,7 @@ pub fn crop_flip(x: &Tensor, padding: i64, dy: &Tensor, dx: &Tensor, flip: &Tens
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::blocks::center;
     use tch::Device;
 
     fn vals(t: &Tensor) -> Vec<f32> {

@@ -97,6 +97,7 @@ pub struct TrainConfig {
 impl TrainConfig {
     /// The paper's settings (batch 256, kernel 3, CIFAR augmentation, test-set evaluation,
     /// 2 retries) for the given method, size, classes, epochs, lr, wd and seed.
+    #[allow(clippy::too_many_arguments)]
     pub fn paper(method: Method, size: ModelSize, classes: i64, epochs: usize, lr: f64, wd: f64, seed: u64, device: Device) -> Self {
         TrainConfig {
             method,
