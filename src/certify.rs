@@ -268,8 +268,11 @@ pub fn audit(layers: &[AuditLayer<'_>], device: Device, opts: &AuditOptions) -> 
 
 /// The audit layers of a ConvNet in forward order, with the input shapes its forward sees:
 /// `first_conv` at `[1, w, n, n]`, `block{i}.conv{j}` at `[1, w·2^(i−1), n/2^(i−1), …]`, `head` at
-/// `[1, w·2^nb, 1, 1]`. Layers run in evaluation mode (`forward_t(x, false)`).
-pub fn convnet_layers(net: &ConvNet) -> Vec<AuditLayer<'_>> {
+/// `[1, w·2^nb, 1, 1]`. Each layer is audited through its frozen (inference) module, i.e.
+/// exactly the weights certification uses; by the [`LipLayer::freeze`] contract it equals
+/// `forward_t(x, false)`. Freezing first also keeps the weight transforms (orthogonalisation,
+/// rescaling) out of the differentiated graph, which makes the audit cheap.
+pub fn convnet_layers(net: &ConvNet) -> Vec<AuditLayer<'static>> {
     let spec = net.spec;
     let (w, n) = (spec.base_width(), spec.input_side);
     let mut shapes = vec![("first_conv".to_string(), vec![1, w, n, n])];
@@ -282,10 +285,9 @@ pub fn convnet_layers(net: &ConvNet) -> Vec<AuditLayer<'_>> {
     net.layers()
         .into_iter()
         .zip(shapes)
-        .map(|(layer, (name, input_shape)): (&dyn LipLayer, _)| AuditLayer {
-            name,
-            input_shape,
-            forward: Box::new(move |x: &Tensor| layer.forward_t(x, false)),
+        .map(|(layer, (name, input_shape)): (&dyn LipLayer, _)| {
+            let frozen = layer.freeze();
+            AuditLayer { name, input_shape, forward: Box::new(move |x: &Tensor| frozen.forward(x)) }
         })
         .collect()
 }

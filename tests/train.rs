@@ -291,3 +291,30 @@ fn convnet_trains_then_certifies_with_an_audited_bound() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// The audit differentiates every layer twice (double backward for `J·u`): every method's
+/// frozen layers must support it, and a freshly built Lipschitz network must audit to `L = 1`.
+/// (The slowest test here: freezing LOT and BCOP networks dominates.)
+#[test]
+fn every_method_can_be_audited() {
+    use lipctl::certify::{self, AuditOptions};
+    use lipctl::nn::{ConvNet, NetSpec};
+    /// A few iterations only: the estimate is then a lower bound on each layer's norm (≤ 1 in
+    /// theory); SOC's truncated series and LOT's regulariser allow this much above 1.
+    const ORTHO_SLACK: f64 = 1e-3;
+    let opts = AuditOptions { max_iterations: 3, tolerance: 1e-5, random_points: 0, ..Default::default() };
+    for method in Method::ALL {
+        tch::manual_seed(0);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let spec = NetSpec { method, size: ModelSize::XS, kernel: 3, input_side: 4, classes: CLASSES };
+        let net = ConvNet::new(&vs.root(), spec).unwrap_or_else(|e| panic!("{method}: {e:#}"));
+        let audit = certify::audit(&certify::convnet_layers(&net), Device::Cpu, &opts).unwrap_or_else(|e| panic!("{method}: {e:#}"));
+        assert_eq!(audit.layers.len(), 12, "{method}");
+        assert!(audit.lipschitz >= 1.0);
+        if method.is_lipschitz() {
+            for l in &audit.layers {
+                assert!(l.sigma <= 1.0 + ORTHO_SLACK, "{method} {}: σ = {}", l.name, l.sigma);
+            }
+        }
+    }
+}
