@@ -24,8 +24,16 @@ pub enum Command {
     /// Read a dataset (CIFAR-10/100, Tiny ImageNet, an image folder or synthetic data) into the
     /// artifact store; a second run with the same source is instant.
     Prepare(PrepareArgs),
-    /// Show what the artifact store holds: done, running and partial artifacts per stage.
+    /// Show every task of a pipeline (done / running / missing / failed), or, without a pipeline,
+    /// what the artifact store holds per stage.
     Status(StatusArgs),
+    /// Run a pipeline: everything missing, in dependency order; cached tasks are skipped and a
+    /// failed task does not stop the others (exit code 1 when any failed).
+    Run(RunArgs),
+    /// Train one model (method × size × dataset) into the store; resumes an interrupted run.
+    Train(SingleRunArgs),
+    /// Certify a trained model: accuracy, CRA at 36/72/108/255 of 255 and the Lipschitz audit.
+    Certify(SingleRunArgs),
     /// Which layer and model size fit a memory and time budget (ranked, with reasons).
     Recommend(lipctl::recommend::RecommendArgs),
 }
@@ -58,7 +66,94 @@ pub struct PrepareArgs {
 }
 
 #[derive(clap::Args, Debug)]
-pub struct StatusArgs {}
+pub struct StatusArgs {
+    /// Pipeline file; without it, a summary of the store per stage.
+    pub pipeline: Option<PathBuf>,
+
+    /// Replace the source of the pipeline's first dataset (as `run --data`).
+    #[arg(long, value_name = "PATH")]
+    pub data: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// Pipeline file, e.g. pipelines/quick.yaml.
+    pub pipeline: PathBuf,
+
+    /// List what would run, run nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Run only the tasks of this stage (prepare, train, certify); their inputs must be done.
+    #[arg(long, value_name = "STAGE")]
+    pub only: Option<lipctl::pipeline::plan::Stage>,
+
+    /// Rebuild the selected tasks even when they are cached.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Replace the source of the pipeline's first dataset (folder or archive).
+    #[arg(long, value_name = "PATH")]
+    pub data: Option<PathBuf>,
+}
+
+/// One training run, outside a pipeline file (the same task, cache and artifacts as in one).
+#[derive(clap::Args, Debug)]
+pub struct SingleRunArgs {
+    /// Method: Standard, AOL, BCOP, CPL, Cayley, LOT, SLL or SOC.
+    #[arg(long)]
+    pub method: lipctl::nn::Method,
+
+    /// Model size: XS, S, M or L (base width 16, 32, 64, 128 at 32×32 input).
+    #[arg(long, default_value = "XS")]
+    pub size: lipctl::nn::ModelSize,
+
+    /// Dataset: cifar10, cifar100, tinyimagenet, imagefolder or synthetic.
+    #[arg(long, default_value = "synthetic")]
+    pub dataset: String,
+
+    /// Folder or archive of the dataset (see `lipctl prepare --help`).
+    #[arg(long, value_name = "PATH")]
+    pub source: Option<PathBuf>,
+
+    /// Number of epochs.
+    #[arg(long, default_value_t = 10)]
+    pub epochs: u32,
+
+    /// Peak learning rate of the OneCycle schedule.
+    #[arg(long, default_value_t = 0.01)]
+    pub lr: f64,
+
+    /// Weight decay (coupled L2).
+    #[arg(long, default_value_t = 1e-4)]
+    pub wd: f64,
+
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: u32,
+
+    /// Kernel size of the block convolutions (3, or 1 for the 1×1 variant).
+    #[arg(long, default_value_t = 3)]
+    pub kernel: i64,
+
+    /// Keep only the first N training images per class.
+    #[arg(long, value_name = "N")]
+    pub train_per_class: Option<u32>,
+
+    /// Keep only the first N test images per class.
+    #[arg(long, value_name = "N")]
+    pub test_per_class: Option<u32>,
+
+    /// Retries with a new seed after a diverged (NaN/inf loss) run.
+    #[arg(long, default_value_t = 2)]
+    pub max_retries: u32,
+
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+}
 
 #[derive(clap::Args, Debug)]
 pub struct DoctorArgs {

@@ -19,6 +19,11 @@ pub fn write(path: &Path, contents: impl AsRef<[u8]>) -> Result<()> {
     fs::write(path, contents).with_context(|| format!("failed to write `{}`", path.display()))
 }
 
+/// Copies a file, naming both paths on failure.
+pub fn copy(from: &Path, to: &Path) -> Result<u64> {
+    fs::copy(from, to).with_context(|| format!("failed to copy `{}` to `{}`", from.display(), to.display()))
+}
+
 pub fn create_dir_all(path: &Path) -> Result<()> {
     fs::create_dir_all(path).with_context(|| format!("failed to create folder `{}`", path.display()))
 }

@@ -3,6 +3,7 @@
 //! parses arguments and dispatches to the stage functions of this library.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod certify;
 pub mod config;
 pub mod data;
 pub mod device;
@@ -14,3 +15,4 @@ pub mod paper;
 pub mod progress;
 pub mod recommend;
 pub mod units;
+pub mod train;

@@ -5,6 +5,8 @@ mod cli;
 
 use clap::Parser;
 use cli::{Cli, Command};
+use lipctl::pipeline::store::Store;
+use lipctl::progress::Progress;
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -45,13 +47,54 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let summary = lipctl::data::prepare(&req, &store, &progress)?;
             writeln!(out, "{summary}")?;
         }
-        Command::Status(_) => {
-            let store = lipctl::pipeline::store::Store::open(&cli.artifacts)?;
-            lipctl::pipeline::store::print_status(&store, &mut out)?;
+        Command::Status(a) => {
+            let progress = Progress::for_stderr();
+            let store = Store::open(&cli.artifacts)?.with_progress(progress);
+            match &a.pipeline {
+                Some(file) => lipctl::pipeline::status(file, a.data, &store, &progress, &mut out)?,
+                None => lipctl::pipeline::store::print_status(&store, &mut out)?,
+            }
         }
+        Command::Run(a) => {
+            let progress = Progress::for_stderr();
+            let store = Store::open(&cli.artifacts)?.with_progress(progress);
+            let opts = lipctl::pipeline::runner::RunOptions { dry_run: a.dry_run, only: a.only, force: a.force };
+            if !lipctl::pipeline::run(&a.pipeline, a.data, &store, &opts, &progress, &mut out)? {
+                return Ok(ExitCode::from(1));
+            }
+        }
+        Command::Train(a) => return single_run(a, false, &cli.artifacts, &mut out),
+        Command::Certify(a) => return single_run(a, true, &cli.artifacts, &mut out),
         Command::Recommend(a) => lipctl::recommend::run(&a, &cli.artifacts, &mut out)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `lipctl train` and `lipctl certify`: the arguments become a one-run pipeline.
+fn single_run(a: cli::SingleRunArgs, certify: bool, artifacts: &std::path::Path, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+    let progress = Progress::for_stderr();
+    let store = Store::open(artifacts)?.with_progress(progress);
+    let yaml = format!(
+        "name: {method}-{size}\ndevice: {device:?}\ndatasets:\n  - name: {dataset:?}\n{train_pc}{test_pc}methods: [{method}]\nsizes: [{size}]\n\
+         kernel: {kernel}\nseeds: [{seed}]\ntrain:\n  epochs: {epochs}\n  lr: {lr:e}\n  wd: {wd:e}\n  batch_size: {batch}\n  max_retries: {retries}\n",
+        method = a.method,
+        size = a.size,
+        device = a.device,
+        dataset = a.dataset,
+        train_pc = a.train_per_class.map(|n| format!("    train_per_class: {n}\n")).unwrap_or_default(),
+        test_pc = a.test_per_class.map(|n| format!("    test_per_class: {n}\n")).unwrap_or_default(),
+        kernel = a.kernel,
+        seed = a.seed,
+        epochs = a.epochs,
+        lr = a.lr,
+        wd = a.wd,
+        batch = a.batch_size,
+        retries = a.max_retries,
+    );
+    // Validated by the same parser as pipeline files, so the same values are accepted.
+    let pipeline = lipctl::config::Pipeline::parse(std::path::Path::new("<command line>"), &yaml)?;
+    let ok = lipctl::pipeline::single(pipeline, a.source, certify, &store, &progress, out)?;
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {

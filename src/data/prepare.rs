@@ -239,8 +239,17 @@ fn default_name(req: &PrepareRequest, source: Option<&Path>) -> String {
     }
 }
 
-/// Prepares `req` into `store` (or finds it there) and summarises it.
-pub fn prepare(req: &PrepareRequest, store: &Store, progress: &Progress) -> Result<PreparedSummary> {
+/// Everything that identifies a prepare artifact, computed without decoding anything: the
+/// source is resolved (and, for official archives, located or downloaded) and hashed.
+struct Resolved {
+    source: Option<PathBuf>,
+    name: String,
+    source_sha256: String,
+    info: ManifestInfo,
+    key: Key,
+}
+
+fn resolve(req: &PrepareRequest, progress: &Progress) -> Result<Resolved> {
     let source = resolve_source(req, progress)?;
     let name = default_name(req, source.as_deref());
     if name.is_empty() || name.contains(['/', '\\']) {
@@ -262,6 +271,17 @@ pub fn prepare(req: &PrepareRequest, store: &Store, progress: &Progress) -> Resu
     }
     let info = ManifestInfo::new(SCHEMA_VERSION, config);
     let key = info.key(STAGE);
+    Ok(Resolved { source, name, source_sha256, info, key })
+}
+
+/// The key `prepare` would give `req`, without decoding (the pipeline plans with it).
+pub fn prepare_key(req: &PrepareRequest, progress: &Progress) -> Result<Key> {
+    Ok(resolve(req, progress)?.key)
+}
+
+/// Prepares `req` into `store` (or finds it there) and summarises it.
+pub fn prepare(req: &PrepareRequest, store: &Store, progress: &Progress) -> Result<PreparedSummary> {
+    let Resolved { source, name, source_sha256, info, key } = resolve(req, progress)?;
     let artifact = match store.lookup(STAGE, &key)? {
         Some(a) => a,
         None => store.build(STAGE, &key, &info, |tmp| {

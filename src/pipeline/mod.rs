@@ -1,3 +1,119 @@
-//! The pipeline: the content-addressed artifact store every stage writes into (design §3).
+//! The pipeline: the content-addressed artifact store every stage writes into (design §3), the
+//! plan that expands a pipeline file into tasks, and the runner that executes them.
 
+pub mod plan;
+pub mod runner;
+pub mod stages;
 pub mod store;
+
+use crate::config::Pipeline;
+use crate::progress::Progress;
+use plan::Plan;
+use stages::StageRunner;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use store::Store;
+
+/// A pipeline file, loaded, planned and bound to a store and device.
+pub struct Loaded {
+    pub pipeline: Pipeline,
+    pub plan: Plan,
+    pub stages: StageRunner,
+}
+
+/// Loads `file`, resolves the device and the datasets' keys (hashing their sources; nothing is
+/// decoded) and expands the plan.
+pub fn load(file: &Path, data_override: Option<PathBuf>, progress: &Progress) -> anyhow::Result<Loaded> {
+    bind(Pipeline::load(file)?, file, data_override, progress)
+}
+
+/// Plans an in-memory pipeline; `file` names it in messages and anchors relative sources.
+pub fn bind(pipeline: Pipeline, file: &Path, data_override: Option<PathBuf>, progress: &Progress) -> anyhow::Result<Loaded> {
+    let device = pipeline.device.resolve()?;
+    let stages = StageRunner::new(device, file, data_override);
+    let keys = pipeline
+        .datasets
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let req = stages.prepare_request(i, d)?;
+            crate::data::prepare::prepare_key(&req, progress)
+                .map_err(|e| e.context(format!("{}: dataset `{}`", file.display(), d.name)))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let plan = Plan::expand(&pipeline, &keys)
+        .map_err(|e| e.context(format!("{}", file.display())))?;
+    Ok(Loaded { pipeline, plan, stages })
+}
+
+/// `lipctl run PIPELINE`: runs what is missing; returns whether every task is done.
+pub fn run(file: &Path, data_override: Option<PathBuf>, store: &Store, opts: &runner::RunOptions, progress: &Progress, out: &mut dyn Write) -> anyhow::Result<bool> {
+    let mut loaded = load(file, data_override, progress)?;
+    writeln!(
+        out,
+        "pipeline {} ({} tasks) on {}",
+        loaded.plan.name,
+        loaded.plan.tasks.len(),
+        stages::device_description(loaded.stages.device())
+    )?;
+    let report = runner::run(&loaded.plan, store, &mut loaded.stages, opts, progress, out)?;
+    if !opts.dry_run {
+        writeln!(
+            out,
+            "{} ran, {} cached, {} failed, {} blocked",
+            report.ran.len(),
+            report.cached,
+            report.failed.len(),
+            report.blocked.len()
+        )?;
+        for (label, msg) in &report.failed {
+            writeln!(out, "failed: {label}: {msg}")?;
+        }
+    }
+    Ok(report.ok())
+}
+
+/// `lipctl status PIPELINE`: every task's state; with `tasks`, also its index (for `run-task`).
+pub fn status(file: &Path, data_override: Option<PathBuf>, store: &Store, progress: &Progress, out: &mut dyn Write) -> anyhow::Result<()> {
+    let loaded = load(file, data_override, progress)?;
+    let states = runner::states(&loaded.plan, store)?;
+    let mut counts = std::collections::BTreeMap::<&str, usize>::new();
+    for (i, (task, state)) in loaded.plan.tasks.iter().zip(&states).enumerate() {
+        *counts.entry(state.word()).or_default() += 1;
+        let detail = match state {
+            runner::TaskState::Failed(msg) => format!(" — {}", msg.lines().next().unwrap_or("")),
+            _ => String::new(),
+        };
+        writeln!(out, "{i:>4}  {:<8} {:<44} {}{detail}", state.word(), task.label, task.key.short())?;
+    }
+    let summary: Vec<String> = counts.iter().map(|(w, n)| format!("{n} {w}")).collect();
+    writeln!(out, "{}: {}", loaded.plan.name, summary.join(", "))?;
+    Ok(())
+}
+
+/// `lipctl train` / `lipctl certify`: one run as a one-task pipeline, so it shares the cache, the
+/// artifacts and the resume logic of pipeline runs. Prints the task results and the certificate.
+pub fn single(pipeline: Pipeline, source: Option<PathBuf>, certify: bool, store: &Store, progress: &Progress, out: &mut dyn Write) -> anyhow::Result<bool> {
+    let file = PathBuf::from("<command line>");
+    let mut loaded = bind(pipeline, &file, source, progress)?;
+    let opts = runner::RunOptions {
+        dry_run: false,
+        only: None,
+        force: false,
+    };
+    // Without `certify`, stop after training: drop the certify task from the plan.
+    if !certify {
+        loaded.plan.tasks.retain(|t| t.stage != plan::Stage::Certify);
+    }
+    let report = runner::run(&loaded.plan, store, &mut loaded.stages, &opts, progress, out)?;
+    for task in &loaded.plan.tasks {
+        if let Some(a) = store.lookup(task.stage.name(), &task.key)? {
+            writeln!(out, "{:<8} {}", task.stage.name(), a.dir.display())?;
+            if task.stage == plan::Stage::Certify {
+                let text = crate::fsx::read_to_string(&a.path(stages::CERTIFICATE))?;
+                writeln!(out, "{text}")?;
+            }
+        }
+    }
+    Ok(report.ok())
+}

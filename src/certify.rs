@@ -1,0 +1,486 @@
+//! Certification: accuracy, certified robust accuracy (CRA), per-sample margins, and a Lipschitz
+//! audit of the trained network (design §6; reference-protocol §7.1, §7.3).
+//!
+//! **The certificate.** For a network with L2 Lipschitz constant `L`, every logit difference
+//! `z_i − z_j` is `√2·L`-Lipschitz, so a correctly classified point with margin
+//! `top1 − top2 > √2·ε·L` keeps its label within radius `ε`. The inequality is strict (R1) and a
+//! misclassified point never counts; a tie (`top1 = top2`) has margin 0 and is never certified.
+//! Radii are exact fractions (36/255, …; design §5), in [0, 1] pixel units because inputs are
+//! only centred (reference-protocol §5.2).
+//!
+//! **Which `L`.** The audit estimates the spectral norm `σ̂_i` of every layer's Jacobian by power
+//! iteration on `JᵀJ` (through double backward, at the zero input as in R1 §7.3 and at
+//! [`AuditOptions::random_points`] random inputs, keeping the largest, to a change below 1e-6
+//! per iteration or a fixed iteration cap). The parameter-free parts of the ConvNet
+//! (zero-channel padding, MaxMin, channel selection, pixel-unshuffle) are 1-Lipschitz by
+//! construction and are not audited. The bound used is
+//!
+//! `L = max(1, Π_i σ̂_i)`.
+//!
+//! For a Lipschitz method the construction guarantees `L ≤ 1` in theory, so `L = 1` unless the
+//! audit contradicts the theory; if it does (a layer measured above 1, e.g. a broken
+//! implementation or float drift), every radius is shrunk by the measured product, so the report
+//! never claims a radius that the audit does not support. The power iteration approaches `σ_max`
+//! from below, so for the unconstrained baseline (Standard) `Π σ̂_i` is an estimate, not a proof;
+//! the certificate records the per-layer values and whether each iteration converged.
+
+use crate::nn::{ConvNet, LipLayer};
+use anyhow::Context;
+use serde::Serialize;
+use std::path::Path;
+use tch::{nn, Device, Kind, Tensor};
+
+/// The radii tracked during training (R1's list, as exact fractions).
+pub const RADII: [f64; 4] = [36.0 / 255.0, 72.0 / 255.0, 108.0 / 255.0, 1.0];
+
+/// The radii reported by `certify`: 0 (clean accuracy without ties) and [`RADII`].
+pub const EPSILONS: [f64; 5] = [0.0, 36.0 / 255.0, 72.0 / 255.0, 108.0 / 255.0, 1.0];
+
+/// Per-sample correctness (`argmax z = y`, first index on ties) and margin (`top1 − top2`, or 0
+/// when wrong), reference-protocol §7.1. `logits` `[B, K]` with `K ≥ 2`, `labels` `[B]` int64.
+/// The margin is returned in f64 so that comparisons with f64 radii do not round the radius.
+pub fn correct_and_margin(logits: &Tensor, labels: &Tensor) -> anyhow::Result<(Tensor, Tensor)> {
+    let (top, _) = logits.f_topk(2, -1, true, true).context("margins need at least two classes")?;
+    let top = top.f_to_kind(Kind::Double)?;
+    let gap = top.f_select(1, 0)? - top.f_select(1, 1)?;
+    let correct = logits.f_argmax(-1, false)?.f_eq_tensor(labels)?;
+    let margin = gap.f_where_self(&correct, &Tensor::f_zeros_like(&gap)?)?;
+    Ok((correct, margin))
+}
+
+/// Whether each point is certified at radius `eps` for Lipschitz bound `lipschitz`:
+/// correct and `margin > √2·eps·lipschitz` (strict).
+pub fn is_certified(correct: bool, margin: f64, eps: f64, lipschitz: f64) -> bool {
+    correct && margin > std::f64::consts::SQRT_2 * eps * lipschitz
+}
+
+/// Fraction of points certified at `eps`.
+pub fn cra(correct: &[bool], margins: &[f64], eps: f64, lipschitz: f64) -> f64 {
+    if correct.is_empty() {
+        return f64::NAN;
+    }
+    let n = correct.iter().zip(margins).filter(|(c, m)| is_certified(**c, **m, eps, lipschitz)).count();
+    n as f64 / correct.len() as f64
+}
+
+/// Median with linear interpolation (pandas' `quantile(0.5)`, as R1's `margin_at_50`).
+pub fn median(values: &[f64]) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Outputs of one pass of a network over a split.
+#[derive(Clone, Debug, Default)]
+pub struct Evaluation {
+    /// Mean over batches of the batch-mean training loss (unweighted, reference-protocol §7.2).
+    pub loss: f64,
+    pub labels: Vec<i64>,
+    pub predictions: Vec<i64>,
+    pub correct: Vec<bool>,
+    pub margins: Vec<f64>,
+}
+
+impl Evaluation {
+    pub fn accuracy(&self) -> f64 {
+        self.correct.iter().filter(|c| **c).count() as f64 / self.correct.len().max(1) as f64
+    }
+}
+
+/// Runs `model` (an eval-mode module, e.g. a frozen ConvNet) over uint8 `images` `[N, 3, H, W]`
+/// with int64 `labels` `[N]`, centred with `channel_mean`, in batches on `model_device`. No
+/// gradients are recorded. Results are moved to the host once, at the end.
+pub fn evaluate(
+    model: &dyn nn::Module,
+    images: &Tensor,
+    labels: &Tensor,
+    channel_mean: [f64; 3],
+    batch_size: i64,
+    model_device: Device,
+) -> anyhow::Result<Evaluation> {
+    anyhow::ensure!(batch_size > 0, "batch size must be positive, got {batch_size}");
+    let _guard = tch::no_grad_guard();
+    let n = images.size().first().copied().context("images must be [N, 3, H, W]")?;
+    anyhow::ensure!(labels.size() == [n], "{} labels for {n} images", labels.numel());
+    let centering = crate::train::augment::Centering::new(channel_mean, model_device)?;
+    let (mut losses, mut preds, mut corrects, mut margins) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut start = 0;
+    while start < n {
+        let len = batch_size.min(n - start);
+        let x = images.f_narrow(0, start, len)?.f_to_device(model_device)?;
+        let y = labels.f_narrow(0, start, len)?.f_to_device(model_device)?;
+        let logits = model.forward(&centering.apply(&x)?);
+        losses.push(crate::train::loss::lipschitz_loss(&logits, &y)?.f_to_kind(Kind::Double)?);
+        let (c, m) = correct_and_margin(&logits, &y)?;
+        preds.push(logits.f_argmax(-1, false)?);
+        corrects.push(c);
+        margins.push(m);
+        start += len;
+    }
+    if n == 0 {
+        return Ok(Evaluation { loss: f64::NAN, ..Default::default() });
+    }
+    let loss = Tensor::f_stack(&losses, 0)?.f_mean(Kind::Double)?.f_double_value(&[])?;
+    Ok(Evaluation {
+        loss,
+        labels: Vec::<i64>::try_from(labels.f_to_device(Device::Cpu)?.f_to_kind(Kind::Int64)?)?,
+        predictions: Vec::<i64>::try_from(Tensor::f_cat(&preds, 0)?.f_to_device(Device::Cpu)?)?,
+        correct: Vec::<bool>::try_from(Tensor::f_cat(&corrects, 0)?.f_to_device(Device::Cpu)?)?,
+        margins: Vec::<f64>::try_from(Tensor::f_cat(&margins, 0)?.f_to_device(Device::Cpu)?)?,
+    })
+}
+
+/// Power-iteration settings of the audit.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct AuditOptions {
+    /// Iteration cap (R1 uses 1000 at the end of training).
+    pub max_iterations: usize,
+    /// Stop when the estimate changes by less than this between iterations (R1: 1e-6).
+    pub tolerance: f64,
+    /// Seed of the random start vectors and points.
+    pub seed: i64,
+    /// Standard-normal points at which each layer's Jacobian is also measured, besides the zero
+    /// input of R1; the layer's value is the largest. Matters for non-linear layers (CPL, SLL),
+    /// whose Jacobian varies with the input.
+    pub random_points: usize,
+}
+
+impl Default for AuditOptions {
+    fn default() -> Self {
+        AuditOptions { max_iterations: 1000, tolerance: 1e-6, seed: 0, random_points: 1 }
+    }
+}
+
+/// One audited layer.
+#[derive(Clone, Debug, Serialize)]
+pub struct LayerAudit {
+    pub name: String,
+    pub input_shape: Vec<i64>,
+    /// Largest power-iteration estimate of the Jacobian's spectral norm over the zero input and
+    /// the random points.
+    pub sigma: f64,
+    pub iterations: usize,
+    pub converged: bool,
+}
+
+/// The audit of a network and the bound derived from it (module doc).
+#[derive(Clone, Debug, Serialize)]
+pub struct Audit {
+    pub layers: Vec<LayerAudit>,
+    /// `Π σ̂_i` over the audited layers (1 when there are none).
+    pub product: f64,
+    /// The bound certificates use: `max(1, product)`.
+    pub lipschitz: f64,
+    pub options: AuditOptions,
+}
+
+/// A layer to audit: a name, the shape of its input `[1, C, H, W]`, and its forward function.
+pub struct AuditLayer<'a> {
+    pub name: String,
+    pub input_shape: Vec<i64>,
+    pub forward: Box<dyn Fn(&Tensor) -> Tensor + 'a>,
+}
+
+/// Largest singular value of the Jacobian of `f` at the zero input of shape `input_shape`, by
+/// power iteration on `JᵀJ` (see [`spectral_norm_at`]). Returns (estimate, iterations, converged).
+pub fn spectral_norm(
+    f: &dyn Fn(&Tensor) -> Tensor,
+    input_shape: &[i64],
+    device: Device,
+    opts: &AuditOptions,
+) -> anyhow::Result<(f64, usize, bool)> {
+    spectral_norm_at(f, &Tensor::f_zeros(input_shape, (Kind::Float, device))?, opts)
+}
+
+/// Largest singular value of the Jacobian of `f` at `point` (one sample, `[1, …]`), by power
+/// iteration on `JᵀJ`. `J·u` comes from double backward (`∂/∂v ⟨Jᵀv, u⟩`), `Jᵀ·w` from one
+/// backward pass, so the layer may be non-linear; `f` is called once. The estimate approaches
+/// σ_max from below. (Same algorithm as `lipschitz::jacobian_spectral_norm` of the verification
+/// tooling, kept local so that this module does not depend on it.)
+pub fn spectral_norm_at(f: &dyn Fn(&Tensor) -> Tensor, point: &Tensor, opts: &AuditOptions) -> anyhow::Result<(f64, usize, bool)> {
+    // Gradients are needed even when the caller evaluates under no_grad.
+    tch::with_grad(|| spectral_norm_inner(f, point, opts))
+}
+
+fn spectral_norm_inner(f: &dyn Fn(&Tensor) -> Tensor, point: &Tensor, opts: &AuditOptions) -> anyhow::Result<(f64, usize, bool)> {
+    let input_shape = point.size();
+    let device = point.device();
+    let x0 = point.f_detach_copy()?.set_requires_grad(true);
+    let y = f(&x0);
+    let v = Tensor::f_zeros_like(&y)?.set_requires_grad(true);
+    let jt_v = Tensor::f_run_backward(&[(&y * &v).f_sum(Kind::Float)?], &[&x0], true, true)
+        .context("audit: Jᵀv by backward")?
+        .remove(0);
+    let mut u = Tensor::f_randn(input_shape.as_slice(), (Kind::Float, device))?;
+    let mut previous = f64::INFINITY;
+    for i in 1..=opts.max_iterations {
+        u = &u / u.f_norm()?;
+        let ju = Tensor::f_run_backward(&[(&jt_v * &u).f_sum(Kind::Float)?], &[&v], true, false)
+            .context("audit: Ju by double backward (does every op of the layer support it?)")?
+            .remove(0);
+        let jtju = Tensor::f_run_backward(&[(&y * &ju).f_sum(Kind::Float)?], &[&x0], true, false)
+            .context("audit: JᵀJu by backward")?
+            .remove(0);
+        let sigma = jtju.f_norm()?.f_double_value(&[])?.sqrt();
+        anyhow::ensure!(sigma.is_finite(), "audit: non-finite spectral norm estimate at iteration {i}");
+        if (sigma - previous).abs() < opts.tolerance {
+            return Ok((sigma, i, true));
+        }
+        previous = sigma;
+        if sigma == 0.0 {
+            return Ok((0.0, i, true));
+        }
+        u = jtju;
+    }
+    Ok((previous, opts.max_iterations, false))
+}
+
+/// Audits `layers` (module doc) and derives the bound `L = max(1, Π σ̂_i)`.
+pub fn audit(layers: &[AuditLayer<'_>], device: Device, opts: &AuditOptions) -> anyhow::Result<Audit> {
+    tch::manual_seed(opts.seed);
+    let mut out = Vec::new();
+    for layer in layers {
+        let mut points = vec![Tensor::f_zeros(layer.input_shape.as_slice(), (Kind::Float, device))?];
+        for _ in 0..opts.random_points {
+            points.push(Tensor::f_randn(layer.input_shape.as_slice(), (Kind::Float, device))?);
+        }
+        let mut worst = LayerAudit { name: layer.name.clone(), input_shape: layer.input_shape.clone(), sigma: 0.0, iterations: 0, converged: true };
+        for point in &points {
+            let (sigma, iterations, converged) =
+                spectral_norm_at(&*layer.forward, point, opts).with_context(|| format!("auditing layer {}", layer.name))?;
+            worst.iterations += iterations;
+            worst.converged &= converged;
+            worst.sigma = worst.sigma.max(sigma);
+        }
+        out.push(worst);
+    }
+    let product: f64 = out.iter().map(|l| l.sigma).product();
+    Ok(Audit { layers: out, product, lipschitz: product.max(1.0), options: *opts })
+}
+
+/// The audit layers of a ConvNet in forward order, with the input shapes its forward sees:
+/// `first_conv` at `[1, w, n, n]`, `block{i}.conv{j}` at `[1, w·2^(i−1), n/2^(i−1), …]`, `head` at
+/// `[1, w·2^nb, 1, 1]`. Each layer is audited through its frozen (inference) module, i.e.
+/// exactly the weights certification uses; by the [`LipLayer::freeze`] contract it equals
+/// `forward_t(x, false)`. Freezing first also keeps the weight transforms (orthogonalisation,
+/// rescaling) out of the differentiated graph, which makes the audit cheap.
+pub fn convnet_layers(net: &ConvNet) -> Vec<AuditLayer<'static>> {
+    let spec = net.spec;
+    let (w, n) = (spec.base_width(), spec.input_side);
+    let mut shapes = vec![("first_conv".to_string(), vec![1, w, n, n])];
+    for i in 0..spec.blocks() {
+        for j in 0..crate::nn::convnet::CONVS_PER_BLOCK {
+            shapes.push((format!("block{}.conv{}", i + 1, j + 1), vec![1, w << i, n >> i, n >> i]));
+        }
+    }
+    shapes.push(("head".to_string(), vec![1, spec.head_width(), 1, 1]));
+    net.layers()
+        .into_iter()
+        .zip(shapes)
+        .map(|(layer, (name, input_shape)): (&dyn LipLayer, _)| {
+            let frozen = layer.freeze();
+            AuditLayer { name, input_shape, forward: Box::new(move |x: &Tensor| frozen.forward(x)) }
+        })
+        .collect()
+}
+
+/// Accuracy and CRA of one split under an audited bound, with the per-sample data behind them.
+#[derive(Clone, Debug, Serialize)]
+pub struct Certificate {
+    pub samples: usize,
+    pub accuracy: f64,
+    /// `(ε, CRA)` for ε in [`EPSILONS`].
+    pub cra: Vec<(f64, f64)>,
+    pub median_margin: f64,
+    pub loss: f64,
+    /// The bound used (`audit.lipschitz`).
+    pub lipschitz: f64,
+    pub audit: Audit,
+    #[serde(skip)]
+    pub evaluation: Evaluation,
+}
+
+/// Certifies `model` (eval mode) on a split, using the bound of `audit`.
+pub fn certify(
+    model: &dyn nn::Module,
+    images: &Tensor,
+    labels: &Tensor,
+    channel_mean: [f64; 3],
+    batch_size: i64,
+    device: Device,
+    audit: Audit,
+) -> anyhow::Result<Certificate> {
+    let ev = evaluate(model, images, labels, channel_mean, batch_size, device)?;
+    let l = audit.lipschitz;
+    anyhow::ensure!(l >= 1.0 && l.is_finite(), "audited Lipschitz bound {l} is not a finite number ≥ 1");
+    Ok(Certificate {
+        samples: ev.correct.len(),
+        accuracy: ev.accuracy(),
+        cra: EPSILONS.iter().map(|&e| (e, cra(&ev.correct, &ev.margins, e, l))).collect(),
+        median_margin: median(&ev.margins),
+        loss: ev.loss,
+        lipschitz: l,
+        audit,
+        evaluation: ev,
+    })
+}
+
+impl Certificate {
+    /// Writes one row per sample: `index,label,prediction,correct,margin,certified_radius`, where
+    /// the radius is `margin/(√2·L)` (0 when wrong): the largest ε the point is certified below.
+    pub fn write_margins_csv(&self, path: &Path) -> anyhow::Result<()> {
+        let mut s = String::from("index,label,prediction,correct,margin,certified_radius\n");
+        let ev = &self.evaluation;
+        for i in 0..ev.correct.len() {
+            let radius = if ev.correct[i] { ev.margins[i] / (std::f64::consts::SQRT_2 * self.lipschitz) } else { 0.0 };
+            s.push_str(&format!("{i},{},{},{},{:e},{:e}\n", ev.labels[i], ev.predictions[i], ev.correct[i] as u8, ev.margins[i], radius));
+        }
+        crate::train::write_atomic(path, s.as_bytes())
+    }
+}
+
+/// The certify stage for a trained ConvNet: builds the network of `spec` on `device`, loads the
+/// model file written by training, audits it, certifies the split, and writes
+/// `certificate.json` and `margins.csv` into `out_dir`.
+#[allow(clippy::too_many_arguments)]
+pub fn certify_model_file(
+    spec: crate::nn::NetSpec,
+    model_file: &Path,
+    images: &Tensor,
+    labels: &Tensor,
+    channel_mean: [f64; 3],
+    batch_size: i64,
+    device: Device,
+    out_dir: &Path,
+    opts: &AuditOptions,
+) -> anyhow::Result<Certificate> {
+    let mut vs = nn::VarStore::new(device);
+    let net = ConvNet::new(&vs.root(), spec)?;
+    vs.load(model_file).with_context(|| format!("loading model {}", model_file.display()))?;
+    let audit = audit(&convnet_layers(&net), device, opts)?;
+    let frozen = net.freeze();
+    let cert = certify(&frozen, images, labels, channel_mean, batch_size, device, audit)?;
+    std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    cert.write_margins_csv(&out_dir.join("margins.csv"))?;
+    let json = serde_json::to_vec_pretty(&cert).context("serialising the certificate")?;
+    crate::train::write_atomic(&out_dir.join("certificate.json"), &json)?;
+    Ok(cert)
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// f64 comparisons of values computed in f32 (logits of a 3×3 map): f32 rounding of O(1).
+    const TOL_F32: f64 = 1e-6;
+    /// Power iteration stopped at a change below 1e-7 on a 2×2 or 3×3 map: well below this.
+    const TOL_POWER: f64 = 1e-4;
+
+    /// logits = A·(image/255) with A = 2·I₃ (spectral norm 2), on 1×1 RGB "images".
+    fn doubling_model() -> impl nn::Module {
+        nn::func(|x: &Tensor| x.flatten(1, -1) * 2.0)
+    }
+
+    /// Five samples whose margins are known by hand (see the test).
+    fn five_samples() -> (Tensor, Tensor) {
+        let pixels: [[u8; 3]; 5] = [[255, 0, 0], [255, 128, 0], [255, 210, 0], [255, 0, 0], [255, 255, 0]];
+        let flat: Vec<u8> = pixels.iter().flatten().copied().collect();
+        let images = Tensor::from_slice(&flat).view([5, 3, 1, 1]);
+        let labels = Tensor::from_slice(&[0i64, 0, 0, 1, 0]);
+        (images, labels)
+    }
+
+    fn identity_audit(lipschitz: f64) -> Audit {
+        Audit { layers: vec![], product: lipschitz, lipschitz, options: AuditOptions::default() }
+    }
+
+    #[test]
+    fn margins_of_a_hand_built_model() {
+        let (images, labels) = five_samples();
+        let cert = certify(&doubling_model(), &images, &labels, [0.0; 3], 2, Device::Cpu, identity_audit(1.0)).unwrap();
+        // logits: (2,0,0) ✓ margin 2; (2,256/255,0) ✓ 2·127/255; (2,420/255,0) ✓ 2·45/255;
+        // label 1 but predicts 0 → margin 0; (2,2,0) tie → class 0 (first index) correct, margin 0.
+        let expected = [2.0, 2.0 * 127.0 / 255.0, 2.0 * 45.0 / 255.0, 0.0, 0.0];
+        for (got, want) in cert.evaluation.margins.iter().zip(expected) {
+            assert!((got - want).abs() < TOL_F32, "{got} vs {want}");
+        }
+        assert_eq!(cert.evaluation.correct, vec![true, true, true, false, true]);
+        assert_eq!(cert.accuracy, 0.8);
+        // L = 1: thresholds √2·ε = 0, 0.1997, 0.3993, 0.5990, 1.4142.
+        let cras: Vec<f64> = cert.cra.iter().map(|c| c.1).collect();
+        assert_eq!(cras, vec![0.6, 0.6, 0.4, 0.4, 0.2]);
+        assert!((median(&cert.evaluation.margins) - expected[2]).abs() < TOL_F32);
+    }
+
+    #[test]
+    fn audited_norm_two_halves_the_radii() {
+        let (images, labels) = five_samples();
+        let model = doubling_model();
+        let layer = AuditLayer { name: "double".into(), input_shape: vec![1, 3, 1, 1], forward: Box::new(|x: &Tensor| x * 2.0) };
+        let opts = AuditOptions { tolerance: 1e-7, ..Default::default() };
+        let audit = audit(&[layer], Device::Cpu, &opts).unwrap();
+        assert!((audit.layers[0].sigma - 2.0).abs() < TOL_POWER, "{:?}", audit.layers);
+        assert!((audit.lipschitz - 2.0).abs() < TOL_POWER);
+        let cert = certify(&model, &images, &labels, [0.0; 3], 5, Device::Cpu, audit).unwrap();
+        // L = 2: thresholds 2√2·ε = 0, 0.3993, 0.7986, 1.1979, 2.8284.
+        let cras: Vec<f64> = cert.cra.iter().map(|c| c.1).collect();
+        assert_eq!(cras, vec![0.6, 0.4, 0.4, 0.2, 0.0]);
+    }
+
+    #[test]
+    fn power_iteration_matches_hand_computed_norms() {
+        // [[1, 1], [0, 1]] has σ_max = golden ratio (1+√5)/2 (eigenvalues of AᵀA: (3±√5)/2).
+        let a = Tensor::from_slice(&[1.0f32, 1.0, 0.0, 1.0]).view([2, 2]);
+        let f = move |x: &Tensor| x.flatten(1, -1).matmul(&a.tr()).view([1, 2, 1, 1]);
+        let opts = AuditOptions { tolerance: 1e-7, ..Default::default() };
+        let (sigma, _, converged) = spectral_norm(&f, &[1, 2, 1, 1], Device::Cpu, &opts).unwrap();
+        assert!(converged);
+        assert!((sigma - (1.0 + 5f64.sqrt()) / 2.0).abs() < TOL_POWER, "{sigma}");
+        // A contraction (norm ½) audits to L = max(1, ½) = 1: never a bound below the theory's.
+        let half = AuditLayer { name: "half".into(), input_shape: vec![1, 3, 2, 2], forward: Box::new(|x: &Tensor| x * 0.5) };
+        let audit = audit(&[half], Device::Cpu, &opts).unwrap();
+        assert!((audit.product - 0.5).abs() < TOL_POWER);
+        assert_eq!(audit.lipschitz, 1.0);
+        // Non-linear layer |x| + 3x: Jacobian diag(sign x) + 3I, so σ = 3 at the zero input
+        // (autograd's sign(0) = 0) and 4 at a point with a positive coordinate (a random point
+        // of 8 coordinates has one with probability 1 − 2⁻⁸; the seed is fixed).
+        let abs3 = || AuditLayer { name: "abs+3x".into(), input_shape: vec![1, 2, 2, 2], forward: Box::new(|x: &Tensor| x.abs() + x * 3.0) };
+        let at_zero = super::audit(&[abs3()], Device::Cpu, &AuditOptions { random_points: 0, ..opts }).unwrap();
+        assert!((at_zero.product - 3.0).abs() < TOL_POWER, "{:?}", at_zero.layers);
+        let with_random = super::audit(&[abs3()], Device::Cpu, &AuditOptions { random_points: 2, ..opts }).unwrap();
+        assert!((with_random.product - 4.0).abs() < TOL_POWER, "{:?}", with_random.layers);
+    }
+
+    #[test]
+    fn strict_inequality_and_misclassified_points() {
+        let s2 = std::f64::consts::SQRT_2;
+        // Exactly at the threshold is not certified (strict).
+        assert!(!is_certified(true, s2 * 0.5, 0.5, 1.0));
+        assert!(is_certified(true, 0.71, 0.5, 1.0));
+        assert!(!is_certified(false, 10.0, 0.0, 1.0));
+        assert!(!is_certified(true, 0.0, 0.0, 1.0));
+        let (c, m) = correct_and_margin(
+            &Tensor::from_slice(&[1.0f32, 0.0, 2.0, 0.0, 0.0, 1.0, 0.0, 2.0, 1.1, 0.9]).view([5, 2]),
+            &Tensor::zeros([5], (Kind::Int64, Device::Cpu)),
+        )
+        .unwrap();
+        // §9.2 test_cra: CRA(0) = [1,1,0,0,1]; CRA(1) = [0,1,0,0,0]; CRA(1) with rescaling ½
+        // (i.e. L = ½) = [1,1,0,0,0].
+        let c = Vec::<bool>::try_from(c).unwrap();
+        let m = Vec::<f64>::try_from(m).unwrap();
+        let at = |eps: f64, l: f64| c.iter().zip(&m).map(|(c, m)| is_certified(*c, *m, eps, l) as u8).collect::<Vec<_>>();
+        assert_eq!(at(0.0, 1.0), vec![1, 1, 0, 0, 1]);
+        assert_eq!(at(1.0, 1.0), vec![0, 1, 0, 0, 0]);
+        assert_eq!(at(1.0, 0.5), vec![1, 1, 0, 0, 0]);
+        assert_eq!(median(&[3.0, 1.0, 2.0, 10.0]), 2.5);
+    }
+}

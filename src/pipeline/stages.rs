@@ -1,0 +1,232 @@
+//! What each task of a [`Plan`] does: the glue between the plan and the stage libraries
+//! (`data::prepare`, `train::train`, `certify`). Each stage writes its files into the store's
+//! temporary folder, so an artifact appears only when complete (docs/artifacts.md).
+
+use super::plan::{Plan, TaskSpec, TrainTask};
+use super::store::{Artifact, Key, ManifestInfo, Store};
+use crate::certify::{certify_model_file, AuditOptions};
+use crate::config::DatasetEntry;
+use crate::data::{Dataset, DatasetKind, PrepareRequest};
+use crate::fsx;
+use crate::nn::NetSpec;
+use crate::progress::Progress;
+use crate::train::trainer::{self, EvalSplit, RunStatus, TrainConfig, TrainData, TrainOutcome};
+use anyhow::Context;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use tch::Device;
+
+/// File names inside a `train` artifact.
+pub const TRAIN_MODEL: &str = "model.safetensors";
+pub const TRAIN_STATS: &str = "epochs.csv";
+pub const TRAIN_OUTCOME: &str = "train.json";
+/// File names inside a `certify` artifact.
+pub const CERTIFICATE: &str = "certify.json";
+pub const MARGINS: &str = "margins.csv";
+
+/// Resolved settings shared by every task of one run.
+pub struct StageRunner {
+    device: Device,
+    /// `--data`: replaces the source of the pipeline's first dataset.
+    data_override: Option<PathBuf>,
+    /// Folder where official archives are looked for (`prepare --data`).
+    data_dir: PathBuf,
+    /// Folder of the pipeline file: relative dataset sources are resolved against it.
+    pipeline_dir: PathBuf,
+    datasets: HashMap<Key, Dataset>,
+}
+
+impl StageRunner {
+    pub fn new(device: Device, pipeline_file: &Path, data_override: Option<PathBuf>) -> Self {
+        let pipeline_dir = pipeline_file.parent().map(Path::to_path_buf).unwrap_or_default();
+        StageRunner { device, data_override, data_dir: PathBuf::from("data"), pipeline_dir, datasets: HashMap::new() }
+    }
+
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// The prepare request of a pipeline dataset. Relative sources in a pipeline file are relative
+    /// to the project root (the folder above `pipelines/`), as written in the shipped pipelines.
+    pub fn prepare_request(&self, index: usize, d: &DatasetEntry) -> anyhow::Result<PrepareRequest> {
+        let dataset: DatasetKind = d.name.parse()?;
+        let source = match (&self.data_override, index) {
+            (Some(path), 0) => Some(path.clone()),
+            _ => d.source.as_ref().map(|s| {
+                if s.is_absolute() {
+                    s.clone()
+                } else {
+                    self.pipeline_dir.parent().unwrap_or(Path::new("")).join(s)
+                }
+            }),
+        };
+        let mut req = PrepareRequest::new(dataset);
+        req.source = source;
+        req.data_dir = self.data_dir.clone();
+        req.download = true;
+        Ok(req)
+    }
+
+    /// Runs task `index` of `plan` (its inputs are done).
+    pub fn execute(&mut self, plan: &Plan, index: usize, store: &Store, progress: &Progress) -> anyhow::Result<()> {
+        let task = &plan.tasks[index];
+        let device = self.device;
+        match &task.spec {
+            TaskSpec::Prepare { dataset } => {
+                let req = self.prepare_request(index, dataset)?;
+                let summary = crate::data::prepare(&req, store, progress)?;
+                anyhow::ensure!(
+                    summary.key == task.key,
+                    "internal error: prepare produced {} where the plan expected {}",
+                    summary.key.short(),
+                    task.key.short()
+                );
+            }
+            TaskSpec::Train(t) => {
+                let prepare_key = plan.tasks[task.deps[0]].key.clone();
+                let data = self.dataset(store, &prepare_key, t)?;
+                let info = manifest_info(task.stage.schema_version(), &task.config, &[prepare_key], device);
+                let cfg = train_config(t, data, device);
+                let train_data = TrainData::select(
+                    &data.train_images,
+                    &data.train_labels,
+                    &data.test_images,
+                    &data.test_labels,
+                    &data.fit_split,
+                    &data.val_split,
+                    data.channel_mean,
+                    EvalSplit::Test,
+                )?;
+                let work = store.work_dir(task.stage.name(), &task.key);
+                store.build(task.stage.name(), &task.key, &info, |tmp| {
+                    let outcome = trainer::train(&cfg, train_data, &work, progress)?;
+                    publish_training(&outcome, &work, tmp)
+                })?;
+            }
+            TaskSpec::Certify { train, audit_iterations } => {
+                let train_task = &plan.tasks[*train];
+                let TaskSpec::Train(t) = &train_task.spec else {
+                    anyhow::bail!("internal error: certify task {} does not follow a train task", task.label);
+                };
+                let trained = store
+                    .lookup(train_task.stage.name(), &train_task.key)?
+                    .with_context(|| format!("input `{}` is not done", train_task.label))?;
+                let prepare_key = plan.tasks[train_task.deps[0]].key.clone();
+                let data = self.dataset(store, &prepare_key, t)?;
+                let spec = net_spec(t, data);
+                let info = manifest_info(task.stage.schema_version(), &task.config, &[train_task.key.clone()], device);
+                let opts = AuditOptions { max_iterations: *audit_iterations as usize, ..AuditOptions::default() };
+                store.build(task.stage.name(), &task.key, &info, |tmp| certify_into(&trained, spec, data, device, &opts, tmp))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The prepared dataset of `prepare_key`, reduced to the task's subset, loaded once per run.
+    fn dataset(&mut self, store: &Store, prepare_key: &Key, t: &TrainTask) -> anyhow::Result<&Dataset> {
+        let subset_key = Key::compute(
+            "subset",
+            1,
+            &serde_json::json!({ "train": t.train_per_class, "test": t.test_per_class }),
+            &[prepare_key.clone()],
+        );
+        if !self.datasets.contains_key(&subset_key) {
+            let artifact = store
+                .lookup(crate::data::prepare::STAGE, prepare_key)?
+                .with_context(|| format!("the prepared dataset {} is missing", prepare_key.short()))?;
+            let full = Dataset::load(&artifact.dir)?;
+            let data = if t.train_per_class.is_some() || t.test_per_class.is_some() {
+                full.subset(t.train_per_class, t.test_per_class)
+            } else {
+                full
+            };
+            self.datasets.insert(subset_key.clone(), data);
+        }
+        self.datasets.get(&subset_key).context("internal error: dataset cache")
+    }
+}
+
+fn manifest_info(schema_version: u32, config: &serde_json::Value, inputs: &[Key], device: Device) -> ManifestInfo {
+    let mut info = ManifestInfo::new(schema_version, config.clone());
+    info.inputs = inputs.to_vec();
+    info.device = Some(device_description(device));
+    info
+}
+
+/// Device as recorded in manifests and reports ("cpu (2 threads)", "cuda:0 NVIDIA H100 …").
+pub fn device_description(device: Device) -> String {
+    match device {
+        Device::Cuda(i) => match crate::device::cuda_device_info(i as i64) {
+            Some((name, _)) => format!("cuda:{i} {name}"),
+            None => format!("cuda:{i}"),
+        },
+        _ => format!("cpu ({} threads)", tch::get_num_threads()),
+    }
+}
+
+fn net_spec(t: &TrainTask, data: &Dataset) -> NetSpec {
+    NetSpec { method: t.method, size: t.size, kernel: t.kernel, input_side: data.image_side(), classes: data.num_classes() as i64 }
+}
+
+fn train_config(t: &TrainTask, data: &Dataset, device: Device) -> TrainConfig {
+    let mut cfg = TrainConfig::paper(t.method, t.size, data.num_classes() as i64, t.epochs as usize, t.lr, t.wd, t.seed, device);
+    cfg.kernel = t.kernel;
+    cfg.batch_size = t.batch_size as i64;
+    cfg.max_retries = t.max_retries as usize;
+    cfg
+}
+
+/// Copies the final model and statistics of a training run out of its work folder.
+fn publish_training(outcome: &TrainOutcome, work: &Path, tmp: &Path) -> anyhow::Result<()> {
+    fsx::copy(&work.join(&outcome.stats_file), &tmp.join(TRAIN_STATS))?;
+    if let Some(model) = &outcome.model_file {
+        fsx::copy(&work.join(model), &tmp.join(TRAIN_MODEL))?;
+    }
+    let json = serde_json::to_vec_pretty(outcome).context("serialising the training outcome")?;
+    fsx::write(&tmp.join(TRAIN_OUTCOME), &json)
+}
+
+/// Reads a train artifact's outcome.
+pub fn read_outcome(trained: &Artifact) -> anyhow::Result<TrainOutcome> {
+    let path = trained.path(TRAIN_OUTCOME);
+    serde_json::from_str(&fsx::read_to_string(&path)?).with_context(|| format!("{} is not a training outcome", path.display()))
+}
+
+/// Certifies a trained model on the test split; a diverged run yields a certificate that says so.
+fn certify_into(trained: &Artifact, spec: NetSpec, data: &Dataset, device: Device, opts: &AuditOptions, tmp: &Path) -> anyhow::Result<()> {
+    let outcome = read_outcome(trained)?;
+    if outcome.status == RunStatus::Diverged {
+        let json = serde_json::json!({ "status": "diverged", "attempts": outcome.attempts });
+        return fsx::write(&tmp.join(CERTIFICATE), serde_json::to_vec_pretty(&json)?.as_slice());
+    }
+    let started = std::time::Instant::now();
+    let cert = certify_model_file(
+        spec,
+        &trained.path(TRAIN_MODEL),
+        &data.test_images,
+        &data.test_labels,
+        data.channel_mean,
+        256,
+        device,
+        tmp,
+        opts,
+    )?;
+    // The certificate as docs/artifacts.md specifies it, beside certify's own files.
+    let radius_names = ["36/255", "72/255", "108/255", "1"];
+    let mut cra = serde_json::Map::new();
+    cra.insert("0".into(), serde_json::json!(cert.accuracy));
+    for ((_, value), name) in cert.cra.iter().zip(radius_names) {
+        cra.insert(name.into(), serde_json::json!(value));
+    }
+    let json = serde_json::json!({
+        "status": "ok",
+        "n": cert.samples,
+        "accuracy": cert.accuracy,
+        "cra": cra,
+        "lipschitz": { "bound": cert.lipschitz, "per_layer": cert.audit.layers.iter().map(|l| l.sigma).collect::<Vec<_>>(),
+                       "method": "power iteration on each frozen layer's Jacobian (zero input and random points); bound = max(1, product)" },
+        "margin_median": cert.median_margin,
+        "seconds": started.elapsed().as_secs_f64(),
+    });
+    fsx::write(&tmp.join(CERTIFICATE), serde_json::to_vec_pretty(&json)?.as_slice())
+}
