@@ -21,7 +21,42 @@ pub struct Cli {
 pub enum Command {
     /// Print versions, CUDA availability, threads and whether the folders are writable.
     Doctor(DoctorArgs),
+    /// Read a dataset (CIFAR-10/100, Tiny ImageNet, an image folder or synthetic data) into the
+    /// artifact store; a second run with the same source is instant.
+    Prepare(PrepareArgs),
+    /// Show what the artifact store holds: done, running and partial artifacts per stage.
+    Status(StatusArgs),
 }
+
+#[derive(clap::Args, Debug)]
+pub struct PrepareArgs {
+    /// Which dataset reader to use.
+    #[arg(long, value_enum)]
+    pub dataset: lipctl::data::DatasetKind,
+
+    /// Folder or archive (.tar.gz, .tgz, .tar, .zip) to read.
+    #[arg(long, value_name = "PATH", long_help = "Folder or archive (.tar.gz, .tgz, .tar, .zip) to read. \
+        cifar10/cifar100: the binary version (cifar-10-batches-bin/, cifar-100-binary/ or the official .tar.gz); \
+        tinyimagenet: tiny-imagenet-200/ or its .zip; imagefolder: root/{train,test}/<class>/*.{jpg,jpeg,png}. \
+        Without it, cifar10/cifar100/tinyimagenet look for the official archive in --data and download it \
+        when missing (unless --no-download).")]
+    pub source: Option<PathBuf>,
+
+    /// Name shown in reports (default: the dataset kind, or the source's file name).
+    #[arg(long)]
+    pub name: Option<String>,
+
+    /// Folder where official archives are looked for and downloaded to.
+    #[arg(long, default_value = "data")]
+    pub data: PathBuf,
+
+    /// Never download a missing official archive.
+    #[arg(long)]
+    pub no_download: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct StatusArgs {}
 
 #[derive(clap::Args, Debug)]
 pub struct DoctorArgs {

@@ -4,7 +4,10 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod config;
+pub mod data;
 pub mod device;
 pub mod doctor;
+pub mod fsx;
 pub mod nn;
+pub mod pipeline;
 pub mod progress;

@@ -5,6 +5,7 @@ mod cli;
 
 use clap::Parser;
 use cli::{Cli, Command};
+use std::io::Write;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -29,6 +30,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(if tch::Cuda::is_available() { ExitCode::SUCCESS } else { ExitCode::from(1) });
             }
             lipctl::doctor::run(&a.data, &cli.artifacts, &mut out)?;
+        }
+        Command::Prepare(a) => {
+            let progress = lipctl::progress::Progress::for_stderr();
+            let store = lipctl::pipeline::store::Store::open(&cli.artifacts)?.with_progress(progress);
+            let req = lipctl::data::PrepareRequest {
+                dataset: a.dataset,
+                source: a.source,
+                name: a.name,
+                data_dir: a.data,
+                download: !a.no_download,
+                synthetic: lipctl::data::SyntheticSpec::default(),
+            };
+            let summary = lipctl::data::prepare(&req, &store, &progress)?;
+            writeln!(out, "{summary}")?;
+        }
+        Command::Status(_) => {
+            let store = lipctl::pipeline::store::Store::open(&cli.artifacts)?;
+            lipctl::pipeline::store::print_status(&store, &mut out)?;
         }
     }
     Ok(ExitCode::SUCCESS)
