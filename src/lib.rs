@@ -3,6 +3,7 @@
 //! parses arguments and dispatches to the stage functions of this library.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod aggregate;
 pub mod config;
 pub mod data;
 pub mod device;
@@ -11,3 +12,4 @@ pub mod fsx;
 pub mod nn;
 pub mod pipeline;
 pub mod progress;
+pub mod report;
