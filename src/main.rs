@@ -45,6 +45,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let summary = lipctl::data::prepare(&req, &store, &progress)?;
             writeln!(out, "{summary}")?;
         }
+        Command::Aggregate(a) => {
+            let art = lipctl::aggregate::run(&cli.artifacts, &a.paper)?;
+            writeln!(out, "{}", art.dir.display())?;
+        }
+        Command::Report(a) => {
+            let art = lipctl::aggregate::run(&cli.artifacts, &a.paper)?;
+            let dest = a.out.unwrap_or_else(|| cli.artifacts.join("report"));
+            let prov = lipctl::report::Provenance::current(a.pipeline.as_deref());
+            let done = lipctl::report::render(&art.dir, &dest, &prov)?;
+            writeln!(out, "{}\n{}", done.html.display(), done.markdown.display())?;
+        }
         Command::Status(_) => {
             let store = lipctl::pipeline::store::Store::open(&cli.artifacts)?;
             lipctl::pipeline::store::print_status(&store, &mut out)?;
