@@ -17,7 +17,10 @@
 //! a new run or a changed reference file makes a new aggregate and nothing else does.
 //! Each table is written as `<name>.parquet` and `<name>.csv`:
 //! * `results`: one row per train run and one per measurement that no run used (for example an
-//!   out-of-memory model), columns [`RESULT_COLUMNS`]. `status` is `ok`, `diverged`,
+//!   out-of-memory model; its `dataset` is each prepared dataset of the measured input side and
+//!   class count), columns [`RESULT_COLUMNS`]. The names and units of `accuracy`, `cra_*` (%),
+//!   `seconds_per_epoch`, `train_peak_bytes`, `infer_ms_per_batch`, `status`, `device` are the
+//!   measured-results schema `lipctl recommend` reads (src/recommend/knowledge.rs). `status` is `ok`, `diverged`,
 //!   `uncertified` (trained, no certify artifact yet), `oom` or `failed`.
 //! * `settings`: results grouped by (dataset, kernel, input side, budget, method, size): means
 //!   over the ok runs (over all runs when none is ok, so a diverged setting keeps its chance-level
@@ -73,19 +76,19 @@ pub const RESULT_COLUMNS: [&str; 33] = [
     "seed",
     "status",
     "error",
-    "accuracy_pct",
-    "cra_36_pct",
-    "cra_72_pct",
-    "cra_108_pct",
-    "cra_255_pct",
+    "accuracy",
+    "cra_36",
+    "cra_72",
+    "cra_108",
+    "cra_255",
     "lipschitz_bound",
     "margin_median",
     "train_seconds_per_epoch",
-    "epoch_seconds",
+    "seconds_per_epoch",
     "train_ms_per_batch",
     "infer_ms_per_batch",
-    "peak_train_gb",
-    "peak_infer_mb",
+    "train_peak_bytes",
+    "infer_peak_bytes",
     "parameters",
     "device",
     "attempts",
@@ -93,7 +96,7 @@ pub const RESULT_COLUMNS: [&str; 33] = [
 ];
 /// The certified radii, as the artifact JSON spells them, and our column names.
 pub const RADII: [(&str, &str); 4] =
-    [("36/255", "cra_36_pct"), ("72/255", "cra_72_pct"), ("108/255", "cra_108_pct"), ("1", "cra_255_pct")];
+    [("36/255", "cra_36"), ("72/255", "cra_72"), ("108/255", "cra_108"), ("1", "cra_255")];
 
 /// Images per training epoch by input side: the paper's datasets (CIFAR 32×32: 50 000; Tiny
 /// ImageNet 64×64: 100 000). Epoch seconds of other input sides are left empty.
@@ -244,6 +247,8 @@ pub struct Raw {
     pub measures: DataFrame,
     /// Every epochs.csv, long.
     pub curves: DataFrame,
+    /// Prepared datasets: dataset (name), input_side, classes.
+    pub datasets: DataFrame,
     pub provenance: Value,
     /// Keys of every artifact read.
     pub inputs: BTreeSet<Key>,
@@ -256,6 +261,7 @@ pub fn collect(store: &Store) -> Result<Raw> {
     let mut side_by_key: BTreeMap<String, i64> = BTreeMap::new();
     let mut side_by_name: BTreeMap<String, i64> = BTreeMap::new();
     let mut datasets = Vec::new();
+    let (mut ds_name, mut ds_side, mut ds_classes) = (Vec::new(), Vec::new(), Vec::new());
     for art in committed(store, "prepare")? {
         let Ok(meta) = read_json(&art, "meta.json") else { continue };
         inputs.insert(art.key.clone());
@@ -265,6 +271,9 @@ pub fn collect(store: &Store) -> Result<Raw> {
                 side_by_name.insert(name, side);
             }
         }
+        ds_name.push(s(&meta, "name"));
+        ds_side.push(i(&meta, "image_side"));
+        ds_classes.push(meta.get("classes").and_then(|c| c.as_array()).map(|c| c.len() as i64));
         datasets.push(json!({
             "name": s(&meta, "name"), "kind": s(&meta, "dataset"), "checksum": s(&meta, "checksum"),
             "source_sha256": s(&meta, "source_sha256"), "image_side": i(&meta, "image_side"),
@@ -393,6 +402,8 @@ pub fn collect(store: &Store) -> Result<Raw> {
         m.infer_ms.push(ms("infer_seconds_per_batch"));
         m.peak_train_gb.push(f(&mj, "peak_train_bytes").map(|b| b / 1e9));
         m.peak_infer_mb.push(f(&mj, "peak_infer_bytes").map(|b| b / 1e6));
+        m.train_bytes.push(f(&mj, "peak_train_bytes").map(|b| b as i64));
+        m.infer_bytes.push(f(&mj, "peak_infer_bytes").map(|b| b as i64));
         m.memory_source.push(s(&mj, "memory_source"));
         m.created.push(art.manifest.created_unix as i64);
     }
@@ -410,7 +421,8 @@ pub fn collect(store: &Store) -> Result<Raw> {
         "devices": devices,
         "artifacts_read": inputs.len(),
     });
-    Ok(Raw { runs, measures, curves, provenance, inputs })
+    let datasets = df!("dataset" => ds_name, "input_side" => ds_side, "classes" => ds_classes)?;
+    Ok(Raw { runs, measures, curves, datasets, provenance, inputs })
 }
 
 #[derive(Default)]
@@ -446,8 +458,8 @@ impl RunCols {
             "kernel" => self.kernel, "classes" => self.classes, "input_side" => self.input_side,
             "batch_size" => self.batch_size, "budget_hours" => self.budget_hours, "epochs" => self.epochs,
             "lr" => self.lr, "wd" => self.wd, "seed" => self.seed, "attempts" => self.attempts,
-            "status" => self.status, "accuracy_pct" => self.accuracy, "cra_36_pct" => c36,
-            "cra_72_pct" => c72, "cra_108_pct" => c108, "cra_255_pct" => c255,
+            "status" => self.status, "accuracy" => self.accuracy, "cra_36" => c36,
+            "cra_72" => c72, "cra_108" => c108, "cra_255" => c255,
             "lipschitz_bound" => self.lipschitz, "margin_median" => self.margin,
             "train_seconds_per_epoch" => self.train_spe, "device" => self.device
         )?)
@@ -472,6 +484,8 @@ struct MeasureCols {
     infer_ms: Vec<Option<f64>>,
     peak_train_gb: Vec<Option<f64>>,
     peak_infer_mb: Vec<Option<f64>>,
+    train_bytes: Vec<Option<i64>>,
+    infer_bytes: Vec<Option<i64>>,
     memory_source: Vec<Option<String>>,
     created: Vec<i64>,
 }
@@ -484,7 +498,9 @@ impl MeasureCols {
             "device_kind" => self.device_kind, "device" => self.device, "status" => self.status,
             "error" => self.error, "parameters" => self.parameters, "train_ms_per_batch" => self.train_ms,
             "infer_ms_per_batch" => self.infer_ms, "peak_train_gb" => self.peak_train_gb,
-            "peak_infer_mb" => self.peak_infer_mb, "memory_source" => self.memory_source,
+            "peak_infer_mb" => self.peak_infer_mb,
+            "train_peak_bytes" => self.train_bytes,
+            "infer_peak_bytes" => self.infer_bytes, "memory_source" => self.memory_source,
             "created" => self.created
         )?)
     }
@@ -492,9 +508,10 @@ impl MeasureCols {
 
 /// The paper's numbers (data/paper/, see its README), as frames.
 pub struct Paper {
-    /// results.csv: dataset, method, size, kernel, budget_hours, lr, wd, accuracy, cra_36, note.
+    /// results.csv: dataset, method, size, kernel, budget_hours, paper_lr, paper_wd, paper_accuracy,
+    /// paper_cra_36, note (prefixed so they never collide with our columns in a join).
     pub results: DataFrame,
-    /// Figure 2 points (source `fig2_digitised`): method, size, seconds_per_epoch.
+    /// Figure 2 points (source `fig2_digitised`): method, size, paper_seconds_per_epoch.
     pub time: DataFrame,
     /// Figure 4 top: method, size, peak_train_memory_gb.
     pub train_memory: DataFrame,
@@ -533,17 +550,21 @@ impl Paper {
                 col("size"),
                 col("kernel").cast(DataType::Int64),
                 col("budget_hours").cast(DataType::Int64),
-                col("lr").cast(DataType::Float64),
-                col("wd").cast(DataType::Float64),
-                col("accuracy").cast(DataType::Float64),
-                col("cra_36").cast(DataType::Float64),
+                col("lr").cast(DataType::Float64).alias("paper_lr"),
+                col("wd").cast(DataType::Float64).alias("paper_wd"),
+                col("accuracy").cast(DataType::Float64).alias("paper_accuracy"),
+                col("cra_36").cast(DataType::Float64).alias("paper_cra_36"),
                 col("note").cast(DataType::String),
             ])
             .collect()?;
         let time = read("train_time_per_epoch.csv")?
             .lazy()
             .filter(col("source").eq(lit("fig2_digitised")))
-            .select([col("method"), col("size"), col("seconds_per_epoch").cast(DataType::Float64)])
+            .select([
+                col("method"),
+                col("size"),
+                col("seconds_per_epoch").cast(DataType::Float64).alias("paper_seconds_per_epoch"),
+            ])
             .collect()?;
         let train_memory = read("train_memory_gb.csv")?
             .lazy()
@@ -621,7 +642,7 @@ pub fn derive(raw: Raw, paper: &Paper) -> Result<Tables> {
     .with_columns([((col("epoch_images").cast(DataType::Float64) / col("batch_size").cast(DataType::Float64)).ceil()
         * col("train_ms_per_batch")
         / lit(1000.0))
-    .alias("epoch_seconds")]);
+    .alias("seconds_per_epoch")]);
 
     // Runs joined to their measurement.
     let mcols = [
@@ -632,10 +653,10 @@ pub fn derive(raw: Raw, paper: &Paper) -> Result<Tables> {
         "parameters",
         "train_ms_per_batch",
         "infer_ms_per_batch",
-        "peak_train_gb",
-        "peak_infer_mb",
+        "train_peak_bytes",
+        "infer_peak_bytes",
         "memory_source",
-        "epoch_seconds",
+        "seconds_per_epoch",
     ];
     let mut msel: Vec<Expr> = JOIN_MEASURE.iter().map(|c| col(*c)).collect();
     msel.extend(mcols.iter().map(|c| col(*c).alias(format!("m_{c}"))));
@@ -646,21 +667,20 @@ pub fn derive(raw: Raw, paper: &Paper) -> Result<Tables> {
         col("m_parameters").alias("parameters"),
         col("m_train_ms_per_batch").alias("train_ms_per_batch"),
         col("m_infer_ms_per_batch").alias("infer_ms_per_batch"),
-        col("m_peak_train_gb").alias("peak_train_gb"),
-        col("m_peak_infer_mb").alias("peak_infer_mb"),
+        col("m_train_peak_bytes").alias("train_peak_bytes"),
+        col("m_infer_peak_bytes").alias("infer_peak_bytes"),
         col("m_memory_source").alias("memory_source"),
-        col("m_epoch_seconds").alias("epoch_seconds"),
+        col("m_seconds_per_epoch").alias("seconds_per_epoch"),
         col("device").fill_null(col("m_device")).alias("device"),
     ]);
     // Measurements no run used (an out-of-memory model never trains): their own rows.
     let used_measures = join_left(raw.runs.clone().lazy(), measure_sel, &JOIN_MEASURE)
         .select([col("m_key").alias("key"), col("key").alias("used_by")])
         .filter(col("key").is_not_null());
-    let unused = join_left(measures.clone(), used_measures, &["key"]).filter(col("used_by").is_null()).with_columns([
-        lit("measure").alias("stage"),
-        lit(NULL).cast(DataType::String).alias("dataset"),
-        lit(NULL).cast(DataType::Int64).alias("budget_hours"),
-    ]);
+    let unused = join_left(measures.clone(), used_measures, &["key"]).filter(col("used_by").is_null());
+    // A measurement holds for every prepared dataset of its shape (one row each; none: no dataset).
+    let unused = join_left(unused, raw.datasets.clone().lazy(), &["input_side", "classes"])
+        .with_columns([lit("measure").alias("stage"), lit(NULL).cast(DataType::Int64).alias("budget_hours")]);
     let typed = |name: &str| -> Expr { col(name).cast(typed_dtype(name)) };
     let select_all = |lf: LazyFrame, have: &[&str]| -> LazyFrame {
         lf.select(
@@ -686,11 +706,11 @@ pub fn derive(raw: Raw, paper: &Paper) -> Result<Tables> {
             "budget_hours",
             "status",
             "error",
-            "epoch_seconds",
+            "seconds_per_epoch",
             "train_ms_per_batch",
             "infer_ms_per_batch",
-            "peak_train_gb",
-            "peak_infer_mb",
+            "train_peak_bytes",
+            "infer_peak_bytes",
             "parameters",
             "device",
             "memory_source",
@@ -718,7 +738,7 @@ pub fn derive(raw: Raw, paper: &Paper) -> Result<Tables> {
             col("status"),
             col("parameters"),
             col("train_ms_per_batch"),
-            col("epoch_seconds"),
+            col("seconds_per_epoch"),
             col("infer_ms_per_batch"),
             col("peak_train_gb"),
             col("peak_infer_mb"),
@@ -762,7 +782,7 @@ fn typed_dtype(name: &str) -> DataType {
             DataType::String
         }
         "kernel" | "classes" | "input_side" | "batch_size" | "budget_hours" | "epochs" | "seed" | "parameters"
-        | "attempts" => DataType::Int64,
+        | "attempts" | "train_peak_bytes" | "infer_peak_bytes" => DataType::Int64,
         _ => DataType::Float64,
     }
 }
@@ -792,17 +812,17 @@ pub fn settings_table(results: &DataFrame) -> Result<DataFrame> {
                 .then(lit("ok"))
                 .otherwise(col("status").first())
                 .alias("status"),
-            ok_mean("accuracy_pct"),
-            ok_mean("cra_36_pct"),
-            ok_mean("cra_72_pct"),
-            ok_mean("cra_108_pct"),
-            ok_mean("cra_255_pct"),
+            ok_mean("accuracy"),
+            ok_mean("cra_36"),
+            ok_mean("cra_72"),
+            ok_mean("cra_108"),
+            ok_mean("cra_255"),
             col("lr").first(),
             col("wd").first(),
             col("epochs").first(),
             col("lipschitz_bound").max(),
             col("train_seconds_per_epoch").mean(),
-            col("epoch_seconds").first(),
+            col("seconds_per_epoch").first(),
             col("parameters").first(),
         ]);
     Ok(in_paper_order(lf, &["dataset", "kernel", "budget_hours"])?.collect()?)
@@ -819,8 +839,8 @@ fn at_largest_budget(settings: &DataFrame) -> LazyFrame {
 /// The paper's Table 2 layout (see the module doc).
 pub fn table2(settings: &DataFrame) -> Result<DataFrame> {
     let long = at_largest_budget(settings)
-        .with_columns([col("cra_36_pct")
-            .eq(col("cra_36_pct").filter(col("status").eq(lit("ok"))).max().over([
+        .with_columns([col("cra_36")
+            .eq(col("cra_36").filter(col("status").eq(lit("ok"))).max().over([
                 col("dataset"),
                 col("kernel"),
                 col("method"),
@@ -840,7 +860,7 @@ pub fn table2(settings: &DataFrame) -> Result<DataFrame> {
         &long,
         ["dataset"],
         Some(["kernel", "method", "size"]),
-        Some(["accuracy_pct", "cra_36_pct", "mark"]),
+        Some(["accuracy", "cra_36", "mark"]),
         false,
         None,
         Some("|"),
@@ -858,7 +878,7 @@ pub fn table2(settings: &DataFrame) -> Result<DataFrame> {
             .get(0)
             .unwrap_or(0);
         let label = if b > 0 { format!("{d} {b}h") } else { format!("{d} fixed epochs") };
-        for (v, name) in [("accuracy_pct", "acc %"), ("cra_36_pct", "CRA 36 %"), ("mark", "mark")] {
+        for (v, name) in [("accuracy", "acc %"), ("cra_36", "CRA 36 %"), ("mark", "mark")] {
             sel.push(col(format!("{v}|{d}")).alias(format!("{label} {name}")));
         }
     }
@@ -883,7 +903,7 @@ pub fn budgets_table(settings: &DataFrame) -> Result<DataFrame> {
         &long,
         ["budget_hours"],
         Some(["dataset", "kernel", "method", "size"]),
-        Some(["lr", "wd", "accuracy_pct", "cra_36_pct", "status"]),
+        Some(["lr", "wd", "accuracy", "cra_36", "status"]),
         false,
         None,
         Some("|"),
@@ -892,7 +912,7 @@ pub fn budgets_table(settings: &DataFrame) -> Result<DataFrame> {
     for b in &budgets {
         let label = if b == "0" { "fixed".to_string() } else { format!("{b}h") };
         for (v, name) in
-            [("lr", "lr"), ("wd", "wd"), ("accuracy_pct", "acc %"), ("cra_36_pct", "CRA 36 %"), ("status", "status")]
+            [("lr", "lr"), ("wd", "wd"), ("accuracy", "acc %"), ("cra_36", "CRA 36 %"), ("status", "status")]
         {
             sel.push(col(format!("{v}|{b}")).alias(format!("{label} {name}")));
         }
@@ -920,8 +940,8 @@ pub fn vs_paper(settings: &DataFrame, cost: &DataFrame, paper: &Paper) -> Result
     let (l, r, _) = left(&keys);
     let acc = settings.clone().lazy().join(paper.results.clone().lazy(), l, r, JoinArgs::new(JoinType::Inner));
     let mut parts = vec![
-        acc.clone().select(out_cols("accuracy %", "accuracy_pct", "accuracy")),
-        acc.select(out_cols("CRA 36/255 %", "cra_36_pct", "cra_36")),
+        acc.clone().select(out_cols("accuracy %", "accuracy", "paper_accuracy")),
+        acc.select(out_cols("CRA 36/255 %", "cra_36", "paper_cra_36")),
     ];
     // Figures 2 and 4 are CIFAR (32×32) at batch 256 on the A100; compare our 32×32 measurements.
     let ours_cost = cost
@@ -940,8 +960,8 @@ pub fn vs_paper(settings: &DataFrame, cost: &DataFrame, paper: &Paper) -> Result
     };
     parts.push(inner(ours_cost.clone(), &paper.time).select(out_cols(
         "seconds per epoch",
-        "epoch_seconds",
         "seconds_per_epoch",
+        "paper_seconds_per_epoch",
     )));
     parts.push(inner(ours_cost.clone(), &paper.train_memory).select(out_cols(
         "peak training memory GB",
@@ -973,8 +993,8 @@ pub fn vs_paper(settings: &DataFrame, cost: &DataFrame, paper: &Paper) -> Result
 ///   settings; [`COST_SCORE_BINS`] map it to 5…2, anything larger to 1. A method that
 ///   ran out of memory anywhere scores 1 on all four axes ("does not fit").
 ///
-/// Input: `settings` (columns dataset, kernel, budget_hours, method, size, status, accuracy_pct,
-/// cra_36_pct) and `cost` (method, size, kernel, input_side, batch_size, device_kind, status,
+/// Input: `settings` (columns dataset, kernel, budget_hours, method, size, status, accuracy,
+/// cra_36) and `cost` (method, size, kernel, input_side, batch_size, device_kind, status,
 /// train_ms_per_batch, infer_ms_per_batch, peak_train_gb, peak_infer_mb). Output: one row per
 /// 1-Lipschitz method found in either, in registry order.
 pub fn radar_scores(settings: &DataFrame, cost: &DataFrame) -> Result<DataFrame> {
@@ -994,7 +1014,7 @@ pub fn radar_scores(settings: &DataFrame, cost: &DataFrame) -> Result<DataFrame>
             .cast(DataType::Int64)
     };
     let placements = ranked
-        .with_columns([rank("cra_36_pct").alias("ra_rank"), rank("accuracy_pct").alias("a_rank")])
+        .with_columns([rank("cra_36").alias("ra_rank"), rank("accuracy").alias("a_rank")])
         .group_by([col("method")])
         .agg(
             ["ra", "a"]
@@ -1116,8 +1136,8 @@ mod tests {
             "method" => rows.iter().map(|r| r.2).collect::<Vec<_>>(),
             "size" => rows.iter().map(|r| r.3).collect::<Vec<_>>(),
             "status" => rows.iter().map(|r| r.4).collect::<Vec<_>>(),
-            "accuracy_pct" => rows.iter().map(|r| r.5).collect::<Vec<_>>(),
-            "cra_36_pct" => rows.iter().map(|r| r.6).collect::<Vec<_>>()
+            "accuracy" => rows.iter().map(|r| r.5).collect::<Vec<_>>(),
+            "cra_36" => rows.iter().map(|r| r.6).collect::<Vec<_>>()
         )
         .unwrap()
     }
@@ -1207,8 +1227,8 @@ mod tests {
                 lit(32i64).alias("input_side"),
                 lit(256i64).alias("batch_size"),
                 lit("A100").alias("device_kind"),
-                when(col("seconds_per_epoch").is_null()).then(lit("oom")).otherwise(lit("ok")).alias("status"),
-                col("seconds_per_epoch").alias("train_ms_per_batch"),
+                when(col("paper_seconds_per_epoch").is_null()).then(lit("oom")).otherwise(lit("ok")).alias("status"),
+                col("paper_seconds_per_epoch").alias("train_ms_per_batch"),
                 lit(NULL).cast(DataType::Float64).alias("infer_ms_per_batch"),
                 lit(NULL).cast(DataType::Float64).alias("peak_train_gb"),
                 lit(NULL).cast(DataType::Float64).alias("peak_infer_mb"),

@@ -42,7 +42,7 @@ const RUNS: [Run; 6] = [
 
 fn build_tree(root: &Path) {
     let store = Store::open(root).unwrap();
-    let meta = json!({"format": 1, "name": "cifar10", "dataset": "cifar10", "classes": ["c0"], "image_side": 32,
+    let meta = json!({"format": 1, "name": "cifar10", "dataset": "cifar10", "classes": ["c0", "c1", "c2", "c3", "c4", "c5", "c6", "c7", "c8", "c9"], "image_side": 32,
         "train": 50000, "fit": 45000, "val": 5000, "test": 10000, "train_per_class": [], "test_per_class": [],
         "channel_mean": [0.5, 0.5, 0.5], "source_sha256": "feedbeef", "split_seed": 0, "checksum": "c0ffee"});
     let prep = put(&store, "prepare", json!({"dataset": "cifar10"}), &[], &[("meta.json", meta.to_string())]);
@@ -210,9 +210,9 @@ fn report_renders_every_table_and_plot_with_the_parquet_numbers() {
     );
     let keys = col_str(&results, "key");
     let status = col_str(&results, "status");
-    let acc = col_f64(&results, "accuracy_pct");
-    let cra = col_f64(&results, "cra_36_pct");
-    let spe = col_f64(&results, "epoch_seconds");
+    let acc = col_f64(&results, "accuracy");
+    let cra = col_f64(&results, "cra_36");
+    let spe = col_f64(&results, "seconds_per_epoch");
     let all_runs = &html[html.find("<h2 id=\"results\">").unwrap()..];
     let mut checked = 0;
     for r in 0..results.height() {
@@ -238,6 +238,13 @@ fn report_renders_every_table_and_plot_with_the_parquet_numbers() {
     // Known values, independent of the code: AOL-XS 24 h accuracy 72.12 % → "72.1", AOL-XS
     // epoch = ceil(50000/256) = 196 batches × 45 ms = 8.82 s.
     assert!(row_with(all_runs, ">72.1<").contains(">8.82<"));
+
+    // Measurements no run used belong to the prepared dataset of their shape (32×32, 10 classes).
+    let stage = col_str(&results, "stage");
+    let dataset = col_str(&results, "dataset");
+    for r in 0..results.height() {
+        assert_eq!(dataset[r].as_deref(), Some("cifar10"), "row {r} ({:?})", stage[r]);
+    }
 
     // Diverged and out-of-memory runs are shown as such.
     assert!(row_with(all_runs, ">SLL<").contains("<td class=\"bad\">diverged</td>"));
@@ -265,4 +272,21 @@ fn report_renders_every_table_and_plot_with_the_parquet_numbers() {
     // Markdown: GitHub tables with the same numbers.
     assert!(md.contains("| method |") && md.contains("|---|"));
     assert!(md.contains("| 72.1 |"));
+}
+
+#[test]
+fn an_empty_store_renders_a_report_that_says_there_is_no_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("artifacts");
+    let paper = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/paper");
+    let agg = lipctl::aggregate::run(&root, &paper).unwrap();
+    let prov = lipctl::report::Provenance::current(None);
+    let done = lipctl::report::render(&agg.dir, &tmp.path().join("site"), &prov).unwrap();
+    let html = std::fs::read_to_string(&done.html).unwrap();
+    assert!(!html.contains("{{") && !html.contains("{%"));
+    assert!(html.contains("0 training runs"));
+    for path in &done.svgs {
+        let svg = std::fs::read_to_string(path).unwrap();
+        assert!(svg.contains("no data"), "{} should say it has no data", path.display());
+    }
 }

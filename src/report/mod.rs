@@ -225,14 +225,21 @@ fn build_tables(t: &Tables) -> Result<Vec<Table>> {
             &[],
         )?,
         from_frame(
-            &t.results,
+            &t.results
+                .clone()
+                .lazy()
+                .with_columns([
+                    (col("train_peak_bytes").cast(DataType::Float64) / lit(1e9)).alias("peak_train_gb"),
+                    (col("infer_peak_bytes").cast(DataType::Float64) / lit(1e6)).alias("peak_infer_mb"),
+                ])
+                .collect()?,
             "results",
             "All runs",
-            "Every training run and every measurement no run used, with its status (ok, diverged, uncertified, oom, failed). The same rows are in results.parquet / results.csv of the aggregate.",
+            "Every training run and every measurement no run used, with its status (ok, diverged, uncertified, oom, failed). `train seconds per epoch` is the time the run took; `seconds per epoch` is the measured batch time × the batches of a full epoch (Figure 2's convention). The same rows are in results.parquet / results.csv of the aggregate (memory there in bytes).",
             &[
                 "key", "stage", "dataset", "method", "size", "kernel", "budget_hours", "epochs", "lr", "wd", "seed",
-                "status", "accuracy_pct", "cra_36_pct", "cra_72_pct", "cra_108_pct", "cra_255_pct",
-                "lipschitz_bound", "train_seconds_per_epoch", "epoch_seconds", "infer_ms_per_batch",
+                "status", "accuracy", "cra_36", "cra_72", "cra_108", "cra_255",
+                "lipschitz_bound", "train_seconds_per_epoch", "seconds_per_epoch", "infer_ms_per_batch",
                 "peak_train_gb", "peak_infer_mb", "parameters", "device",
             ],
         )
@@ -322,7 +329,7 @@ fn build_plots(t: &Tables) -> Result<(Vec<Plot>, Vec<Plot>, Vec<Plot>)> {
         let (d, k, b) = (gd[g].clone().unwrap_or_default(), gk[g].unwrap_or(3), gb[g].unwrap_or(0));
         let sub =
             best.clone().lazy().filter(col("dataset").eq(lit(d.clone())).and(col("kernel").eq(lit(k)))).collect()?;
-        let pts = points(&sub, "epoch_seconds", "cra_36_pct")?;
+        let pts = points(&sub, "seconds_per_epoch", "cra_36")?;
         let budget = if b > 0 { format!("{b} h budget") } else { "fixed epochs".into() };
         let title = format!("CRA vs time per epoch: {d}, {k}×{k} kernels, {budget}");
         plots.push(plot(
@@ -368,7 +375,7 @@ fn build_plots(t: &Tables) -> Result<(Vec<Plot>, Vec<Plot>, Vec<Plot>)> {
         None
     };
     for (id, title, c, y) in [
-        ("time_vs_size", "Training time per epoch vs model size", "epoch_seconds", "seconds per epoch (log)"),
+        ("time_vs_size", "Training time per epoch vs model size", "seconds_per_epoch", "seconds per epoch (log)"),
         ("infer_vs_size", "Inference time per batch vs model size", "infer_ms_per_batch", "ms per batch (log)"),
         ("train_memory_vs_size", "Peak training memory vs model size", "peak_train_gb", "GB (log)"),
         ("infer_memory_vs_size", "Peak inference memory vs model size", "peak_infer_mb", "MB (log)"),
@@ -397,7 +404,7 @@ fn build_plots(t: &Tables) -> Result<(Vec<Plot>, Vec<Plot>, Vec<Plot>)> {
         .lazy()
         .filter(col("budget_hours").gt(lit(0i64)).and(col("status").eq(lit("ok"))))
         .group_by_stable([col("dataset"), col("kernel"), col("method"), col("budget_hours")])
-        .agg([col("cra_36_pct").max()])
+        .agg([col("cra_36").max()])
         .sort(["budget_hours"], SortMultipleOptions::default().with_maintain_order(true))
         .collect()?;
     let datasets = by_budget
@@ -422,7 +429,7 @@ fn build_plots(t: &Tables) -> Result<(Vec<Plot>, Vec<Plot>, Vec<Plot>)> {
             .lazy()
             .filter(col("dataset").eq(lit(d.clone())).and(col("kernel").eq(lit(k))))
             .collect()?;
-        let series = group_series(&sub, "budget_hours", "cra_36_pct")?;
+        let series = group_series(&sub, "budget_hours", "cra_36")?;
         let title = format!("CRA vs budget: {d}, {k}×{k} kernels");
         plots.push(plot(
             &format!("cra_vs_budget_{d}_k{k}"),

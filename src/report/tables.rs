@@ -39,7 +39,7 @@ pub fn format_float(column: &str, x: f64) -> String {
     }
     if word("lr") || word("wd") {
         format!("{x:.1e}")
-    } else if c.contains('%') || c.contains("pct") {
+    } else if c.contains('%') || c.contains("pct") || c.contains("accuracy") || c.starts_with("cra") {
         format!("{x:.1}")
     } else if c.contains("lipschitz") {
         format!("{x:.4}")
@@ -62,9 +62,16 @@ pub fn significant(x: f64, digits: i32) -> String {
     format!("{x:.decimals$}")
 }
 
-/// Column name as shown: `_pct` becomes `%`, underscores become spaces.
+/// Column name as shown: percentages (`accuracy`, `cra_*`, `*_pct`) get `%`, underscores become
+/// spaces.
 pub fn pretty(name: &str) -> String {
-    name.replace("_pct", " %").replace('_', " ")
+    let percent = name == "accuracy" || name.starts_with("cra_");
+    let shown = name.replace("_pct", " %").replace('_', " ");
+    if percent {
+        format!("{shown} %")
+    } else {
+        shown
+    }
 }
 
 fn cell(column: &str, v: AnyValue) -> Cell {
@@ -129,6 +136,14 @@ mod tests {
         assert_eq!(format_float("epoch_seconds", 615.4), "615");
         assert_eq!(format_float("epoch_seconds", 8.774), "8.77");
         assert_eq!(format_float("infer_ms_per_batch", 0.012345), "0.0123");
+    }
+
+    #[test]
+    fn percent_columns_are_named_so() {
+        assert_eq!(pretty("accuracy"), "accuracy %");
+        assert_eq!(pretty("cra_36"), "cra 36 %");
+        assert_eq!(pretty("eval_cra_36_pct"), "eval cra 36 %");
+        assert_eq!(pretty("train_peak_bytes"), "train peak bytes");
     }
 
     #[test]
