@@ -36,6 +36,34 @@ pub enum Command {
     Certify(SingleRunArgs),
     /// Which layer and model size fit a memory and time budget (ranked, with reasons).
     Recommend(lipctl::recommend::RecommendArgs),
+    /// Gather every run of the store into one table (Parquet + CSV) and derive the paper's
+    /// tables from it; prints the aggregate folder.
+    Aggregate(AggregateArgs),
+    /// Aggregate, then render the HTML + Markdown report (a static folder).
+    Report(ReportArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct AggregateArgs {
+    /// Folder of the paper's reference CSVs, compared against ours.
+    #[arg(long, default_value = "data/paper")]
+    pub paper: PathBuf,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ReportArgs {
+    /// Output folder: index.html (self-contained), report.md and the plots as SVG files; it can
+    /// be served as static pages as it is. Default: <artifacts>/report.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+
+    /// Folder of the paper's reference CSVs, compared against ours.
+    #[arg(long, default_value = "data/paper")]
+    pub paper: PathBuf,
+
+    /// Pipeline file the artifacts came from, named in the report's provenance.
+    #[arg(long)]
+    pub pipeline: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]

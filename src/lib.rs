@@ -4,6 +4,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod certify;
+pub mod aggregate;
 pub mod config;
 pub mod data;
 pub mod device;
@@ -16,3 +17,4 @@ pub mod progress;
 pub mod recommend;
 pub mod units;
 pub mod train;
+pub mod report;

@@ -55,6 +55,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 None => lipctl::pipeline::store::print_status(&store, &mut out)?,
             }
         }
+        Command::Aggregate(a) => {
+            let art = lipctl::aggregate::run(&cli.artifacts, &a.paper)?;
+            writeln!(out, "{}", art.dir.display())?;
+        }
+        Command::Report(a) => {
+            let art = lipctl::aggregate::run(&cli.artifacts, &a.paper)?;
+            let dest = a.out.unwrap_or_else(|| cli.artifacts.join("report"));
+            let prov = lipctl::report::Provenance::current(a.pipeline.as_deref());
+            let done = lipctl::report::render(&art.dir, &dest, &prov)?;
+            writeln!(out, "{}\n{}", done.html.display(), done.markdown.display())?;
+        }
         Command::Run(a) => {
             let progress = Progress::for_stderr();
             let store = Store::open(&cli.artifacts)?.with_progress(progress);

@@ -1,0 +1,560 @@
+//! `lipctl report`: renders an aggregate (see [`crate::aggregate`]) into `index.html` (one
+//! self-contained file: inline CSS, inline SVG, no network) and `report.md` (GitHub-flavoured,
+//! with every plot as an SVG file beside it), from `templates/report.{html,md}.tera` compiled into
+//! the binary. The output folder can be served as static pages as it is.
+//!
+//! The report states its provenance (lipctl version, git commit, device, libtorch, datasets and
+//! their checksums, pipeline file, budget mode) and every place where lipctl departs from the
+//! authors' code (design §5, [`DEPARTURES`]). Diverged, out-of-memory and uncertified runs are
+//! listed with their status, never dropped.
+
+pub mod plots;
+pub mod tables;
+
+use crate::aggregate::Tables;
+use anyhow::{Context, Result};
+use plots::{Point, Series};
+use polars::prelude::*;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use tables::{from_frame, Table};
+
+const HTML_TEMPLATE: &str = include_str!("../../templates/report.html.tera");
+const MD_TEMPLATE: &str = include_str!("../../templates/report.md.tera");
+
+/// Where lipctl deliberately does something other than the authors' code (design §5;
+/// reference-protocol §12). The report lists each.
+pub const DEPARTURES: [&str; 5] = [
+    "Cayley's scale alpha is a trained parameter (the authors' code creates it lazily, after the optimizer was built, so it never trains).",
+    "Eval-mode caches (rescaled, orthogonalised or Fourier-domain weights) are recomputed after every optimizer step: no stale kernels at evaluation.",
+    "Timings are synchronised with the device before the clock is read (the authors' timings did not synchronise CUDA).",
+    "The radius ε and the loss offset use exact fractions (36/255 and 2√2·36/255) instead of rounded decimals.",
+    "The BCOP head is the Björck linear layer used in the trained models (orthogonal init, power-iteration scaling, 3 training / 15 evaluation iterations).",
+];
+
+/// What the report says about how it was made.
+#[derive(Clone, Debug, Serialize)]
+pub struct Provenance {
+    pub lipctl_version: String,
+    /// `git rev-parse HEAD` of the current directory at run time (with `-dirty` when the work tree
+    /// has changes), or a sentence saying it is not a checkout.
+    pub git_commit: String,
+    pub libtorch: String,
+    /// The pipeline file, when the caller names one.
+    pub pipeline: Option<String>,
+    /// Seconds since the Unix epoch when rendered.
+    pub rendered_unix: u64,
+}
+
+impl Provenance {
+    /// The running binary's provenance. The commit is read at run time (not at build time) from
+    /// the checkout the command runs in.
+    pub fn current(pipeline: Option<&Path>) -> Provenance {
+        let git = |args: &[&str]| {
+            std::process::Command::new("git")
+                .args(args)
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        };
+        let git_commit = match git(&["rev-parse", "HEAD"]) {
+            Some(c) => {
+                let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+                if dirty {
+                    format!("{c}-dirty (read at run time)")
+                } else {
+                    format!("{c} (read at run time)")
+                }
+            }
+            None => "unknown (not run inside a git checkout)".into(),
+        };
+        Provenance {
+            lipctl_version: env!("CARGO_PKG_VERSION").to_string(),
+            git_commit,
+            libtorch: crate::doctor::libtorch_version(),
+            pipeline: pipeline.map(|p| p.display().to_string()),
+            rendered_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        }
+    }
+}
+
+/// One plot: inline SVG for the HTML, a file name for the Markdown.
+#[derive(Clone, Debug, Serialize)]
+pub struct Plot {
+    pub id: String,
+    pub title: String,
+    pub caption: String,
+    pub file: String,
+    pub svg: String,
+}
+
+/// Counts shown at the top.
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    pub runs: usize,
+    pub by_status: Vec<(String, usize)>,
+    pub measurements: usize,
+}
+
+/// The files `render` wrote.
+#[derive(Clone, Debug)]
+pub struct Rendered {
+    pub html: PathBuf,
+    pub markdown: PathBuf,
+    pub svgs: Vec<PathBuf>,
+}
+
+fn strings(df: &DataFrame, c: &str) -> Result<Vec<Option<String>>> {
+    Ok(df.column(c)?.cast(&DataType::String)?.str()?.into_iter().map(|s| s.map(str::to_string)).collect())
+}
+fn floats(df: &DataFrame, c: &str) -> Result<Vec<Option<f64>>> {
+    Ok(df.column(c)?.cast(&DataType::Float64)?.f64()?.into_iter().collect())
+}
+fn ints(df: &DataFrame, c: &str) -> Result<Vec<Option<i64>>> {
+    Ok(df.column(c)?.cast(&DataType::Int64)?.i64()?.into_iter().collect())
+}
+
+/// Renders the aggregate in `agg_dir` into `out_dir` (created if needed).
+pub fn render(agg_dir: &Path, out_dir: &Path, prov: &Provenance) -> Result<Rendered> {
+    let t = Tables::load(agg_dir)?;
+    let tables = build_tables(&t)?;
+    let (plots, radars, curves) = build_plots(&t)?;
+    let summary = summary(&t)?;
+
+    let mut ctx = tera::Context::new();
+    ctx.insert("prov", prov);
+    ctx.insert("data", &t.provenance);
+    ctx.insert("aggregate", &agg_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+    ctx.insert("departures", &DEPARTURES);
+    ctx.insert("summary", &summary);
+    ctx.insert("tables", &tables);
+    ctx.insert("plots", &plots);
+    ctx.insert("radars", &radars);
+    ctx.insert("curves", &curves);
+    let html = tera::Tera::one_off(HTML_TEMPLATE, &ctx, true).context("rendering templates/report.html.tera")?;
+    let md = tera::Tera::one_off(MD_TEMPLATE, &ctx, false).context("rendering templates/report.md.tera")?;
+
+    crate::fsx::create_dir_all(out_dir)?;
+    let mut svgs = Vec::new();
+    for p in plots.iter().chain(&radars).chain(&curves) {
+        let path = out_dir.join(&p.file);
+        crate::fsx::write(&path, &p.svg)?;
+        svgs.push(path);
+    }
+    let html_path = out_dir.join("index.html");
+    let md_path = out_dir.join("report.md");
+    crate::fsx::write(&html_path, html)?;
+    crate::fsx::write(&md_path, md)?;
+    Ok(Rendered { html: html_path, markdown: md_path, svgs })
+}
+
+fn summary(t: &Tables) -> Result<Summary> {
+    let runs = t.results.clone().lazy().filter(col("stage").eq(lit("train")));
+    let counts =
+        runs.clone().group_by_stable([col("status")]).agg([len().cast(DataType::Int64).alias("n")]).collect()?;
+    let status = strings(&counts, "status")?;
+    let n = ints(&counts, "n")?;
+    let by_status = status.into_iter().zip(n).map(|(s, n)| (s.unwrap_or_default(), n.unwrap_or(0) as usize)).collect();
+    Ok(Summary { runs: runs.collect()?.height(), by_status, measurements: t.cost.height() })
+}
+
+fn build_tables(t: &Tables) -> Result<Vec<Table>> {
+    let radar_cols = [
+        "method",
+        "ra_score",
+        "a_score",
+        "tt_score",
+        "it_score",
+        "tm_score",
+        "im_score",
+        "paper_ra",
+        "paper_a",
+        "paper_tt",
+        "paper_it",
+        "paper_tm",
+        "paper_im",
+        "ra_top1",
+        "ra_top3",
+        "ra_top10",
+        "a_top1",
+        "a_top3",
+        "a_top10",
+        "tt_factor",
+        "it_factor",
+        "tm_factor",
+        "im_factor",
+    ];
+    Ok(vec![
+        from_frame(
+            &t.table2,
+            "table2",
+            "Accuracy and certified robust accuracy (the paper's Table 2 layout)",
+            "Per dataset at its largest budget: clean accuracy and CRA at ε = 36/255 in %; `mark` is `best` on the size with the highest CRA of each method, or the run's status when it is not ok (diverged runs keep the numbers they reached).",
+            &[],
+        )?,
+        from_frame(
+            &t.budgets,
+            "budgets",
+            "Per budget (the paper's Tables 9–11)",
+            "Selected learning rate and weight decay, accuracy and CRA 36/255 (%) at every training budget; `fixed` = a fixed epoch count without a wall-clock budget.",
+            &[],
+        )?,
+        from_frame(
+            &t.cost,
+            "cost",
+            "Time and memory (the paper's Figures 2 and 4 as numbers)",
+            "Median time per training batch (forward, backward, SGD step) and per inference batch (cached weight transforms), seconds per epoch (50 000 images for 32×32 inputs, 100 000 for 64×64, at the measured batch size), peak memory in training (GB = 10⁹ B) and inference (MB = 10⁶ B). `oom` = does not fit.",
+            &[],
+        )?,
+        from_frame(
+            &t.radar,
+            "radar",
+            "Radar scores (Figure 1) from our data",
+            "1 = worst, 5 = best. Robust accuracy / accuracy: top-1, top-3 and top-10 placements per dataset (the paper's rule), mapped to 1 + round(4·sum/max sum). Time and memory: mean overhead factor against the cheapest method of each size, binned <1.5 → 5, <2.5 → 4, <5 → 3, <10 → 2, else 1; out of memory anywhere → 1. `paper_*` are the paper's published scores.",
+            &radar_cols,
+        )?,
+        from_frame(
+            &t.vs_paper,
+            "vs_paper",
+            "Ours vs the paper",
+            "Each of our numbers beside the paper's (data/paper/) wherever both exist; diff = ours − paper, ratio = ours / paper. Time and memory were measured on different hardware than the paper's A100.",
+            &[],
+        )?,
+        from_frame(
+            &t.results
+                .clone()
+                .lazy()
+                .with_columns([
+                    (col("train_peak_bytes").cast(DataType::Float64) / lit(1e9)).alias("peak_train_gb"),
+                    (col("infer_peak_bytes").cast(DataType::Float64) / lit(1e6)).alias("peak_infer_mb"),
+                ])
+                .collect()?,
+            "results",
+            "All runs",
+            "Every training run and every measurement no run used, with its status (ok, diverged, uncertified, oom, failed). `train seconds per epoch` is the time the run took; `seconds per epoch` is the measured batch time × the batches of a full epoch (Figure 2's convention). The same rows are in results.parquet / results.csv of the aggregate (memory there in bytes).",
+            &[
+                "key", "stage", "dataset", "method", "size", "kernel", "budget_hours", "epochs", "lr", "wd", "seed",
+                "status", "accuracy", "cra_36", "cra_72", "cra_108", "cra_255",
+                "lipschitz_bound", "train_seconds_per_epoch", "seconds_per_epoch", "infer_ms_per_batch",
+                "peak_train_gb", "peak_infer_mb", "parameters", "device",
+            ],
+        )
+        .map(|mut table| {
+            // Short keys: the full 64 hex digits are in the CSV.
+            for row in &mut table.rows {
+                if let Some(c) = row.first_mut() {
+                    c.text = c.text.chars().take(12).collect();
+                    c.md = c.text.clone();
+                }
+            }
+            table
+        })?,
+    ])
+}
+
+const SIZES: [&str; 4] = ["XS", "S", "M", "L"];
+
+#[allow(clippy::type_complexity)]
+fn build_plots(t: &Tables) -> Result<(Vec<Plot>, Vec<Plot>, Vec<Plot>)> {
+    let mut plots = Vec::new();
+    let plot = |id: &str, title: &str, caption: &str, svg: String| Plot {
+        id: id.into(),
+        title: title.into(),
+        caption: caption.into(),
+        file: format!("{id}.svg"),
+        svg,
+    };
+
+    // Radar per method.
+    let mut radars = Vec::new();
+    let methods = strings(&t.radar, "method")?;
+    let ours: Vec<Vec<Option<i64>>> = ["ra_score", "a_score", "tt_score", "it_score", "tm_score", "im_score"]
+        .iter()
+        .map(|c| ints(&t.radar, c))
+        .collect::<Result<_>>()?;
+    let paper: Vec<Vec<Option<i64>>> = ["paper_ra", "paper_a", "paper_tt", "paper_it", "paper_tm", "paper_im"]
+        .iter()
+        .map(|c| ints(&t.radar, c))
+        .collect::<Result<_>>()?;
+    for (r, m) in methods.iter().enumerate() {
+        let m = m.clone().unwrap_or_default();
+        let o: [Option<i64>; 6] = std::array::from_fn(|a| ours[a][r]);
+        let p: [Option<i64>; 6] = std::array::from_fn(|a| paper[a][r]);
+        let has_paper = p.iter().any(Option::is_some);
+        let svg = plots::radar(&m, &o, has_paper.then_some(&p))?;
+        radars.push(plot(
+            &format!("radar_{m}"),
+            &format!("{m}"),
+            "Scores 1–5 from our data (filled) and the paper's Figure 1 (grey line).",
+            svg,
+        ));
+    }
+    if radars.is_empty() {
+        radars.push(plot(
+            "radar",
+            "Radar",
+            "",
+            plots::no_data("Radar scores", "no 1-Lipschitz method has runs or measurements")?,
+        ));
+    }
+
+    // CRA vs time per epoch per (dataset, kernel) at the largest budget.
+    let best = t
+        .settings
+        .clone()
+        .lazy()
+        .filter(col("budget_hours").eq(col("budget_hours").max().over([col("dataset"), col("kernel")])))
+        .filter(col("status").eq(lit("ok")))
+        .collect()?;
+    let groups = best
+        .clone()
+        .lazy()
+        .select([col("dataset"), col("kernel"), col("budget_hours")])
+        .unique_stable(None, UniqueKeepStrategy::First)
+        .collect()?;
+    let (gd, gk, gb) = (strings(&groups, "dataset")?, ints(&groups, "kernel")?, ints(&groups, "budget_hours")?);
+    if groups.height() == 0 {
+        plots.push(plot(
+            "pareto",
+            "CRA vs training time",
+            "",
+            plots::no_data("CRA vs training time per epoch", "no certified run")?,
+        ));
+    }
+    for g in 0..groups.height() {
+        let (d, k, b) = (gd[g].clone().unwrap_or_default(), gk[g].unwrap_or(3), gb[g].unwrap_or(0));
+        let sub =
+            best.clone().lazy().filter(col("dataset").eq(lit(d.clone())).and(col("kernel").eq(lit(k)))).collect()?;
+        let pts = points(&sub, "seconds_per_epoch", "cra_36")?;
+        let budget = if b > 0 { format!("{b} h budget") } else { "fixed epochs".into() };
+        let title = format!("CRA vs time per epoch: {d}, {k}×{k} kernels, {budget}");
+        plots.push(plot(
+            &format!("pareto_{d}_k{k}"),
+            &title,
+            "One point per method × size; x: seconds per training epoch from `measure` (log scale); the black line and rings mark the Pareto front (no other model is both faster and more robust).",
+            plots::pareto(&title, &pts, "seconds per epoch (log)", "CRA 36/255 %")?,
+        ));
+    }
+
+    // Time and memory against size, one line per method (first measured configuration).
+    let cfg = t
+        .cost
+        .clone()
+        .lazy()
+        .select([col("kernel"), col("input_side"), col("batch_size"), col("device_kind")])
+        .unique_stable(None, UniqueKeepStrategy::First)
+        .collect()?;
+    let cost = if cfg.height() > 0 {
+        let (k, s, bs) = (ints(&cfg, "kernel")?[0], ints(&cfg, "input_side")?[0], ints(&cfg, "batch_size")?[0]);
+        let dk = strings(&cfg, "device_kind")?[0].clone();
+        let note = format!(
+            "{}×{} inputs, batch {}, kernel {}, device {}",
+            s.unwrap_or(0),
+            s.unwrap_or(0),
+            bs.unwrap_or(0),
+            k.unwrap_or(3),
+            dk.unwrap_or_else(|| "?".into())
+        );
+        let sel = t
+            .cost
+            .clone()
+            .lazy()
+            .filter(
+                col("kernel")
+                    .eq(lit(k.unwrap_or(3)))
+                    .and(col("input_side").eq(lit(s.unwrap_or(0))))
+                    .and(col("batch_size").eq(lit(bs.unwrap_or(0)))),
+            )
+            .collect()?;
+        Some((sel, note))
+    } else {
+        None
+    };
+    for (id, title, c, y) in [
+        ("time_vs_size", "Training time per epoch vs model size", "seconds_per_epoch", "seconds per epoch (log)"),
+        ("infer_vs_size", "Inference time per batch vs model size", "infer_ms_per_batch", "ms per batch (log)"),
+        ("train_memory_vs_size", "Peak training memory vs model size", "peak_train_gb", "GB (log)"),
+        ("infer_memory_vs_size", "Peak inference memory vs model size", "peak_infer_mb", "MB (log)"),
+    ] {
+        let svg = match &cost {
+            Some((sel, cfg_note)) => {
+                let series = size_series(sel, c)?;
+                let oom = oom_list(sel)?;
+                let note = if oom.is_empty() { cfg_note.clone() } else { format!("{cfg_note}; out of memory: {oom}") };
+                plots::lines(title, &series, Some(&SIZES), "model size", y, true, &note)?
+            }
+            None => plots::no_data(title, "no measurement")?,
+        };
+        plots.push(plot(
+            id,
+            title,
+            "One line per method; log scale; out-of-memory models are named under the plot.",
+            svg,
+        ));
+    }
+
+    // CRA vs budget: each method's best size per budget.
+    let by_budget = t
+        .settings
+        .clone()
+        .lazy()
+        .filter(col("budget_hours").gt(lit(0i64)).and(col("status").eq(lit("ok"))))
+        .group_by_stable([col("dataset"), col("kernel"), col("method"), col("budget_hours")])
+        .agg([col("cra_36").max()])
+        .sort(["budget_hours"], SortMultipleOptions::default().with_maintain_order(true))
+        .collect()?;
+    let datasets = by_budget
+        .clone()
+        .lazy()
+        .select([col("dataset"), col("kernel")])
+        .unique_stable(None, UniqueKeepStrategy::First)
+        .collect()?;
+    let (dd, dk) = (strings(&datasets, "dataset")?, ints(&datasets, "kernel")?);
+    if datasets.height() == 0 {
+        plots.push(plot(
+            "cra_vs_budget",
+            "CRA vs budget",
+            "",
+            plots::no_data("CRA vs training budget", "no run with a wall-clock budget (2/10/24 h)")?,
+        ));
+    }
+    for g in 0..datasets.height() {
+        let (d, k) = (dd[g].clone().unwrap_or_default(), dk[g].unwrap_or(3));
+        let sub = by_budget
+            .clone()
+            .lazy()
+            .filter(col("dataset").eq(lit(d.clone())).and(col("kernel").eq(lit(k))))
+            .collect()?;
+        let series = group_series(&sub, "budget_hours", "cra_36")?;
+        let title = format!("CRA vs budget: {d}, {k}×{k} kernels");
+        plots.push(plot(
+            &format!("cra_vs_budget_{d}_k{k}"),
+            &title,
+            "Each method's best size at each training budget (hours).",
+            plots::lines(&title, &series, None, "budget (hours)", "CRA 36/255 %", false, "")?,
+        ));
+    }
+
+    // Ours vs paper: CRA.
+    let vs = t.vs_paper.clone().lazy().filter(col("quantity").eq(lit("CRA 36/255 %"))).collect()?;
+    let (vm, vsz, vb, vx, vy) = (
+        strings(&vs, "method")?,
+        strings(&vs, "size")?,
+        ints(&vs, "budget_hours")?,
+        floats(&vs, "paper")?,
+        floats(&vs, "ours")?,
+    );
+    let vpts: Vec<Point> = (0..vs.height())
+        .filter_map(|r| {
+            Some(Point {
+                method: vm[r].clone()?,
+                label: format!("{}-{} {}h", vm[r].as_deref()?, vsz[r].as_deref()?, vb[r].unwrap_or(0)),
+                x: vx[r]?,
+                y: vy[r]?,
+            })
+        })
+        .collect();
+    plots.push(plot(
+        "vs_paper",
+        "Our CRA vs the paper's",
+        "Each point is a (dataset, method, size, kernel, budget) that both we and the paper ran; on the diagonal we reproduce the paper exactly.",
+        plots::versus("Our CRA 36/255 vs the paper's", &vpts, "paper CRA %", "our CRA %")?,
+    ));
+
+    // Learning curves for every run.
+    let mut curves = Vec::new();
+    let runs = t.results.clone().lazy().filter(col("stage").eq(lit("train"))).collect()?;
+    let (rk, rd, rm, rs, rb, rst) = (
+        strings(&runs, "key")?,
+        strings(&runs, "dataset")?,
+        strings(&runs, "method")?,
+        strings(&runs, "size")?,
+        ints(&runs, "budget_hours")?,
+        strings(&runs, "status")?,
+    );
+    for r in 0..runs.height() {
+        let key = rk[r].clone().unwrap_or_default();
+        let c = t
+            .curves
+            .clone()
+            .lazy()
+            .filter(col("key").eq(lit(key.clone())))
+            .sort(["epoch"], SortMultipleOptions::default())
+            .collect()?;
+        let e: Vec<f64> = floats(&c, "epoch")?.into_iter().map(|x| x.unwrap_or(f64::NAN)).collect();
+        let l: Vec<f64> = floats(&c, "train_loss")?.into_iter().map(|x| x.unwrap_or(f64::NAN)).collect();
+        let a: Vec<f64> = floats(&c, "eval_cra_36_pct")?.into_iter().map(|x| x.unwrap_or(f64::NAN)).collect();
+        let method = rm[r].clone().unwrap_or_default();
+        let short: String = key.chars().take(8).collect();
+        let title = format!(
+            "{} {}-{} {} [{}] {short}",
+            rd[r].as_deref().unwrap_or("?"),
+            method,
+            rs[r].as_deref().unwrap_or("?"),
+            match rb[r] {
+                Some(b) if b > 0 => format!("{b}h"),
+                _ => "fixed".into(),
+            },
+            rst[r].as_deref().unwrap_or("?"),
+        );
+        curves.push(plot(&format!("curve_{short}"), &title, "", plots::curves(&title, &method, &e, &l, &a)?));
+    }
+    if curves.is_empty() {
+        curves.push(plot("curves", "Learning curves", "", plots::no_data("Learning curves", "no training run")?));
+    }
+    Ok((plots, radars, curves))
+}
+
+fn points(df: &DataFrame, x: &str, y: &str) -> Result<Vec<Point>> {
+    let (m, s, xs, ys) = (strings(df, "method")?, strings(df, "size")?, floats(df, x)?, floats(df, y)?);
+    Ok((0..df.height())
+        .filter_map(|r| {
+            Some(Point {
+                method: m[r].clone()?,
+                label: format!("{}-{}", m[r].as_deref()?, s[r].as_deref()?),
+                x: xs[r]?,
+                y: ys[r]?,
+            })
+        })
+        .collect())
+}
+
+/// One series per method (in the frame's order) of (x column, y column).
+fn group_series(df: &DataFrame, x: &str, y: &str) -> Result<Vec<Series>> {
+    let (m, xs, ys) = (strings(df, "method")?, floats(df, x)?, floats(df, y)?);
+    let mut out: Vec<Series> = Vec::new();
+    for r in 0..df.height() {
+        let (Some(method), Some(x), Some(y)) = (m[r].clone(), xs[r], ys[r]) else { continue };
+        match out.iter_mut().find(|s| s.method == method) {
+            Some(s) => s.points.push((x, y)),
+            None => out.push(Series { method, points: vec![(x, y)] }),
+        }
+    }
+    Ok(out)
+}
+
+/// Series over the size index (XS = 0 … L = 3) of an ok cost column.
+fn size_series(cost: &DataFrame, c: &str) -> Result<Vec<Series>> {
+    let index = df!("size" => SIZES, "size_x" => [0.0f64, 1.0, 2.0, 3.0])?;
+    let ok = cost
+        .clone()
+        .lazy()
+        .filter(col("status").eq(lit("ok")))
+        .join(index.lazy(), [col("size")], [col("size")], JoinArgs::new(JoinType::Inner))
+        .collect()?;
+    group_series(&ok, "size_x", c)
+}
+
+fn oom_list(cost: &DataFrame) -> Result<String> {
+    let o = cost.clone().lazy().filter(col("status").eq(lit("oom"))).collect()?;
+    let (m, s) = (strings(&o, "method")?, strings(&o, "size")?);
+    Ok(m.iter()
+        .zip(&s)
+        .map(|(m, s)| format!("{}-{}", m.as_deref().unwrap_or("?"), s.as_deref().unwrap_or("?")))
+        .collect::<Vec<_>>()
+        .join(", "))
+}
