@@ -136,6 +136,7 @@ mod tests {
         assert!(err.contains("\"extra\"") && err.contains("no tensor"), "{err}");
         let mut fewer = VarStore::new(Device::Cpu);
         let _ = fewer.root().sub("first_conv").randn_standard("weight", &[2, 3]);
+        let _ = fewer.root().sub("block1").sub("conv1").zeros_no_train("mask", &[0, 1, 4]);
         let err = format!("{:#}", load_strict(&mut fewer, &path).unwrap_err());
         assert!(err.contains("does not have") && err.contains("head.bias"), "{err}");
     }

@@ -53,7 +53,10 @@ pub fn impulse_response(f: &dyn Fn(&Tensor) -> Tensor, c: i64, n: i64, device: D
 
 /// Singular values (descending) of a real or complex matrix or batch of matrices, in f64.
 pub fn svdvals(m: &Tensor) -> Vec<f64> {
-    let s = Tensor::linalg_svdvals(&m.to_device(Device::Cpu), "").to_kind(Kind::Double).flatten(0, -1);
+    // `linalg_svdvals` in tch always passes a `driver` string, which CPU libtorch rejects; the
+    // older `svd` without U/V computes the same values.
+    let (_, s, _) = m.to_device(Device::Cpu).svd(true, false);
+    let s = s.to_kind(Kind::Double).flatten(0, -1);
     let mut v = Vec::<f64>::try_from(s).expect("svdvals are real");
     v.sort_by(|a, b| b.total_cmp(a));
     v
