@@ -93,7 +93,7 @@ fn power_opts() -> PowerIteration {
 }
 
 fn ascent_opts() -> Ascent {
-    Ascent { steps: 30, lr: 0.02, initial_gap: 0.1 }
+    Ascent { steps: 150, lr: 0.05, initial_gap: 0.1 }
 }
 
 /// (Jacobian estimate, difference-quotient estimate) of one mode.
@@ -160,6 +160,44 @@ fn estimator_on_a_hand_computed_1x1_conv() {
         let est = jacobian_spectral_norm(&f, &x, &PowerIteration::default()).unwrap();
         assert!(est.converged && (est.sigma - 5.0).abs() < 5.0 * ESTIMATOR_TOL, "{est:?}");
         assert!((svdvals(&impulse_response(&f, 2, 3, device))[0] - 5.0).abs() < 1e-6);
+    });
+}
+
+/// A test-local layer: circular conv whose kernel is scaled to operator norm exactly `target`
+/// (by the FFT oracle, in f64). With `target = 1.001` it is 0.1% expansive: the layer checks
+/// below must catch that, which shows their tolerance is not hiding real violations.
+#[derive(Debug)]
+struct ScaledConv {
+    w: Tensor,
+}
+
+impl tch::nn::ModuleT for ScaledConv {
+    fn forward_t(&self, x: &Tensor, _train: bool) -> Tensor {
+        circular_conv(x, &self.w, None)
+    }
+}
+
+impl LipLayer for ScaledConv {
+    fn freeze(&self) -> Box<dyn tch::nn::Module> {
+        let w = self.w.detach().copy();
+        Box::new(lipctl::nn::FrozenFn(move |x: &Tensor| circular_conv(x, &w, None)))
+    }
+}
+
+#[test]
+fn layer_checks_detect_a_layer_expanding_by_a_tenth_of_a_percent() {
+    for_each_device(|device| {
+        tch::manual_seed(3);
+        let case = Case { role: Role::Block, spec: ConvSpec::square(4, 3, 6) };
+        let vs = nn::VarStore::new(device);
+        let raw = Tensor::randn([4, 4, 3, 3], (Kind::Float, device));
+        let norm = circular_conv_singular_values(&raw, 6)[0];
+        let w = vs.root().var_copy("w", &(raw * (1.001 / norm)));
+        let b = Built { vs, layer: Box::new(ScaledConv { w }) };
+        let (jac, dq) = estimates(&b, &case, false);
+        eprintln!("1.001-expansive conv: jacobian {jac:.7}, quotient {dq:.7}");
+        assert!(jac > 1.0 + LIPSCHITZ_TOL && jac <= 1.001 * (1.0 + ESTIMATOR_TOL), "jacobian {jac}");
+        assert!(dq > 1.0 + LIPSCHITZ_TOL && dq <= 1.001 * (1.0 + ESTIMATOR_TOL), "quotient {dq}");
     });
 }
 
