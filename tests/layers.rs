@@ -26,12 +26,19 @@ use tch::{Device, Kind, Tensor};
 
 /// SOC's exponential is truncated after 5 (training) or 12 (evaluation) Taylor terms of a
 /// skew-symmetric conv whose norm is only estimated by power iteration (reference-protocol §2.11),
-/// so it is only approximately orthogonal. Measured over the grid below (see the report): at most
-/// this far above 1 in evaluation mode, …
-const SOC_EVAL_TOL: f64 = 1e-4;
-/// … and this far in training mode (5 terms: remainder ‖L‖⁶/6! for ‖L‖ ≈ 0.7–1, plus the norm
-/// estimate lagging behind the optimizer steps).
-const SOC_TRAIN_TOL: f64 = 2e-2;
+/// so it is only approximately orthogonal. Measured over the grid below: in evaluation mode the
+/// largest estimate was 1.0000074 (rounding level), so the general 1e-4 applies; …
+const SOC_EVAL_TOL: f64 = LIPSCHITZ_TOL;
+/// … in training mode (5 terms) up to 1.0031 (impulse-response σ_max of a k=3 block after
+/// adversarial steps) and distance ratios within [0.9980, 1.0040]; 1e-2 keeps a 2.5× margin.
+const SOC_TRAIN_TOL: f64 = 1e-2;
+
+/// LOT is flagged orthogonal by its `MethodInfo`, but as specified (reference-protocol §2.8) it is
+/// orthogonal only on the zero-padded (n+2p) torus and only up to its 1e-4 regulariser
+/// (`(ŴŴᴴ + 1e-4 I)^{−1/2} Ŵ`). On the layer's own n×n input, measured: k=1 singular values in
+/// [0.99986, 0.99998] (the regulariser), k=3 in [0.947, 1.0] (the crop after the padded FFT).
+/// Checked here: k=1 within this tolerance of 1; k=3 only σ_max ≤ 1 + ORTHO_TOL.
+const LOT_REGULARISER_TOL: f64 = 5e-4;
 
 /// CPL's training forward rescales with the norm estimate of a *single* power iteration from its
 /// stored vector (reference-protocol §2.6). Until that vector has converged the estimate is below
@@ -294,11 +301,15 @@ fn orthogonal_methods_preserve_distances_and_have_unit_singular_values() {
                 let b = build(m, &case, device);
                 perturb(&b.vs);
                 adversarial_steps(&b, &case, 3, 0.05);
-                for train in [false, true] {
-                    let tol = match (m, train) {
-                        (Method::Soc, true) => SOC_TRAIN_TOL,
-                        (Method::Soc, false) => SOC_EVAL_TOL,
-                        _ => ORTHO_TOL,
+                // Training mode is orthogonal only where it computes what evaluation computes
+                // (not BCOP's 3-iteration Björck head); SOC's 5-term series has its own tolerance.
+                let modes: &[bool] = if same_train_and_eval(m, case.role) || m == Method::Soc { &[false, true] } else { &[false] };
+                for &train in modes {
+                    let (tol, lower_checked) = match (m, train, case.spec.kernel) {
+                        (Method::Soc, true, _) => (SOC_TRAIN_TOL, true),
+                        (Method::Lot, _, 1) => (LOT_REGULARISER_TOL, true),
+                        (Method::Lot, _, _) => (ORTHO_TOL, false),
+                        _ => (ORTHO_TOL, true),
                     };
                     let f = |x: &Tensor| b.layer.forward_t(x, train);
                     let x = input(&case, 4, device);
@@ -314,7 +325,9 @@ fn orthogonal_methods_preserve_distances_and_have_unit_singular_values() {
                     let (hi, lo) = (sv[0], sv[sv.len() - 1]);
                     eprintln!("{m:<8} {:?} k={} train={train}: ‖Δf‖/‖Δx‖ {ratio:.6?}, σ ∈ [{lo:.6}, {hi:.6}]", case.role, s.kernel);
                     checked += 1;
-                    if ratio.iter().any(|r| (r - 1.0).abs() > tol) || hi > 1.0 + tol || lo < 1.0 - tol {
+                    let expands = ratio.iter().any(|r| *r > 1.0 + tol) || hi > 1.0 + tol;
+                    let shrinks = ratio.iter().any(|r| *r < 1.0 - tol) || lo < 1.0 - tol;
+                    if expands || (lower_checked && shrinks) {
                         failures.push(format!("{m} {:?} k={} train={train}: ratios {ratio:?}, σ ∈ [{lo}, {hi}]", case.role, s.kernel));
                     }
                 }
