@@ -29,13 +29,17 @@ pub fn parameter_count(method: Method, size: ModelSize) -> anyhow::Result<(i64, 
 pub fn run(sizes: &[ModelSize], progress: &Progress, out: &mut dyn Write) -> anyhow::Result<()> {
     let mut task = progress.task("counting parameters", (Method::ALL.len() * sizes.len()) as u64);
     let mut rows = Vec::new();
+    let mut errors = Vec::new();
     for m in Method::ALL {
         let mut counts = Vec::new();
         for &size in sizes {
             task.set_message(format!("{m} {size}"));
             counts.push(match parameter_count(m, size) {
                 Ok((trainable, _)) => group_thousands(trainable),
-                Err(e) => format!("error: {}", e.root_cause()),
+                Err(e) => {
+                    errors.push(format!("{m} {size}: {e:#}"));
+                    "n/a".to_string()
+                }
             });
             task.inc(1);
         }
@@ -44,20 +48,26 @@ pub fn run(sizes: &[ModelSize], progress: &Progress, out: &mut dyn Write) -> any
     task.finish("done");
 
     let size_header: Vec<String> = sizes.iter().map(|s| format!("{:>13}", format!("params {s}"))).collect();
-    writeln!(out, "{:<9} {:<10} {:<4} {}  cached at inference / guarantee", "method", "orthogonal", "FFT", size_header.join(" "))?;
-    for (m, counts) in rows {
+    writeln!(out, "{:<9} {:<10} {:<4} {}", "method", "orthogonal", "FFT", size_header.join(" "))?;
+    for (m, counts) in &rows {
         let info = m.info();
         let counts: Vec<String> = counts.iter().map(|c| format!("{c:>13}")).collect();
         writeln!(
             out,
-            "{:<9} {:<10} {:<4} {}  {} / {}",
+            "{:<9} {:<10} {:<4} {}",
             m.name(),
             if info.orthogonal { "yes" } else { "no" },
             if info.fft_based { "yes" } else { "no" },
-            counts.join(" "),
-            info.cached_at_inference,
-            info.guarantee
+            counts.join(" ")
         )?;
+    }
+    writeln!(out)?;
+    for (m, _) in &rows {
+        let info = m.info();
+        writeln!(out, "{}: cached at inference: {}; guarantee: {}", m.name(), info.cached_at_inference, info.guarantee)?;
+    }
+    for e in errors {
+        writeln!(out, "error: {e}")?;
     }
     Ok(())
 }
