@@ -130,27 +130,10 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// Measures every method of `cfg` and prints the table on `out`. A method that fails (build
-/// error, out of memory) gets a row with its error; the others still run.
+/// Measures every method of `cfg` and prints the table on `out`, one row as each method finishes
+/// (a full run takes minutes on a CPU). A method that fails (build error, out of memory) gets a
+/// row with its error; the others still run.
 pub fn run(cfg: &BenchConfig, progress: &Progress, out: &mut dyn Write) -> anyhow::Result<Vec<BenchRow>> {
-    let mut task = progress.task("bench", cfg.methods.len() as u64);
-    let mut rows = Vec::new();
-    for &m in &cfg.methods {
-        task.set_message(m.name());
-        let row = match catch_unwind(AssertUnwindSafe(|| measure(cfg, m))) {
-            Ok(Ok(row)) => row,
-            Ok(Err(e)) => BenchRow { method: m, train_ms: None, infer_ms: None, error: Some(format!("{:#}", e)) },
-            Err(p) => BenchRow { method: m, train_ms: None, infer_ms: None, error: Some(panic_message(p.as_ref())) },
-        };
-        rows.push(row);
-        task.inc(1);
-    }
-    task.finish("done");
-    print_table(cfg, &rows, out)?;
-    Ok(rows)
-}
-
-fn print_table(cfg: &BenchConfig, rows: &[BenchRow], out: &mut dyn Write) -> anyhow::Result<()> {
     let compare = cfg.size == ModelSize::XS && cfg.batch == 64 && cfg.device == Device::Cpu && cfg.input_side == 32;
     writeln!(
         out,
@@ -163,23 +146,41 @@ fn print_table(cfg: &BenchConfig, rows: &[BenchRow], out: &mut dyn Write) -> any
         cfg.warmup
     )?;
     writeln!(out, "{:<9} {:>12} {:>12} {:>16} {:>9}", "method", "train ms", "infer ms", "PyTorch train s", "speed-up")?;
-    for r in rows {
-        let reference = AUTHORS_CPU_XS_B64_TRAIN_S.iter().find(|(m, _)| *m == r.method).map(|(_, s)| *s);
-        match (&r.error, r.train_ms, r.infer_ms) {
-            (None, Some(t), Some(i)) => {
-                let (ref_s, ratio) = match (compare, reference) {
-                    (true, Some(s)) => (format!("{s:.2}"), format!("{:.2}×", s * 1e3 / t)),
-                    _ => ("–".to_string(), "–".to_string()),
-                };
-                writeln!(out, "{:<9} {t:>12.2} {i:>12.2} {ref_s:>16} {ratio:>9}", r.method.name())?;
-            }
-            (err, _, _) => {
-                writeln!(out, "{:<9} {:>12} {:>12}  {}", r.method.name(), "–", "–", err.as_deref().unwrap_or("no result"))?;
-            }
-        }
+    out.flush()?;
+    let mut task = progress.task("bench", cfg.methods.len() as u64);
+    let mut rows = Vec::new();
+    for &m in &cfg.methods {
+        task.set_message(m.name());
+        let row = match catch_unwind(AssertUnwindSafe(|| measure(cfg, m))) {
+            Ok(Ok(row)) => row,
+            Ok(Err(e)) => BenchRow { method: m, train_ms: None, infer_ms: None, error: Some(format!("{:#}", e)) },
+            Err(p) => BenchRow { method: m, train_ms: None, infer_ms: None, error: Some(panic_message(p.as_ref())) },
+        };
+        print_row(&row, compare, out)?;
+        out.flush()?;
+        rows.push(row);
+        task.inc(1);
     }
+    task.finish("done");
     if compare {
         writeln!(out, "speed-up = authors' PyTorch seconds per training step / lipctl's (same machine, XS, batch 64)")?;
+    }
+    Ok(rows)
+}
+
+fn print_row(r: &BenchRow, compare: bool, out: &mut dyn Write) -> anyhow::Result<()> {
+    let reference = AUTHORS_CPU_XS_B64_TRAIN_S.iter().find(|(m, _)| *m == r.method).map(|(_, s)| *s);
+    match (&r.error, r.train_ms, r.infer_ms) {
+        (None, Some(t), Some(i)) => {
+            let (ref_s, ratio) = match (compare, reference) {
+                (true, Some(s)) => (format!("{s:.2}"), format!("{:.2}×", s * 1e3 / t)),
+                _ => ("–".to_string(), "–".to_string()),
+            };
+            writeln!(out, "{:<9} {t:>12.2} {i:>12.2} {ref_s:>16} {ratio:>9}", r.method.name())?;
+        }
+        (err, _, _) => {
+            writeln!(out, "{:<9} {:>12} {:>12}  {}", r.method.name(), "–", "–", err.as_deref().unwrap_or("no result"))?;
+        }
     }
     Ok(())
 }
