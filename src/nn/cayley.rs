@@ -17,6 +17,9 @@
 //! * No eval cache inside the layer: `forward_t(x, false)` recomputes `Q` from the current
 //!   parameters, and [`LipLayer::freeze`] computes it once for inference, so no stale `Q` can be
 //!   used after an optimizer step.
+//! * A 1×1 kernel is applied as the 1×1 convolution by the one real matrix that every frequency
+//!   carries, `cayley(α·W/(√N·‖W‖_F))` with `N = n·(n/2+1)` — the same values without `N` complex
+//!   inverses (a test compares it with the spectral path).
 //! * The shift and FFT size are taken from each input's side (the authors fix the shift at the
 //!   first forward); `freeze` precomputes `Q` for `ConvSpec::spatial`.
 //!
@@ -72,20 +75,50 @@ impl CayleyConv {
         let w_hat = fft::kernel_spectrum(&self.weight, n, Layout::Half);
         fft::cayley(&(&self.alpha * &w_hat / w_hat.norm()))
     }
+
+    /// The layer's operator for an `n×n` input. A 1×1 kernel has the same real spectrum `W` at
+    /// each of the `N = n·(n/2+1)` frequencies (no shift), so `‖Ŵ‖_F = √N·‖W‖_F` and every `Q[f]`
+    /// is the one real matrix `cayley(α·W/(√N·‖W‖_F))`: the layer is that 1×1 convolution. Same
+    /// values as the spectral path, without N complex inverses (the first conv, block 5).
+    fn operator(&self, n: i64) -> Operator {
+        if self.weight.size()[3] == 1 {
+            let s = self.weight.size();
+            let w = self.weight.view([s[0], s[1]]);
+            let root_n = (Layout::Half.frequencies(n) as f64).sqrt();
+            let q = fft::cayley(&(&self.alpha * &w / (w.norm() * root_n)));
+            Operator::Pointwise(q.view([s[0], s[1], 1, 1]))
+        } else {
+            Operator::Spectral(self.orthogonal_spectrum(n))
+        }
+    }
+}
+
+/// A Cayley convolution's precomputed weights.
+enum Operator {
+    Spectral(Tensor),
+    Pointwise(Tensor),
+}
+
+impl Operator {
+    fn apply(&self, x: &Tensor, bias: &Tensor) -> Tensor {
+        match self {
+            Operator::Spectral(q) => fft::spectral_conv(q, x, Layout::Half) + bias.view([1, -1, 1, 1]),
+            Operator::Pointwise(q) => x.conv2d(q, Some(bias), [1, 1], [0, 0], [1, 1], 1),
+        }
+    }
 }
 
 impl ModuleT for CayleyConv {
     /// Training and evaluation compute the same thing (there are no iteration counts).
     fn forward_t(&self, x: &Tensor, _train: bool) -> Tensor {
-        let q = self.orthogonal_spectrum(x.size()[2]);
-        fft::spectral_conv(&q, x, Layout::Half) + self.bias.view([1, -1, 1, 1])
+        self.operator(x.size()[2]).apply(x, &self.bias)
     }
 }
 
 impl LipLayer for CayleyConv {
     fn freeze(&self) -> Box<dyn nn::Module> {
-        let (q, bias) = tch::no_grad(|| (self.orthogonal_spectrum(self.spatial), self.bias.detach().view([1, -1, 1, 1])));
-        Box::new(FrozenFn(move |x: &Tensor| fft::spectral_conv(&q, x, Layout::Half) + &bias))
+        let (op, bias) = tch::no_grad(|| (self.operator(self.spatial), self.bias.detach()));
+        Box::new(FrozenFn(move |x: &Tensor| op.apply(x, &bias)))
     }
 }
 
@@ -175,6 +208,20 @@ mod tests {
             let dev = max_dev_from_one(&s);
             assert!(dev < ORTHO_TOL, "ci={ci} co={co} k={k}: max |σ − 1| = {dev}");
         }
+    }
+
+    #[test]
+    fn pointwise_shortcut_equals_the_spectral_path_for_1x1_kernels() {
+        tch::manual_seed(13);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let spec = ConvSpec { channels_in: 3, channels_out: 5, kernel: 1, spatial: 4 };
+        let layer = CayleyConv::new(&vs.root(), &spec).unwrap();
+        let x = Tensor::randn([2, 3, 4, 4], (Kind::Float, Device::Cpu));
+        let spectral = tch::no_grad(|| fft::spectral_conv(&layer.orthogonal_spectrum(4), &x, Layout::Half));
+        let bias = vs.variables()["bias"].view([1, -1, 1, 1]);
+        let ours = tch::no_grad(|| layer.forward_t(&x, true));
+        let diff = (ours - bias - spectral).abs().max().double_value(&[]);
+        assert!(diff < 1e-5, "diff {diff}");
     }
 
     #[test]

@@ -24,6 +24,9 @@
 //!   `Ŵ_o[−f] = conj(Ŵ_o[f])`: lipctl keeps only the `rfft2` half (`n·(n/2+1)` frequencies) and
 //!   uses `irfft2`, which is `real(ifft2)` of the full spectrum. This halves the Newton–Schulz
 //!   work on the large blocks; a test checks that the two layouts give the same layer.
+//! * A 1×1 kernel (first conv, last block, head) has the same real matrix `W` at every frequency,
+//!   so lipctl orthogonalises that one real matrix and applies a 1×1 convolution, instead of `N`
+//!   identical complex copies (same values; a test compares with the fft2 computation).
 //! * The first Newton–Schulz step starts from `Z = I`, so it is done without the two trivial
 //!   products (same values).
 //! * No eval cache inside the layer; [`LipLayer::freeze`] precomputes `Ŵ_o` (design §5).
@@ -113,29 +116,57 @@ impl Lot {
         orthogonalise(&fft::kernel_spectrum(&self.weight, n, LAYOUT), iters)
     }
 
-    /// Pad, apply the spectrum `q` on the padded torus, crop, add the bias.
-    fn apply(x: &Tensor, q: &Tensor, bias: &Tensor, p: i64) -> Tensor {
-        let n0 = x.size()[2];
-        let padded = if p > 0 { x.constant_pad_nd([p, p, p, p]) } else { x.shallow_clone() };
-        let z = fft::spectral_conv(q, &padded, LAYOUT);
-        let cropped = if p > 0 { z.narrow(2, p, n0).narrow(3, p, n0) } else { z };
-        cropped + bias.view([1, -1, 1, 1])
+    /// The layer's operator for an `n0×n0` input. A 1×1 kernel has no padding and the same real
+    /// spectrum `W` at every frequency (no shift), so every `Ŵ_o[f]` is the one real matrix
+    /// `(WWᵀ + 1e-4 I)^{-1/2}W`: the layer is that 1×1 convolution. Same values as the spectral
+    /// path without `N` complex Newton–Schulz iterations (the first conv, block 5 and the head,
+    /// where the channel count is largest).
+    fn operator(&self, n0: i64, iters: i64) -> Operator {
+        if self.kernel == 1 {
+            let s = self.weight.size();
+            let w_o = orthogonalise(&self.weight.view([1, s[0], s[1]]), iters);
+            Operator::Pointwise(w_o.view([s[0], s[1], 1, 1]))
+        } else {
+            let p = self.padding();
+            Operator::Spectral { q: self.orthogonal_spectrum(n0 + 2 * p, iters), p }
+        }
+    }
+}
+
+/// A LOT layer's precomputed weights.
+enum Operator {
+    /// Spectrum on the padded torus and the padding `p`.
+    Spectral { q: Tensor, p: i64 },
+    Pointwise(Tensor),
+}
+
+impl Operator {
+    /// Pad, apply the spectrum on the padded torus, crop, add the bias (or the 1×1 convolution).
+    fn apply(&self, x: &Tensor, bias: &Tensor) -> Tensor {
+        match self {
+            Operator::Spectral { q, p } => {
+                let (n0, p) = (x.size()[2], *p);
+                let padded = if p > 0 { x.constant_pad_nd([p, p, p, p]) } else { x.shallow_clone() };
+                let z = fft::spectral_conv(q, &padded, LAYOUT);
+                let cropped = if p > 0 { z.narrow(2, p, n0).narrow(3, p, n0) } else { z };
+                cropped + bias.view([1, -1, 1, 1])
+            }
+            Operator::Pointwise(w) => x.conv2d(w, Some(bias), [1, 1], [0, 0], [1, 1], 1),
+        }
     }
 }
 
 impl ModuleT for Lot {
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
         let iters = if train { TRAIN_ITERS } else { EVAL_ITERS };
-        let q = self.orthogonal_spectrum(x.size()[2] + 2 * self.padding(), iters);
-        Lot::apply(x, &q, &self.bias, self.padding())
+        self.operator(x.size()[2], iters).apply(x, &self.bias)
     }
 }
 
 impl LipLayer for Lot {
     fn freeze(&self) -> Box<dyn nn::Module> {
-        let p = self.padding();
-        let (q, bias) = tch::no_grad(|| (self.orthogonal_spectrum(self.spatial + 2 * p, EVAL_ITERS), self.bias.detach()));
-        Box::new(FrozenFn(move |x: &Tensor| Lot::apply(x, &q, &bias, p)))
+        let (op, bias) = tch::no_grad(|| (self.operator(self.spatial, EVAL_ITERS), self.bias.detach()));
+        Box::new(FrozenFn(move |x: &Tensor| op.apply(x, &bias)))
     }
 }
 
@@ -198,24 +229,26 @@ mod tests {
     }
 
     #[test]
-    fn half_layout_equals_the_authors_full_fft2_layout() {
+    fn layer_equals_the_authors_full_fft2_computation() {
+        // Covers the rfft2 half layout (k = 3) and the 1×1 shortcut (k = 1).
         tch::manual_seed(9);
-        let (c, k, n0) = (3, 3, 6);
-        let vs = nn::VarStore::new(Device::Cpu);
-        let layer = perturbed(&vs, c, k, n0, 0.1);
-        let w = vs.variables()["weight"].shallow_clone();
-        let b = vs.variables()["bias"].shallow_clone();
-        let x = Tensor::randn([2, c, n0, n0], (Kind::Float, Device::Cpu));
-        let n = n0 + 2;
-        let full = tch::no_grad(|| {
-            let q = orthogonalise(&fft::kernel_spectrum(&w, n, Layout::Full), EVAL_ITERS);
-            let z = fft::spectral_conv(&q, &x.constant_pad_nd([1, 1, 1, 1]), Layout::Full);
-            z.narrow(2, 1, n0).narrow(3, 1, n0) + b.view([1, -1, 1, 1])
-        });
-        let ours = tch::no_grad(|| layer.forward_t(&x, false));
-        // Same math, different float32 summation order in the FFTs.
-        let diff = max_abs_diff(&ours, &full);
-        assert!(diff < 1e-5, "diff {diff}");
+        for (c, k, n0) in [(3, 3, 6), (3, 1, 4)] {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let layer = perturbed(&vs, c, k, n0, 0.1);
+            let w = vs.variables()["weight"].shallow_clone();
+            let b = vs.variables()["bias"].shallow_clone();
+            let x = Tensor::randn([2, c, n0, n0], (Kind::Float, Device::Cpu));
+            let p = k / 2;
+            let full = tch::no_grad(|| {
+                let q = orthogonalise(&fft::kernel_spectrum(&w, n0 + 2 * p, Layout::Full), EVAL_ITERS);
+                let z = fft::spectral_conv(&q, &x.constant_pad_nd([p, p, p, p]), Layout::Full);
+                z.narrow(2, p, n0).narrow(3, p, n0) + b.view([1, -1, 1, 1])
+            });
+            let ours = tch::no_grad(|| layer.forward_t(&x, false));
+            // Same math, different float32 summation order in the FFTs.
+            let diff = max_abs_diff(&ours, &full);
+            assert!(diff < 1e-5, "k={k}: diff {diff}");
+        }
     }
 
     #[test]
