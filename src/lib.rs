@@ -5,11 +5,14 @@
 
 pub mod certify;
 pub mod aggregate;
+pub mod bench;
 pub mod config;
 pub mod data;
 pub mod device;
 pub mod doctor;
 pub mod fsx;
+pub mod lipschitz;
+pub mod methods;
 pub mod nn;
 pub mod pipeline;
 pub mod paper;

@@ -77,6 +77,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Train(a) => return single_run(a, false, &cli.artifacts, &mut out),
         Command::Certify(a) => return single_run(a, true, &cli.artifacts, &mut out),
         Command::Recommend(a) => lipctl::recommend::run(&a, &cli.artifacts, &mut out)?,
+        Command::Methods(a) => {
+            lipctl::methods::run(&a.sizes, &lipctl::progress::Progress::for_stderr(), &mut out)?;
+        }
+        Command::Bench(a) => {
+            let mut cfg = lipctl::bench::BenchConfig::new(a.size, a.batch, a.device.resolve()?);
+            if !a.methods.is_empty() {
+                cfg.methods = a.methods;
+            }
+            cfg.iters = a.iters;
+            cfg.warmup = a.warmup;
+            cfg.input_side = a.input_side;
+            cfg.classes = a.classes;
+            lipctl::bench::run(&cfg, &lipctl::progress::Progress::for_stderr(), &mut out)?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -10,6 +10,7 @@
 
 pub mod aol;
 pub mod bcop;
+pub mod checkpoint;
 pub mod blocks;
 pub mod cayley;
 pub mod convnet;
