@@ -3,8 +3,11 @@
 //! parses arguments and dispatches to the stage functions of this library.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod budgets;
 pub mod config;
 pub mod device;
 pub mod doctor;
+pub mod measure;
 pub mod nn;
 pub mod progress;
+pub mod search;
