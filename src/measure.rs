@@ -63,7 +63,7 @@ pub struct MeasureRequest {
     pub net: NetSpec,
     pub batch_size: i64,
     pub device: Device,
-    /// Timed batches, each for training and inference.
+    /// Timed batches, each for training and inference; 0 measures memory only (timings `null`).
     pub batches: u32,
     pub warmup: u32,
     pub memory_steps: u32,
@@ -179,6 +179,7 @@ pub enum MeasureError {
 
 impl MeasureError {
     fn classify(message: String) -> Self {
+        let message = without_backtrace(&message);
         if is_oom_message(&message) {
             MeasureError::OutOfMemory(message)
         } else {
@@ -188,10 +189,18 @@ impl MeasureError {
 }
 
 /// libtorch's allocation-failure messages: CUDA ("CUDA out of memory", "CUDA error: out of
-/// memory"), the CPU allocator ("DefaultCPUAllocator: not enough memory"), and C++ `bad_alloc`.
+/// memory"), the CPU allocator ("DefaultCPUAllocator: can't allocate memory … Error code 12
+/// (Cannot allocate memory)" in 2.11, "not enough memory" in older releases), and C++ `bad_alloc`.
 pub fn is_oom_message(message: &str) -> bool {
     let m = message.to_ascii_lowercase();
-    m.contains("out of memory") || m.contains("not enough memory") || m.contains("bad_alloc")
+    ["out of memory", "not enough memory", "can't allocate memory", "cannot allocate memory", "bad_alloc"]
+        .iter()
+        .any(|pattern| m.contains(pattern))
+}
+
+/// libtorch appends a C++ backtrace (`frame #0: …`) to its messages; `measure.json` keeps the text.
+fn without_backtrace(message: &str) -> String {
+    message.split("\nframe #").next().unwrap_or(message).trim_end().to_string()
 }
 
 /// Runs `f`, turning an error or a panic (tch's infallible ops panic on libtorch errors) into a
@@ -280,8 +289,8 @@ pub fn measure(req: &MeasureRequest, progress: &Progress) -> anyhow::Result<Meas
     if req.batch_size < 1 {
         anyhow::bail!("batch size {} is not positive", req.batch_size);
     }
-    if req.batches < 1 {
-        anyhow::bail!("at least one timed batch is needed (got {})", req.batches);
+    if req.memory_steps < 1 {
+        anyhow::bail!("at least one memory step is needed (got {})", req.memory_steps);
     }
     let (parameters, non_trainable) = count_parameters(req.net)?;
     let mut m = Measurement {
@@ -354,6 +363,9 @@ fn measure_cpu(req: &MeasureRequest, m: &mut Measurement, task: &mut crate::prog
 }
 
 fn time_in_process(req: &MeasureRequest, m: &mut Measurement, task: &mut crate::progress::Task) -> Result<(), MeasureError> {
+    if req.batches == 0 {
+        return Ok(());
+    }
     let dev = req.device;
     guarded(|| {
         let mut bench = Bench::new(req.net, req.batch_size, dev, req.seed)?;
@@ -381,7 +393,7 @@ fn measure_cuda(req: &MeasureRequest, index: usize, m: &mut Measurement, task: &
             bench.train_step();
         }
         let peak = cuda.peak_since(base)?;
-        let times = time_batches(dev, req.warmup, req.batches, task, || bench.train_step());
+        let times = if req.batches == 0 { Vec::new() } else { time_batches(dev, req.warmup, req.batches, task, || bench.train_step()) };
         Ok((peak, times))
     });
     cuda.empty_cache();
@@ -398,9 +410,13 @@ fn measure_cuda(req: &MeasureRequest, index: usize, m: &mut Measurement, task: &
             let _ = frozen.forward(&bench.x);
         }
         let peak = cuda.peak_since(base)?;
-        let times = time_batches(dev, req.warmup, req.batches, task, || {
-            let _ = frozen.forward(&bench.x);
-        });
+        let times = if req.batches == 0 {
+            Vec::new()
+        } else {
+            time_batches(dev, req.warmup, req.batches, task, || {
+                let _ = frozen.forward(&bench.x);
+            })
+        };
         Ok((peak, times))
     });
     cuda.empty_cache();
@@ -667,6 +683,8 @@ mod tests {
         assert!(is_oom_message("CUDA out of memory. Tried to allocate 20.00 GiB"));
         assert!(is_oom_message("DefaultCPUAllocator: not enough memory: you tried to allocate 1 bytes."));
         assert!(is_oom_message("std::bad_alloc"));
+        assert!(is_oom_message("DefaultCPUAllocator: can't allocate memory: you tried to allocate 16 bytes."));
+        assert_eq!(without_backtrace("no memory.\nframe #0: c10::f() + 0x6a\nframe #1: g"), "no memory.");
         assert!(!is_oom_message("shape mismatch"));
     }
 
