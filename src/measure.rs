@@ -343,7 +343,7 @@ fn measure_cpu(req: &MeasureRequest, m: &mut Measurement, task: &mut crate::prog
         Some(l) => l.clone(),
         None => ChildLauncher::lipctl_current_exe().map_err(|e| MeasureError::Failed(format!("{e:#}")))?,
     };
-    for phase in [Phase::Train, Phase::Infer] {
+    let peak = |phase| {
         let job = ChildJob {
             net: req.net,
             batch_size: req.batch_size,
@@ -353,12 +353,14 @@ fn measure_cpu(req: &MeasureRequest, m: &mut Measurement, task: &mut crate::prog
             threads: tch::get_num_threads(),
             out: PathBuf::new(),
         };
-        let peak = run_child(&launcher, job)?;
-        match phase {
-            Phase::Train => m.peak_train_bytes = Some(peak),
-            Phase::Infer => m.peak_infer_bytes = Some(peak),
-        }
-    }
+        run_child(&launcher, job)
+    };
+    // Inference is measured even when training does not fit: it may still fit (a deployable model).
+    let (train, infer) = (peak(Phase::Train), peak(Phase::Infer));
+    m.peak_train_bytes = train.as_ref().ok().copied();
+    m.peak_infer_bytes = infer.as_ref().ok().copied();
+    train?;
+    infer?;
     time_in_process(req, m, task)
 }
 
@@ -397,14 +399,16 @@ fn measure_cuda(req: &MeasureRequest, index: usize, m: &mut Measurement, task: &
         Ok((peak, times))
     });
     cuda.empty_cache();
-    let (peak, times) = train?;
-    m.peak_train_bytes = Some(peak);
-    m.train_seconds_per_batch = TimingStats::from_seconds(&times);
-    // Inference: a fresh model, its cached transforms and `memory_steps` forwards.
+    if let Ok((peak, times)) = &train {
+        m.peak_train_bytes = Some(*peak);
+        m.train_seconds_per_batch = TimingStats::from_seconds(times);
+    }
+    // Inference: a fresh model, its cached transforms and `memory_steps` forwards; measured even
+    // when training does not fit (the model may still be deployable).
     let infer = guarded(|| {
-        let _guard = tch::no_grad_guard();
         let base = cuda.begin()?;
         let bench = Bench::new(req.net, req.batch_size, dev, req.seed)?;
+        let _guard = tch::no_grad_guard();
         let frozen = bench.net.freeze();
         for _ in 0..req.memory_steps {
             let _ = frozen.forward(&bench.x);
@@ -420,9 +424,12 @@ fn measure_cuda(req: &MeasureRequest, index: usize, m: &mut Measurement, task: &
         Ok((peak, times))
     });
     cuda.empty_cache();
-    let (peak, times) = infer?;
-    m.peak_infer_bytes = Some(peak);
-    m.infer_seconds_per_batch = TimingStats::from_seconds(&times);
+    if let Ok((peak, times)) = &infer {
+        m.peak_infer_bytes = Some(*peak);
+        m.infer_seconds_per_batch = TimingStats::from_seconds(times);
+    }
+    train?;
+    infer?;
     Ok(())
 }
 
