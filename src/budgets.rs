@@ -6,7 +6,7 @@
 //!   `t_batch` this device's median seconds per training batch from `measure` (R2 `step2`;
 //!   R1 used the mean of 50 deltas, which on a quiet device differs from the median by noise only);
 //! * **paper**: the authors' A100 epoch counts (Table 8, shipped as
-//!   `data/paper/epoch_budgets_2h.csv`), scaled as they did: `⌊epochs_2h · hours / 2⌋`, i.e.
+//!   `data/paper/epoch_budgets_2h.csv`, read through [`crate::paper`]), scaled as they did: `⌊epochs_2h · hours / 2⌋`, i.e.
 //!   ×5 for 10 h and ×12 for 24 h (R2 `step3`: `epochs_2h · hours // 2`). This replicates the
 //!   paper's training lengths on any hardware: the paper's "24 h" is an epoch count, not a time.
 //!
@@ -15,6 +15,7 @@
 use crate::config::BudgetMode;
 use crate::measure::{MeasureStatus, Measurement};
 use crate::nn::{Method, ModelSize};
+use crate::paper::{DatasetKind, PaperData, PaperMethod};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -26,10 +27,6 @@ pub const DEFAULT_HOURS: [f64; 3] = [2.0, 10.0, 24.0];
 /// is not floored to 374 because `0.1 · 192` is 19.200000000000003 in binary. Far below any
 /// meaningful timing precision (a 1e-9 relative change of `t_batch` is sub-nanosecond).
 const FLOOR_SLACK: f64 = 1e-9;
-
-/// The Table 8 CSV as shipped (`data/paper/README.md` describes it). Compiled in, so paper mode
-/// needs no file at run time.
-const PAPER_TABLE8_CSV: &str = include_str!("../data/paper/epoch_budgets_2h.csv");
 
 /// Whether a model fits the device at all (from `measure`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,74 +128,34 @@ pub fn budget_from_measurement(m: &Measurement, hours: &[f64], batches_per_epoch
     }
 }
 
-/// The dataset families of Table 8: CIFAR-10 and CIFAR-100 share one architecture (32×32) and so
-/// one budget; Tiny ImageNet (64×64) has its own.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PaperDataset {
-    Cifar,
-    TinyImageNet,
-}
-
-impl PaperDataset {
-    /// The Table 8 column of a dataset name; other datasets have no paper budget.
-    pub fn for_dataset(name: &str) -> anyhow::Result<Self> {
-        match name.to_ascii_lowercase().as_str() {
-            "cifar10" | "cifar100" | "cifar" => Ok(PaperDataset::Cifar),
-            "tinyimagenet" => Ok(PaperDataset::TinyImageNet),
-            other => anyhow::bail!(
-                "the paper has epoch budgets for cifar10, cifar100 and tinyimagenet only, not {other:?}; \
-                 use budgets mode: measured"
-            ),
-        }
-    }
-
-    fn csv_name(self) -> &'static str {
-        match self {
-            PaperDataset::Cifar => "cifar",
-            PaperDataset::TinyImageNet => "tinyimagenet",
-        }
-    }
-}
-
-/// Table 8's 2-hour epoch count: `Ok(Some(n))`, or `Ok(None)` where the paper records that the
+/// Table 8's 2-hour epoch count for a dataset family ([`DatasetKind`]: CIFAR-10 and CIFAR-100
+/// share one budget, Tiny ImageNet has its own), read from the shipped paper data
+/// ([`crate::paper::PaperData`]): `Ok(Some(n))`, or `Ok(None)` where the paper records that the
 /// model does not fit (LOT-L). Methods the table does not cover (the Standard baseline) and 1×1
 /// kernels are errors that say to use measured mode.
-///
-/// Small reader of the shipped CSV: header `dataset_kind,method,size,epochs,params_millions,note`,
-/// where only the last field (`note`) may be quoted and contain commas.
-pub fn paper_epochs_2h(dataset: PaperDataset, method: Method, size: ModelSize, kernel: i64) -> anyhow::Result<Option<u64>> {
+pub fn paper_epochs_2h(dataset: DatasetKind, method: Method, size: ModelSize, kernel: i64) -> anyhow::Result<Option<u64>> {
     if kernel != 3 {
         anyhow::bail!(
             "the shipped paper budgets (data/paper/epoch_budgets_2h.csv) cover 3×3 kernels only, not kernel {kernel}; \
              use budgets mode: measured"
         );
     }
-    for (i, line) in PAPER_TABLE8_CSV.lines().enumerate().skip(1) {
-        let fields: Vec<&str> = line.splitn(6, ',').collect();
-        if fields.len() < 5 {
-            anyhow::bail!("data/paper/epoch_budgets_2h.csv:{}: expected 6 fields, found {}", i + 1, fields.len());
-        }
-        if fields[0] != dataset.csv_name() || fields[1] != method.name() || fields[2] != size.name() {
-            continue;
-        }
-        if fields[3].is_empty() {
-            return Ok(None);
-        }
-        let n = fields[3]
-            .parse::<u64>()
-            .with_context(|| format!("data/paper/epoch_budgets_2h.csv:{}: epochs {:?} is not a count", i + 1, fields[3]))?;
-        return Ok(Some(n));
-    }
-    anyhow::bail!(
-        "the paper has no epoch budget for {method}-{size} on {} (Table 8 covers the seven 1-Lipschitz methods); \
-         use budgets mode: measured",
-        dataset.csv_name()
-    )
+    let data = PaperData::shipped()?;
+    let row = data
+        .epoch_budgets_2h
+        .iter()
+        .find(|r| r.dataset_kind == dataset && r.method == PaperMethod::Layer(method) && r.size == size)
+        .with_context(|| {
+            format!(
+                "the paper has no epoch budget for {method}-{size} on {dataset:?} (Table 8 covers the seven \
+                 1-Lipschitz methods); use budgets mode: measured"
+            )
+        })?;
+    Ok(row.epochs.map(u64::from))
 }
 
 /// Paper-mode budgets: Table 8's count scaled to each budget as `⌊epochs_2h · hours / 2⌋`.
-pub fn paper_budget(hours: &[f64], dataset: PaperDataset, method: Method, size: ModelSize, kernel: i64) -> anyhow::Result<Budget> {
+pub fn paper_budget(hours: &[f64], dataset: DatasetKind, method: Method, size: ModelSize, kernel: i64) -> anyhow::Result<Budget> {
     check_hours(hours)?;
     let Some(e2) = paper_epochs_2h(dataset, method, size, kernel)? else {
         return Ok(Budget { mode: BudgetMode::Paper, status: BudgetStatus::DoesNotFit, epochs: BTreeMap::new(), seconds_per_batch: None });
@@ -262,15 +219,15 @@ mod tests {
         use ModelSize::*;
         // Values typed from reference-protocol §6.6 / paper Table 8.
         let cases = [
-            (PaperDataset::Cifar, Aol, XS, 837),
-            (PaperDataset::Cifar, Lot, S, 68),
-            (PaperDataset::Cifar, Bcop, M, 94),
-            (PaperDataset::Cifar, Cpl, L, 194),
-            (PaperDataset::Cifar, Soc, XS, 371),
-            (PaperDataset::Cifar, Cayley, L, 17),
-            (PaperDataset::Cifar, Sll, M, 353),
-            (PaperDataset::TinyImageNet, Lot, M, 5),
-            (PaperDataset::TinyImageNet, Aol, XS, 223),
+            (DatasetKind::Cifar, Aol, XS, 837),
+            (DatasetKind::Cifar, Lot, S, 68),
+            (DatasetKind::Cifar, Bcop, M, 94),
+            (DatasetKind::Cifar, Cpl, L, 194),
+            (DatasetKind::Cifar, Soc, XS, 371),
+            (DatasetKind::Cifar, Cayley, L, 17),
+            (DatasetKind::Cifar, Sll, M, 353),
+            (DatasetKind::TinyImageNet, Lot, M, 5),
+            (DatasetKind::TinyImageNet, Aol, XS, 223),
         ];
         for (d, m, s, e2) in cases {
             let b = paper_budget(&DEFAULT_HOURS, d, m, s, 3).unwrap();
@@ -283,21 +240,19 @@ mod tests {
         // The paper's derived 24 h counts (paper-results §4.4): AOL 10044/9156/4404/996.
         let aol24: Vec<u64> = ModelSize::ALL
             .iter()
-            .map(|&s| paper_budget(&[24.0], PaperDataset::Cifar, Aol, s, 3).unwrap().epochs_for(24.0).unwrap())
+            .map(|&s| paper_budget(&[24.0], DatasetKind::Cifar, Aol, s, 3).unwrap().epochs_for(24.0).unwrap())
             .collect();
         assert_eq!(aol24, [10044, 9156, 4404, 996]);
     }
 
     #[test]
     fn paper_mode_knows_lot_l_does_not_fit_and_rejects_what_it_lacks() {
-        let b = paper_budget(&DEFAULT_HOURS, PaperDataset::Cifar, Method::Lot, ModelSize::L, 3).unwrap();
+        let b = paper_budget(&DEFAULT_HOURS, DatasetKind::Cifar, Method::Lot, ModelSize::L, 3).unwrap();
         assert_eq!(b.status, BudgetStatus::DoesNotFit);
         assert!(b.epochs.is_empty());
-        let err = paper_budget(&DEFAULT_HOURS, PaperDataset::Cifar, Method::Standard, ModelSize::XS, 3).unwrap_err();
+        let err = paper_budget(&DEFAULT_HOURS, DatasetKind::Cifar, Method::Standard, ModelSize::XS, 3).unwrap_err();
         assert!(err.to_string().contains("measured"), "{err}");
-        assert!(paper_budget(&DEFAULT_HOURS, PaperDataset::Cifar, Method::Aol, ModelSize::XS, 1).is_err());
-        assert_eq!(PaperDataset::for_dataset("cifar100").unwrap(), PaperDataset::Cifar);
-        assert!(PaperDataset::for_dataset("synthetic").is_err());
+        assert!(paper_budget(&DEFAULT_HOURS, DatasetKind::Cifar, Method::Aol, ModelSize::XS, 1).is_err());
     }
 
     #[test]

@@ -28,7 +28,15 @@ pub enum Command {
     /// Internal: the isolated child process that measures CPU peak memory (job file in $LIPCTL_MEASURE_JOB).
     #[command(name = "measure-child", hide = true)]
     MeasureChild,
+    /// Read a dataset (CIFAR-10/100, Tiny ImageNet, an image folder or synthetic data) into the
+    /// artifact store; a second run with the same source is instant.
+    Prepare(PrepareArgs),
+    /// Show what the artifact store holds: done, running and partial artifacts per stage.
+    Status(StatusArgs),
+    /// Which layer and model size fit a memory and time budget (ranked, with reasons).
+    Recommend(lipctl::recommend::RecommendArgs),
 }
+
 
 #[derive(clap::Args, Debug)]
 pub struct MeasureArgs {
@@ -96,9 +104,9 @@ pub struct BudgetsArgs {
     #[arg(long, requires_all = ["dataset", "method", "size"])]
     pub paper: bool,
 
-    /// Dataset for --paper: cifar10, cifar100 or tinyimagenet.
+    /// Dataset for --paper (CIFAR-10 and CIFAR-100 share Table 8's budgets).
     #[arg(long)]
-    pub dataset: Option<String>,
+    pub dataset: Option<lipctl::paper::Dataset>,
 
     /// Method for --paper.
     #[arg(long)]
@@ -108,6 +116,36 @@ pub struct BudgetsArgs {
     #[arg(long)]
     pub size: Option<lipctl::nn::ModelSize>,
 }
+
+#[derive(clap::Args, Debug)]
+pub struct PrepareArgs {
+    /// Which dataset reader to use.
+    #[arg(long, value_enum)]
+    pub dataset: lipctl::data::DatasetKind,
+
+    /// Folder or archive (.tar.gz, .tgz, .tar, .zip) to read.
+    #[arg(long, value_name = "PATH", long_help = "Folder or archive (.tar.gz, .tgz, .tar, .zip) to read. \
+        cifar10/cifar100: the binary version (cifar-10-batches-bin/, cifar-100-binary/ or the official .tar.gz); \
+        tinyimagenet: tiny-imagenet-200/ or its .zip; imagefolder: root/{train,test}/<class>/*.{jpg,jpeg,png}. \
+        Without it, cifar10/cifar100/tinyimagenet look for the official archive in --data and download it \
+        when missing (unless --no-download).")]
+    pub source: Option<PathBuf>,
+
+    /// Name shown in reports (default: the dataset kind, or the source's file name).
+    #[arg(long)]
+    pub name: Option<String>,
+
+    /// Folder where official archives are looked for and downloaded to.
+    #[arg(long, default_value = "data")]
+    pub data: PathBuf,
+
+    /// Never download a missing official archive.
+    #[arg(long)]
+    pub no_download: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct StatusArgs {}
 
 #[derive(clap::Args, Debug)]
 pub struct DoctorArgs {

@@ -179,41 +179,45 @@ fn de_device<'de, D: Deserializer<'de>>(d: D) -> Result<DeviceChoice, D::Error> 
     s.parse().map_err(|e: anyhow::Error| serde::de::Error::custom(e.to_string()))
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum OneOrList {
-    One(String),
-    List(Vec<String>),
+/// Deserializes `all`, one name, or a list of names into values parsed with `FromStr`. A visitor
+/// rather than an untagged enum: serde_yaml then reports the line of the offending list item.
+fn de_name_list<'de, D, T>(d: D, all: &'static [T], what: &'static str) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Copy + std::str::FromStr<Err = anyhow::Error>,
+{
+    struct V<T: 'static>(&'static [T], &'static str);
+    impl<'de, T: Copy + std::str::FromStr<Err = anyhow::Error>> serde::de::Visitor<'de> for V<T> {
+        type Value = Vec<T>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "a list of {}, or `all`", self.1)
+        }
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Vec<T>, E> {
+            if s.trim().eq_ignore_ascii_case("all") {
+                return Ok(self.0.to_vec());
+            }
+            s.parse::<T>().map(|v| vec![v]).map_err(|e| E::custom(e.to_string()))
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(name) = seq.next_element::<String>()? {
+                out.push(name.parse::<T>().map_err(|e| serde::de::Error::custom(e.to_string()))?);
+            }
+            if out.is_empty() {
+                return Err(serde::de::Error::custom(format!("no {} listed; name at least one, or `all`", self.1)));
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_any(V(all, what))
 }
 
 fn de_methods<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Method>, D::Error> {
-    let names = match OneOrList::deserialize(d)? {
-        OneOrList::One(s) if s.eq_ignore_ascii_case("all") => return Ok(Method::ALL.to_vec()),
-        OneOrList::One(s) => vec![s],
-        OneOrList::List(v) => v,
-    };
-    if names.is_empty() {
-        return Err(serde::de::Error::custom("no methods listed; name at least one, or `all`"));
-    }
-    names
-        .iter()
-        .map(|n| n.parse::<Method>().map_err(|e| serde::de::Error::custom(e.to_string())))
-        .collect()
+    de_name_list(d, &Method::ALL, "methods")
 }
 
 fn de_sizes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ModelSize>, D::Error> {
-    let names = match OneOrList::deserialize(d)? {
-        OneOrList::One(s) if s.eq_ignore_ascii_case("all") => return Ok(ModelSize::ALL.to_vec()),
-        OneOrList::One(s) => vec![s],
-        OneOrList::List(v) => v,
-    };
-    if names.is_empty() {
-        return Err(serde::de::Error::custom("no sizes listed; name at least one of XS, S, M, L"));
-    }
-    names
-        .iter()
-        .map(|n| n.parse::<ModelSize>().map_err(|e| serde::de::Error::custom(e.to_string())))
-        .collect()
+    de_name_list(d, &ModelSize::ALL, "model sizes (XS, S, M, L)")
 }
 
 fn de_kernel<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
@@ -351,8 +355,8 @@ train:
         let cases: Vec<(String, usize, Vec<&str>)> = vec![
             (GOOD.replace("[AOL, sll]", "[AOL, Cayly]"), 4, vec!["unknown method \"Cayly\"", "Cayley"]),
             (GOOD.replace("epochs: 2", "epochs: -3"), 7, vec!["positive", "-3"]),
-            (GOOD.replace("  wd: 1.0e-4", "  wd: 1.0e-4\n  momentum: 0.9"), 9, vec!["unknown field `momentum`"]),
-            (GOOD.replace("methods: [AOL, sll]", "methods: [AOL, sll"), 5, vec![]),
+            (GOOD.replace("  wd: 1.0e-4", "  wd: 1.0e-4\n  momentum: 0.9"), 10, vec!["unknown field `momentum`"]),
+            (GOOD.replace("methods: [AOL, sll]", "methods: [AOL, sll]]"), 4, vec![]),
             (GOOD.replace("name: synthetic", "name: mnist"), 3, vec!["unknown dataset", "cifar10"]),
             (GOOD.replace("sizes: [XS]", "sizes: [XXL]"), 5, vec!["unknown model size", "XS, S, M, L"]),
         ];

@@ -5,9 +5,15 @@
 
 pub mod budgets;
 pub mod config;
+pub mod data;
 pub mod device;
 pub mod doctor;
+pub mod fsx;
 pub mod measure;
 pub mod nn;
+pub mod paper;
+pub mod pipeline;
 pub mod progress;
+pub mod recommend;
 pub mod search;
+pub mod units;

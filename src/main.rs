@@ -6,6 +6,7 @@ mod cli;
 use anyhow::Context;
 use clap::Parser;
 use cli::{Cli, Command};
+use std::io::Write;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -42,9 +43,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Budgets(a) => {
             let budget = if a.paper {
-                let dataset = lipctl::budgets::PaperDataset::for_dataset(a.dataset.as_deref().unwrap_or_default())?;
+                let dataset = a.dataset.context("--paper needs --dataset")?;
                 let (method, size) = a.method.zip(a.size).context("--paper needs --method and --size")?;
-                lipctl::budgets::paper_budget(&a.hours, dataset, method, size, 3)?
+                lipctl::budgets::paper_budget(&a.hours, dataset.kind(), method, size, 3)?
             } else if let Some(path) = &a.measurement {
                 let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
                 let m: lipctl::measure::Measurement =
@@ -61,6 +62,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .context("measure-child is internal to `lipctl measure` and needs $LIPCTL_MEASURE_JOB")?;
             lipctl::measure::child_main(std::path::Path::new(&job))?;
         }
+        Command::Prepare(a) => {
+            let progress = lipctl::progress::Progress::for_stderr();
+            let store = lipctl::pipeline::store::Store::open(&cli.artifacts)?.with_progress(progress);
+            let req = lipctl::data::PrepareRequest {
+                dataset: a.dataset,
+                source: a.source,
+                name: a.name,
+                data_dir: a.data,
+                download: !a.no_download,
+                synthetic: lipctl::data::SyntheticSpec::default(),
+            };
+            let summary = lipctl::data::prepare(&req, &store, &progress)?;
+            writeln!(out, "{summary}")?;
+        }
+        Command::Status(_) => {
+            let store = lipctl::pipeline::store::Store::open(&cli.artifacts)?;
+            lipctl::pipeline::store::print_status(&store, &mut out)?;
+        }
+        Command::Recommend(a) => lipctl::recommend::run(&a, &cli.artifacts, &mut out)?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -21,7 +21,7 @@ use super::ortho::{conv2d_circular, dirac, orthogonal};
 use super::registry::Role;
 use super::{ConvSpec, FrozenFn, LipLayer, MethodInfo};
 use anyhow::Context;
-use tch::{nn, Kind, Tensor};
+use tch::{nn, Tensor};
 
 pub const INFO: MethodInfo = MethodInfo {
     orthogonal: false,
@@ -82,7 +82,7 @@ mod tests {
     use crate::nn::convnet::parameter_counts;
     use crate::nn::{ConvNet, Method, ModelSize, NetSpec};
     use crate::nn::ortho::testing::{circular_conv_singular_values, fixed_randn, max_abs_diff};
-    use tch::Device;
+    use tch::{Device, Kind};
 
     /// f32 rounding of rescaled kernels with entries of order 1.
     const F32_TOL: f64 = 1e-5;

@@ -31,7 +31,7 @@ use super::ortho::{bjorck, conv2d_circular, default_uniform, orthogonal, BjorckS
 use super::registry::Role;
 use super::{ConvSpec, FrozenFn, LipLayer, MethodInfo};
 use anyhow::Context;
-use tch::{nn, Kind, Tensor};
+use tch::{nn, Tensor};
 
 pub const INFO: MethodInfo = MethodInfo {
     orthogonal: true,
@@ -222,7 +222,7 @@ mod tests {
     use crate::nn::ortho::testing::{circular_conv_singular_values, max_abs_diff};
     use crate::nn::{ConvNet, Method, ModelSize, NetSpec};
     use tch::nn::ModuleT;
-    use tch::Device;
+    use tch::{Device, Kind};
 
     /// 20 Björck iterations in f32 leave singular values within ~1e-6 of 1 when converged; 1e-4 is
     /// the bound the module doc promises (room for f32 rounding in the block products).

@@ -1,0 +1,171 @@
+//! Runs a [`Plan`]: what is missing, in dependency order; skips what is cached; continues past a
+//! failed task and reports every failure at the end.
+//!
+//! Several processes (or Slurm tasks) may run the same plan at once: the store's per-key lock
+//! makes each task build exactly once — a second process waits for the lock, then finds the
+//! artifact committed and counts it as cached.
+
+use super::plan::{Plan, Stage, Task};
+use super::stages::StageRunner;
+use super::store::{Key, Store};
+use crate::fsx;
+use crate::progress::Progress;
+use std::io::Write;
+use std::path::PathBuf;
+
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// List what would run; run nothing.
+    pub dry_run: bool,
+    /// Run only the tasks of this stage (their inputs must be done already).
+    pub only: Option<Stage>,
+    /// Rebuild the selected tasks even when cached.
+    pub force: bool,
+}
+
+/// State of one task, as `lipctl status PIPELINE` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TaskState {
+    Done,
+    /// Another process holds the task's lock.
+    Running,
+    Missing,
+    /// The last attempt failed with this message (cleared by a later success).
+    Failed(String),
+}
+
+impl TaskState {
+    pub fn word(&self) -> &'static str {
+        match self {
+            TaskState::Done => "done",
+            TaskState::Running => "running",
+            TaskState::Missing => "missing",
+            TaskState::Failed(_) => "failed",
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Clone, Debug, Default)]
+pub struct RunReport {
+    pub ran: Vec<String>,
+    pub cached: usize,
+    pub failed: Vec<(String, String)>,
+    /// Tasks not run because an input failed or is missing.
+    pub blocked: Vec<String>,
+}
+
+impl RunReport {
+    pub fn ok(&self) -> bool {
+        self.failed.is_empty() && self.blocked.is_empty()
+    }
+}
+
+/// Where a failed task's message is kept for `status` (beside the stage's artifacts, never inside
+/// one: a failure is not an artifact).
+fn failure_marker(store: &Store, stage: Stage, key: &Key) -> PathBuf {
+    store.stage_dir(stage.name()).join(format!(".failed-{}.txt", key.as_str()))
+}
+
+/// Current state of every task of `plan`.
+pub fn states(plan: &Plan, store: &Store) -> anyhow::Result<Vec<TaskState>> {
+    let running: std::collections::HashSet<(String, Key)> = store
+        .status()?
+        .into_iter()
+        .flat_map(|s| s.running.into_iter().map(move |k| (s.stage.clone(), k)))
+        .collect();
+    plan.tasks
+        .iter()
+        .map(|t| {
+            if store.artifact_dir(t.stage.name(), &t.key).join(super::store::MANIFEST).exists() {
+                return Ok(TaskState::Done);
+            }
+            if running.contains(&(t.stage.name().to_string(), t.key.clone())) {
+                return Ok(TaskState::Running);
+            }
+            let marker = failure_marker(store, t.stage, &t.key);
+            if marker.exists() {
+                return Ok(TaskState::Failed(fsx::read_to_string(&marker)?.trim().to_string()));
+            }
+            Ok(TaskState::Missing)
+        })
+        .collect()
+}
+
+/// Runs `plan`; per-task results go to `out` as one line each.
+pub fn run(
+    plan: &Plan,
+    store: &Store,
+    stages: &mut StageRunner,
+    opts: &RunOptions,
+    progress: &Progress,
+    out: &mut dyn Write,
+) -> anyhow::Result<RunReport> {
+    let mut report = RunReport::default();
+    // ok[i]: task i's artifact exists (cached or built in this run).
+    let mut ok = vec![false; plan.tasks.len()];
+    for (i, task) in plan.tasks.iter().enumerate() {
+        let selected = opts.only.is_none_or(|s| s == task.stage);
+        let cached = store.lookup(task.stage.name(), &task.key)?.is_some();
+        for w in store.take_warnings() {
+            progress.println(&format!("warning: {w}"));
+        }
+        if cached && !(opts.force && selected) {
+            ok[i] = true;
+            report.cached += 1;
+            if selected {
+                writeln!(out, "cached   {} [{}]", task.label, task.key.short())?;
+            }
+            continue;
+        }
+        if !selected {
+            continue;
+        }
+        if let Some(&d) = task.deps.iter().find(|&&d| !ok[d]) {
+            let why = format!("input `{}` is not done", plan.tasks[d].label);
+            if opts.dry_run {
+                writeln!(out, "would run {} [{}] (after its inputs)", task.label, task.key.short())?;
+                // Count it as done for the remaining dry-run lines.
+                ok[i] = true;
+            } else {
+                writeln!(out, "blocked  {} ({why})", task.label)?;
+                report.blocked.push(task.label.clone());
+            }
+            continue;
+        }
+        if opts.dry_run {
+            writeln!(out, "would run {} [{}]", task.label, task.key.short())?;
+            ok[i] = true;
+            continue;
+        }
+        match execute(plan, i, task, store, stages, opts.force, progress) {
+            Ok(()) => {
+                ok[i] = true;
+                let _ = std::fs::remove_file(failure_marker(store, task.stage, &task.key));
+                writeln!(out, "done     {} [{}]", task.label, task.key.short())?;
+                report.ran.push(task.label.clone());
+            }
+            Err(e) => {
+                let msg = format!("{e:#}");
+                let marker = failure_marker(store, task.stage, &task.key);
+                if let Err(w) = fsx::create_dir_all(&store.stage_dir(task.stage.name())).and_then(|_| fsx::write(&marker, msg.as_bytes())) {
+                    progress.println(&format!("warning: could not record the failure: {w:#}"));
+                }
+                writeln!(out, "FAILED   {}: {msg}", task.label)?;
+                report.failed.push((task.label.clone(), msg));
+            }
+        }
+        out.flush()?;
+    }
+    Ok(report)
+}
+
+fn execute(plan: &Plan, index: usize, task: &Task, store: &Store, stages: &mut StageRunner, force: bool, progress: &Progress) -> anyhow::Result<()> {
+    if force {
+        let dir = store.artifact_dir(task.stage.name(), &task.key);
+        if dir.exists() {
+            fsx::remove_dir_all(&dir)?;
+        }
+    }
+    stages.execute(plan, index, store, progress)
+}
