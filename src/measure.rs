@@ -561,10 +561,18 @@ fn run_child(launcher: &ChildLauncher, mut job: ChildJob) -> Result<u64, Measure
     let job_path = dir.path().join("job.json");
     let text = serde_json::to_string(&job).map_err(|e| fail("cannot serialise the child job", &e))?;
     std::fs::write(&job_path, text).map_err(|e| fail(&format!("cannot write {}", job_path.display()), &e))?;
-    let output = std::process::Command::new(&launcher.program)
-        .args(&launcher.args)
-        .env(CHILD_JOB_ENV, &job_path)
-        .stdin(std::process::Stdio::null())
+    let mut command = std::process::Command::new(&launcher.program);
+    command.args(&launcher.args).env(CHILD_JOB_ENV, &job_path).stdin(std::process::Stdio::null());
+    // SAFETY: `prctl` is async-signal-safe. The child dies with its parent, so an interrupted
+    // `measure` (Ctrl-C, a timeout) leaves no orphan grinding on.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let output = command
         .output()
         .map_err(|e| fail(&format!("cannot start the memory child {}", launcher.program.display()), &e))?;
     let report = std::fs::read_to_string(&job.out).ok().and_then(|t| serde_json::from_str::<ChildReport>(&t).ok());
