@@ -5,11 +5,16 @@
 //! * `libtorch_cuda.so` registers the CUDA backend from static initialisers; nothing in our binary
 //!   references its symbols, so a default `--as-needed` link drops it and CUDA is silently unused.
 //!   We link it between `--no-as-needed` / `--as-needed`.
+//! * `src/shim/cuda_memory.cpp` reads the CUDA caching allocator's peak statistics, which tch does
+//!   not expose (`lipctl measure`, reference-protocol §8.2). It needs only the torch headers and
+//!   libc10 (see the file for why not the `c10/cuda` headers), so it is compiled on every machine;
+//!   without CUDA it is linked and never called.
 
 use std::path::PathBuf;
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo::rustc-check-cfg=cfg(lipctl_cuda_shim)");
     let Ok(lib_dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
         println!("cargo:warning=torch-sys did not report its library folder; no rpath embedded");
         return;
@@ -34,4 +39,25 @@ fn main() {
         println!("cargo:rustc-link-arg=-ltorch_cuda");
         println!("cargo:rustc-link-arg=-Wl,--as-needed");
     }
+    build_cuda_memory_shim(&lib_dir);
+}
+
+fn build_cuda_memory_shim(lib_dir: &std::path::Path) {
+    const SHIM: &str = "src/shim/cuda_memory.cpp";
+    println!("cargo:rerun-if-changed={SHIM}");
+    let include = lib_dir.join("..").join("include");
+    cc::Build::new()
+        .cpp(true)
+        .std("c++17")
+        .file(SHIM)
+        .include(&include)
+        .include(include.join("torch").join("csrc").join("api").join("include"))
+        // The string ABI torch-sys also compiles with (PyPI wheels since torch 2.7 use the C++11 one).
+        .define("_GLIBCXX_USE_CXX11_ABI", "1")
+        // -Wextra flags unused parameters inside the torch headers; our file is four small functions.
+        .warnings(false)
+        .compile("lipctl_cuda_memory");
+    println!("cargo:rustc-link-search=native={}", lib_dir.display());
+    println!("cargo:rustc-link-lib=dylib=c10");
+    println!("cargo:rustc-cfg=lipctl_cuda_shim");
 }

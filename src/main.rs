@@ -3,6 +3,7 @@
 
 mod cli;
 
+use anyhow::Context;
 use clap::Parser;
 use cli::{Cli, Command};
 use lipctl::pipeline::store::Store;
@@ -32,6 +33,36 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(if tch::Cuda::is_available() { ExitCode::SUCCESS } else { ExitCode::from(1) });
             }
             lipctl::doctor::run(&a.data, &cli.artifacts, &mut out)?;
+        }
+        Command::Measure(a) => {
+            let spec = lipctl::nn::NetSpec { method: a.method, size: a.size, kernel: a.kernel, input_side: a.input_side, classes: a.classes };
+            let mut req = lipctl::measure::MeasureRequest::new(spec, a.batch_size, a.device.resolve()?);
+            req.batches = a.batches;
+            req.warmup = a.warmup;
+            req.memory_steps = a.memory_steps;
+            let m = lipctl::measure::measure(&req, &lipctl::progress::Progress::for_stderr())?;
+            print_json(&mut out, &m)?;
+        }
+        Command::Budgets(a) => {
+            let budget = if a.paper {
+                let dataset = a.dataset.context("--paper needs --dataset")?;
+                let (method, size) = a.method.zip(a.size).context("--paper needs --method and --size")?;
+                lipctl::budgets::paper_budget(&a.hours, dataset.kind(), method, size, 3)?
+            } else if let Some(path) = &a.measurement {
+                let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+                let m: lipctl::measure::Measurement =
+                    serde_json::from_str(&text).with_context(|| format!("{}: not a measure.json", path.display()))?;
+                lipctl::budgets::budget_from_measurement(&m, &a.hours, a.batches_per_epoch)?
+            } else {
+                let t = a.seconds_per_batch.context("give --measurement FILE, --seconds-per-batch S or --paper")?;
+                lipctl::budgets::measured_budget(&a.hours, t, a.batches_per_epoch)?
+            };
+            print_json(&mut out, &budget)?;
+        }
+        Command::MeasureChild => {
+            let job = std::env::var_os(lipctl::measure::CHILD_JOB_ENV)
+                .context("measure-child is internal to `lipctl measure` and needs $LIPCTL_MEASURE_JOB")?;
+            lipctl::measure::child_main(std::path::Path::new(&job))?;
         }
         Command::Prepare(a) => {
             let progress = lipctl::progress::Progress::for_stderr();
@@ -120,6 +151,12 @@ fn single_run(a: cli::SingleRunArgs, certify: bool, artifacts: &std::path::Path,
     let pipeline = lipctl::config::Pipeline::parse(std::path::Path::new("<command line>"), &yaml)?;
     let ok = lipctl::pipeline::single(pipeline, a.source, certify, &store, &progress, out)?;
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn print_json(out: &mut impl std::io::Write, value: &impl serde::Serialize) -> anyhow::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, value)?;
+    writeln!(out)?;
+    Ok(())
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
