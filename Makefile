@@ -29,8 +29,10 @@ build: $(STAMP)
 	cargo build --release --locked
 
 # Tests run in the release profile: the binary they drive is compiled once, for tests and use.
+# One libtorch thread per test, cargo runs as many tests as there are cores: no oversubscription
+# (OpenMP/MKL threads spinning against each other stall libtorch on a 2-core machine).
 test: build
-	cargo test --release --locked --no-fail-fast
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 cargo test --release --locked --no-fail-fast
 
 # The study: paper.yaml where CUDA is available, the CPU-sized quick.yaml otherwise.
 # Overrides: make reproduce PIPELINE=pipelines/smoke.yaml DATA=../shared/data/cifar10-jpeg.tar.gz

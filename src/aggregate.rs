@@ -306,7 +306,12 @@ pub fn collect(store: &Store) -> Result<Raw> {
         let tj = read_json(&art, "train.json")?;
         let key = art.key.as_str().to_string();
         let cert = certs.get(&key);
-        let train_status = s(&tj, "status").unwrap_or_else(|| "ok".into());
+        // train.json's RunStatus is `Completed` / `Diverged`; the tables say ok / diverged.
+        let train_status = match s(&tj, "status").as_deref() {
+            None | Some("Completed") | Some("ok") => "ok".to_string(),
+            Some("Diverged") | Some("diverged") => "diverged".to_string(),
+            Some(other) => other.to_lowercase(),
+        };
         let status = if train_status != "ok" {
             train_status
         } else if let Some(c) = cert {
@@ -315,7 +320,8 @@ pub fn collect(store: &Store) -> Result<Raw> {
             "uncertified".into()
         };
         let dataset = s(cfg, "dataset");
-        let side = i(cfg, "input_side")
+        let side = i(&tj, "input_side")
+            .or_else(|| i(cfg, "input_side"))
             .or_else(|| art.manifest.inputs.iter().find_map(|k| side_by_key.get(k.as_str()).copied()))
             .or_else(|| dataset.as_ref().and_then(|d| side_by_name.get(d).copied()));
         if let Some(d) = s(&tj, "device").or_else(|| art.manifest.device.clone()) {
@@ -329,13 +335,14 @@ pub fn collect(store: &Store) -> Result<Raw> {
         r.method.push(s(cfg, "method"));
         r.size.push(s(cfg, "size"));
         r.kernel.push(i(cfg, "kernel").or(Some(3)));
-        r.classes.push(i(cfg, "classes"));
+        r.classes.push(i(&tj, "classes").or_else(|| i(cfg, "classes")));
         r.input_side.push(side);
         r.batch_size.push(i(cfg, "batch_size"));
-        r.budget_hours.push(i(cfg, "budget_hours"));
-        r.epochs.push(i(&tj, "epochs_completed").or_else(|| i(cfg, "epochs")));
-        r.lr.push(f(cfg, "lr"));
-        r.wd.push(f(cfg, "wd"));
+        r.budget_hours.push(f(cfg, "budget_hours"));
+        r.epochs.push(i(&tj, "epochs").or_else(|| i(cfg, "epochs")));
+        // Budget epochs and searched lr/wd are resolved at run time and recorded in train.json.
+        r.lr.push(f(&tj, "lr").or_else(|| f(cfg, "lr")));
+        r.wd.push(f(&tj, "wd").or_else(|| f(cfg, "wd")));
         r.seed.push(i(&tj, "final_seed").or_else(|| i(cfg, "seed")));
         r.attempts.push(tj.get("attempts").and_then(|a| a.as_array()).map(|a| a.len() as i64));
         r.status.push(status);
@@ -390,8 +397,10 @@ pub fn collect(store: &Store) -> Result<Raw> {
         m.method.push(s(cfg, "method"));
         m.size.push(s(cfg, "size"));
         m.kernel.push(i(cfg, "kernel").or(Some(3)));
-        m.classes.push(i(cfg, "classes"));
-        m.input_side.push(i(cfg, "input_side"));
+        // Pipeline measurements learn the input shape from their dataset at run time and record it
+        // in measure.json; stand-alone ones have it in their config.
+        m.classes.push(i(&mj, "classes").or_else(|| i(cfg, "classes")));
+        m.input_side.push(i(&mj, "input_side").or_else(|| i(cfg, "input_side")));
         m.batch_size.push(i(cfg, "batch_size"));
         m.device_kind.push(s(cfg, "device_kind"));
         m.device.push(s(&mj, "device"));
@@ -435,7 +444,7 @@ struct RunCols {
     classes: Vec<Option<i64>>,
     input_side: Vec<Option<i64>>,
     batch_size: Vec<Option<i64>>,
-    budget_hours: Vec<Option<i64>>,
+    budget_hours: Vec<Option<f64>>,
     epochs: Vec<Option<i64>>,
     lr: Vec<Option<f64>>,
     wd: Vec<Option<f64>>,
@@ -549,7 +558,7 @@ impl Paper {
                 col("method"),
                 col("size"),
                 col("kernel").cast(DataType::Int64),
-                col("budget_hours").cast(DataType::Int64),
+                col("budget_hours").cast(DataType::Float64),
                 col("lr").cast(DataType::Float64).alias("paper_lr"),
                 col("wd").cast(DataType::Float64).alias("paper_wd"),
                 col("accuracy").cast(DataType::Float64).alias("paper_accuracy"),
@@ -680,7 +689,7 @@ pub fn derive(raw: Raw, paper: &Paper) -> Result<Tables> {
     let unused = join_left(measures.clone(), used_measures, &["key"]).filter(col("used_by").is_null());
     // A measurement holds for every prepared dataset of its shape (one row each; none: no dataset).
     let unused = join_left(unused, raw.datasets.clone().lazy(), &["input_side", "classes"])
-        .with_columns([lit("measure").alias("stage"), lit(NULL).cast(DataType::Int64).alias("budget_hours")]);
+        .with_columns([lit("measure").alias("stage"), lit(NULL).cast(DataType::Float64).alias("budget_hours")]);
     let typed = |name: &str| -> Expr { col(name).cast(typed_dtype(name)) };
     let select_all = |lf: LazyFrame, have: &[&str]| -> LazyFrame {
         lf.select(
@@ -781,7 +790,7 @@ fn typed_dtype(name: &str) -> DataType {
         "key" | "stage" | "dataset" | "method" | "size" | "status" | "error" | "device" | "memory_source" => {
             DataType::String
         }
-        "kernel" | "classes" | "input_side" | "batch_size" | "budget_hours" | "epochs" | "seed" | "parameters"
+        "kernel" | "classes" | "input_side" | "batch_size" | "epochs" | "seed" | "parameters"
         | "attempts" | "train_peak_bytes" | "infer_peak_bytes" => DataType::Int64,
         _ => DataType::Float64,
     }
@@ -802,7 +811,7 @@ pub fn settings_table(results: &DataFrame) -> Result<DataFrame> {
         .clone()
         .lazy()
         .filter(col("stage").eq(lit("train")))
-        .with_columns([col("budget_hours").fill_null(lit(0i64))])
+        .with_columns([col("budget_hours").fill_null(lit(0.0))])
         .group_by_stable(keys)
         .agg([
             len().cast(DataType::Int64).alias("runs"),
@@ -874,10 +883,11 @@ pub fn table2(settings: &DataFrame) -> Result<DataFrame> {
             .filter(col("dataset").eq(lit(d.clone())))
             .collect()?
             .column("budget_hours")?
-            .i64()?
+            .cast(&DataType::Float64)?
+            .f64()?
             .get(0)
-            .unwrap_or(0);
-        let label = if b > 0 { format!("{d} {b}h") } else { format!("{d} fixed epochs") };
+            .unwrap_or(0.0);
+        let label = if b > 0.0 { format!("{d} {b}h") } else { format!("{d} fixed epochs") };
         for (v, name) in [("accuracy", "acc %"), ("cra_36", "CRA 36 %"), ("mark", "mark")] {
             sel.push(col(format!("{v}|{d}")).alias(format!("{label} {name}")));
         }
@@ -894,8 +904,8 @@ fn distinct_strings(df: &DataFrame, c: &str) -> Result<Vec<String>> {
 pub fn budgets_table(settings: &DataFrame) -> Result<DataFrame> {
     let long = settings.clone().lazy().with_columns([col("budget_hours").cast(DataType::String)]).collect()?;
     let budgets: Vec<String> = {
-        let mut b: Vec<i64> = settings.column("budget_hours")?.i64()?.into_iter().flatten().collect();
-        b.sort();
+        let mut b: Vec<f64> = settings.column("budget_hours")?.cast(&DataType::Float64)?.f64()?.into_iter().flatten().collect();
+        b.sort_by(f64::total_cmp);
         b.dedup();
         b.iter().map(|x| x.to_string()).collect()
     };
@@ -928,7 +938,7 @@ pub fn vs_paper(settings: &DataFrame, cost: &DataFrame, paper: &Paper) -> Result
             col("method"),
             col("size"),
             col("kernel").cast(DataType::Int64),
-            col("budget_hours").cast(DataType::Int64),
+            col("budget_hours").cast(DataType::Float64),
             lit(quantity).alias("quantity"),
             col(ours).cast(DataType::Float64).alias("ours"),
             col(paper_col).cast(DataType::Float64).alias("paper"),
@@ -948,7 +958,7 @@ pub fn vs_paper(settings: &DataFrame, cost: &DataFrame, paper: &Paper) -> Result
         .clone()
         .lazy()
         .filter(col("input_side").eq(lit(32i64)).and(col("status").eq(lit("ok"))))
-        .with_columns([lit("cifar (32×32)").alias("dataset"), lit(NULL).cast(DataType::Int64).alias("budget_hours")]);
+        .with_columns([lit("cifar (32×32)").alias("dataset"), lit(NULL).cast(DataType::Float64).alias("budget_hours")]);
     let inner = |a: LazyFrame, b: &DataFrame| {
         a.join(
             b.clone().lazy(),
@@ -1132,7 +1142,7 @@ mod tests {
         df!(
             "dataset" => rows.iter().map(|r| r.0).collect::<Vec<_>>(),
             "kernel" => vec![3i64; rows.len()],
-            "budget_hours" => rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+            "budget_hours" => rows.iter().map(|r| r.1 as f64).collect::<Vec<_>>(),
             "method" => rows.iter().map(|r| r.2).collect::<Vec<_>>(),
             "size" => rows.iter().map(|r| r.3).collect::<Vec<_>>(),
             "status" => rows.iter().map(|r| r.4).collect::<Vec<_>>(),

@@ -41,7 +41,7 @@ pub fn bind(pipeline: Pipeline, file: &Path, data_override: Option<PathBuf>, pro
                 .map_err(|e| e.context(format!("{}: dataset `{}`", file.display(), d.name)))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let plan = Plan::expand(&pipeline, &keys)
+    let plan = Plan::expand(&pipeline, &keys, crate::device::kind_name(device))
         .map_err(|e| e.context(format!("{}", file.display())))?;
     Ok(Loaded { pipeline, plan, stages })
 }

@@ -7,7 +7,7 @@
 //!
 //! Task order is a topological order: every task comes after its dependencies.
 
-use crate::config::{DatasetEntry, Pipeline};
+use crate::config::{BudgetMode, DatasetEntry, Pipeline};
 use crate::nn::{Method, ModelSize};
 use crate::pipeline::store::Key;
 use serde_json::{json, Value};
@@ -16,17 +16,23 @@ use serde_json::{json, Value};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub enum Stage {
     Prepare,
+    Measure,
+    Budget,
+    Search,
     Train,
     Certify,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 3] = [Stage::Prepare, Stage::Train, Stage::Certify];
+    pub const ALL: [Stage; 6] = [Stage::Prepare, Stage::Measure, Stage::Budget, Stage::Search, Stage::Train, Stage::Certify];
 
     /// The store's folder name for the stage.
     pub fn name(self) -> &'static str {
         match self {
             Stage::Prepare => "prepare",
+            Stage::Measure => "measure",
+            Stage::Budget => "budget",
+            Stage::Search => "search",
             Stage::Train => "train",
             Stage::Certify => "certify",
         }
@@ -37,6 +43,9 @@ impl Stage {
     pub fn schema_version(self) -> u32 {
         match self {
             Stage::Prepare => crate::data::prepare::SCHEMA_VERSION,
+            Stage::Measure => 1,
+            Stage::Budget => 1,
+            Stage::Search => 1,
             Stage::Train => 1,
             Stage::Certify => 1,
         }
@@ -63,25 +72,70 @@ impl std::fmt::Display for Stage {
 #[derive(Clone, Debug)]
 pub enum TaskSpec {
     Prepare { dataset: DatasetEntry },
+    /// Time and memory of one network on this device (inputs: the prepared dataset, for its shape).
+    Measure { method: Method, size: ModelSize, kernel: i64, batch_size: u32, batches: u32 },
+    /// Epochs per budget (inputs: the measurement in measured mode, the prepared dataset in paper mode).
+    Budget { method: Method, size: ModelSize, kernel: i64, hours: Vec<f64>, mode: BudgetMode, batch_size: u32 },
+    /// One random-search trial (a training run on the 90 % split, scored on the 10 % split).
+    Search(TrainTask),
     Train(TrainTask),
     Certify { train: usize, audit_iterations: u32 },
 }
 
-/// One training run of the pipeline.
-#[derive(Clone, Debug, serde::Serialize)]
+/// Where a training run's epoch count comes from.
+#[derive(Clone, Debug)]
+pub enum Epochs {
+    Fixed(u32),
+    /// `budget.json` of task `task`, at `hours`.
+    Budget { task: usize, hours: f64 },
+}
+
+/// Where a training run's learning rate and weight decay come from.
+#[derive(Clone, Debug)]
+pub enum Hyper {
+    Fixed { lr: f64, wd: f64 },
+    /// The best of these search-trial tasks (highest final validation CRA at 36/255).
+    Search { trials: Vec<usize> },
+}
+
+/// One training run of the pipeline (a final run, or a search trial).
+#[derive(Clone, Debug)]
 pub struct TrainTask {
     pub dataset: String,
     pub method: Method,
     pub size: ModelSize,
     pub kernel: i64,
-    pub epochs: u32,
-    pub lr: f64,
-    pub wd: f64,
+    pub epochs: Epochs,
+    pub hyper: Hyper,
     pub seed: u64,
     pub batch_size: u32,
     pub max_retries: u32,
     pub train_per_class: Option<usize>,
     pub test_per_class: Option<usize>,
+    /// Search trials evaluate on the 10 % validation split, final runs on the test split.
+    pub validation: bool,
+}
+
+impl TrainTask {
+    /// The part of the task that goes into its key; values read from input artifacts at run time
+    /// (budget epochs, searched lr/wd) are represented by those inputs' keys instead.
+    fn config(&self) -> Value {
+        let epochs = match &self.epochs {
+            Epochs::Fixed(e) => json!(e),
+            Epochs::Budget { hours, .. } => json!({ "budget_hours": hours }),
+        };
+        let (lr, wd) = match &self.hyper {
+            Hyper::Fixed { lr, wd } => (json!(lr), json!(wd)),
+            Hyper::Search { .. } => (json!("search"), json!("search")),
+        };
+        json!({
+            "dataset": self.dataset, "method": self.method, "size": self.size, "kernel": self.kernel,
+            "epochs": epochs, "lr": lr, "wd": wd, "seed": self.seed, "batch_size": self.batch_size,
+            "max_retries": self.max_retries, "train_per_class": self.train_per_class,
+            "test_per_class": self.test_per_class, "eval_split": if self.validation { "val" } else { "test" },
+            "budget_hours": match &self.epochs { Epochs::Budget { hours, .. } => json!(hours), Epochs::Fixed(_) => Value::Null },
+        })
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -107,7 +161,8 @@ pub struct Plan {
 impl Plan {
     /// Expands `pipeline`; `prepare_keys[i]` is the key of dataset `i`'s prepare artifact (it hashes
     /// the source's content, so the caller computes it: [`crate::data::prepare::prepare_key`]).
-    pub fn expand(pipeline: &Pipeline, prepare_keys: &[Key]) -> anyhow::Result<Plan> {
+    /// `device_kind` ("cpu", "cuda") goes into measurement keys: a measurement is of one device.
+    pub fn expand(pipeline: &Pipeline, prepare_keys: &[Key], device_kind: &str) -> anyhow::Result<Plan> {
         anyhow::ensure!(
             prepare_keys.len() == pipeline.datasets.len(),
             "internal error: {} prepare keys for {} datasets",
@@ -125,60 +180,104 @@ impl Plan {
                 spec: TaskSpec::Prepare { dataset: d.clone() },
             });
         }
-        let epochs = pipeline.train.epochs.ok_or_else(|| {
-            anyhow::anyhow!(
-                "pipeline {}: budget-driven epochs (`budgets`) need the measure and budgets stages; set `train.epochs`",
-                pipeline.name
-            )
-        })?;
-        anyhow::ensure!(
-            pipeline.search.is_none(),
-            "pipeline {}: the `search` section needs the search stage; remove it and set train.lr / train.wd",
-            pipeline.name
-        );
+        let mut b = Builder { tasks, device_kind: device_kind.to_string() };
         for (di, d) in pipeline.datasets.iter().enumerate() {
             for &size in &pipeline.sizes {
                 for &method in &pipeline.methods {
-                    for &seed in &pipeline.seeds {
-                        let t = TrainTask {
-                            dataset: d.name.clone(),
-                            method,
-                            size,
-                            kernel: pipeline.kernel,
-                            epochs,
-                            lr: pipeline.train.lr,
-                            wd: pipeline.train.wd,
-                            seed,
-                            batch_size: pipeline.train.batch_size,
-                            max_retries: pipeline.train.max_retries,
-                            train_per_class: d.train_per_class,
-                            test_per_class: d.test_per_class,
-                        };
-                        let config = serde_json::to_value(&t)?;
-                        let key = Key::compute(Stage::Train.name(), Stage::Train.schema_version(), &config, &[prepare_keys[di].clone()]);
-                        let label = format!("train {} {}-{} seed {}", d.name, method, size, seed);
-                        tasks.push(Task { stage: Stage::Train, label, key, config, deps: vec![di], spec: TaskSpec::Train(t) });
-                        let train_index = tasks.len() - 1;
-                        let audit_iterations = pipeline.certify.audit_iterations;
-                        let config = json!({ "split": "test", "audit_iterations": audit_iterations });
-                        let key = Key::compute(
-                            Stage::Certify.name(),
-                            Stage::Certify.schema_version(),
-                            &config,
-                            &[tasks[train_index].key.clone()],
-                        );
-                        tasks.push(Task {
-                            stage: Stage::Certify,
-                            label: format!("certify {} {}-{} seed {}", d.name, method, size, seed),
-                            key,
-                            config,
-                            deps: vec![train_index],
-                            spec: TaskSpec::Certify { train: train_index, audit_iterations },
-                        });
-                    }
+                    b.method_tasks(pipeline, di, d, method, size);
                 }
             }
         }
+        let tasks = b.tasks;
         Ok(Plan { name: pipeline.name.clone(), tasks })
+    }
+}
+
+/// Accumulates tasks; `push` computes each key from the config and the dependencies' keys.
+struct Builder {
+    tasks: Vec<Task>,
+    device_kind: String,
+}
+
+impl Builder {
+    fn push(&mut self, stage: Stage, label: String, config: Value, deps: Vec<usize>, spec: TaskSpec) -> usize {
+        let inputs: Vec<Key> = deps.iter().map(|&d| self.tasks[d].key.clone()).collect();
+        let key = Key::compute(stage.name(), stage.schema_version(), &config, &inputs);
+        self.tasks.push(Task { stage, label, key, config, deps, spec });
+        self.tasks.len() - 1
+    }
+
+    /// Measure → budget → search trials → final runs → certificates of one (dataset, method, size).
+    fn method_tasks(&mut self, p: &Pipeline, di: usize, d: &DatasetEntry, method: Method, size: ModelSize) {
+        let name = format!("{} {}-{}", d.name, method, size);
+        let batch_size = p.train.batch_size;
+        let budget = p.budgets.as_ref().map(|bo| {
+            let basis = match bo.mode {
+                BudgetMode::Measured => {
+                    let batches = p.measure.as_ref().map(|m| m.batches).unwrap_or(crate::measure::DEFAULT_BATCHES);
+                    let config = json!({ "method": method, "size": size, "kernel": p.kernel, "batch_size": batch_size,
+                                         "batches": batches, "device_kind": self.device_kind });
+                    self.push(Stage::Measure, format!("measure {name}"), config, vec![di],
+                        TaskSpec::Measure { method, size, kernel: p.kernel, batch_size, batches })
+                }
+                BudgetMode::Paper => di,
+            };
+            let config = json!({ "method": method, "size": size, "kernel": p.kernel, "hours": bo.hours,
+                                 "mode": bo.mode, "batch_size": batch_size, "train_per_class": d.train_per_class });
+            let task = self.push(Stage::Budget, format!("budget {name}"), config, vec![di, basis],
+                TaskSpec::Budget { method, size, kernel: p.kernel, hours: bo.hours.clone(), mode: bo.mode, batch_size });
+            (task, bo.hours.clone())
+        });
+        let base = |epochs: Epochs, hyper: Hyper, seed: u64, validation: bool| TrainTask {
+            dataset: d.name.clone(), method, size, kernel: p.kernel, epochs, hyper, seed, batch_size,
+            max_retries: p.train.max_retries, train_per_class: d.train_per_class, test_per_class: d.test_per_class, validation,
+        };
+        // Budgets to train for: every configured one, or the fixed epoch count.
+        let runs: Vec<(Epochs, Option<f64>)> = match (&budget, p.train.epochs) {
+            (Some((task, hours)), _) => hours.iter().map(|&h| (Epochs::Budget { task: *task, hours: h }, Some(h))).collect(),
+            (None, Some(e)) => vec![(Epochs::Fixed(e), None)],
+            (None, None) => vec![],
+        };
+        let hyper = match &p.search {
+            None => Hyper::Fixed { lr: p.train.lr, wd: p.train.wd },
+            Some(so) => {
+                // Trials train for the search epochs, else the shortest budget (the paper: 2 h).
+                let epochs = match (so.epochs, &budget) {
+                    (Some(e), _) => Epochs::Fixed(e),
+                    (None, Some((task, hours))) => Epochs::Budget { task: *task, hours: hours.iter().copied().fold(f64::INFINITY, f64::min) },
+                    (None, None) => Epochs::Fixed(p.train.epochs.unwrap_or(1)),
+                };
+                let mut trials = Vec::new();
+                for t in crate::search::sample_trials(so.seed, so.trials) {
+                    let task = base(epochs.clone(), Hyper::Fixed { lr: t.lr, wd: t.wd }, t.seed, true);
+                    let mut deps = vec![di];
+                    if let Epochs::Budget { task: bt, .. } = &epochs {
+                        deps.push(*bt);
+                    }
+                    let mut config = task.config();
+                    config["trial"] = json!(t.trial);
+                    trials.push(self.push(Stage::Search, format!("search {name} trial {}", t.trial), config, deps, TaskSpec::Search(task)));
+                }
+                Hyper::Search { trials }
+            }
+        };
+        for (epochs, hours) in runs {
+            for &seed in &p.seeds {
+                let task = base(epochs.clone(), hyper.clone(), seed, false);
+                let mut deps = vec![di];
+                if let Epochs::Budget { task: bt, .. } = &epochs {
+                    deps.push(*bt);
+                }
+                if let Hyper::Search { trials } = &hyper {
+                    deps.extend(trials);
+                }
+                let budget_label = hours.map(|h| format!(" {h}h")).unwrap_or_default();
+                let label = format!("{name}{budget_label} seed {seed}");
+                let train = self.push(Stage::Train, format!("train {label}"), task.config(), deps, TaskSpec::Train(task));
+                let audit_iterations = p.certify.audit_iterations;
+                let config = json!({ "split": "test", "audit_iterations": audit_iterations });
+                self.push(Stage::Certify, format!("certify {label}"), config, vec![train], TaskSpec::Certify { train, audit_iterations });
+            }
+        }
     }
 }

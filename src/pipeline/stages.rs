@@ -2,7 +2,8 @@
 //! (`data::prepare`, `train::train`, `certify`). Each stage writes its files into the store's
 //! temporary folder, so an artifact appears only when complete (docs/artifacts.md).
 
-use super::plan::{Plan, TaskSpec, TrainTask};
+use super::plan::{Epochs, Hyper, Plan, TaskSpec, TrainTask};
+use crate::config::BudgetMode;
 use super::store::{Artifact, Key, ManifestInfo, Store};
 use crate::certify::{certify_model_file, AuditOptions};
 use crate::config::DatasetEntry;
@@ -20,6 +21,8 @@ use tch::Device;
 pub const TRAIN_MODEL: &str = "model.safetensors";
 pub const TRAIN_STATS: &str = "epochs.csv";
 pub const TRAIN_OUTCOME: &str = "train.json";
+pub const MEASUREMENT: &str = "measure.json";
+pub const BUDGET: &str = "budget.json";
 /// File names inside a `certify` artifact.
 pub const CERTIFICATE: &str = "certify.json";
 pub const MARGINS: &str = "margins.csv";
@@ -82,11 +85,66 @@ impl StageRunner {
                     task.key.short()
                 );
             }
-            TaskSpec::Train(t) => {
+            TaskSpec::Measure { method, size, kernel, batch_size, batches } => {
                 let prepare_key = plan.tasks[task.deps[0]].key.clone();
-                let data = self.dataset(store, &prepare_key, t)?;
+                let data = self.dataset(store, &prepare_key, None, None)?;
+                let net = NetSpec {
+                    method: *method,
+                    size: *size,
+                    kernel: *kernel,
+                    input_side: data.image_side(),
+                    classes: data.num_classes() as i64,
+                };
+                let mut req = crate::measure::MeasureRequest::new(net, *batch_size as i64, device);
+                req.batches = *batches;
                 let info = manifest_info(task.stage.schema_version(), &task.config, &[prepare_key], device);
-                let cfg = train_config(t, data, device);
+                store.build(task.stage.name(), &task.key, &info, |tmp| {
+                    let m = crate::measure::measure(&req, progress)?;
+                    let mut json = serde_json::to_value(&m)?;
+                    json["input_side"] = serde_json::json!(net.input_side);
+                    json["classes"] = serde_json::json!(net.classes);
+                    fsx::write(&tmp.join(MEASUREMENT), serde_json::to_vec_pretty(&json)?)
+                })?;
+            }
+            TaskSpec::Budget { method, size, kernel, hours, mode, batch_size } => {
+                let TaskSpec::Prepare { dataset: entry } = &plan.tasks[task.deps[0]].spec else {
+                    anyhow::bail!("internal error: budget task {} does not follow its dataset", task.label);
+                };
+                let inputs: Vec<Key> = task.deps.iter().map(|&d| plan.tasks[d].key.clone()).collect();
+                let budget = match mode {
+                    BudgetMode::Paper => {
+                        let kind = match entry.name.as_str() {
+                            "cifar10" | "cifar100" => crate::paper::DatasetKind::Cifar,
+                            "tinyimagenet" => crate::paper::DatasetKind::TinyImageNet,
+                            other => anyhow::bail!(
+                                "paper budgets exist for CIFAR and Tiny ImageNet only, not `{other}`; use `budgets: mode: measured`"
+                            ),
+                        };
+                        crate::budgets::paper_budget(hours, kind, *method, *size, *kernel)?
+                    }
+                    BudgetMode::Measured => {
+                        let measured = lookup(store, plan, task.deps[1])?;
+                        let path = measured.path(MEASUREMENT);
+                        let m: crate::measure::Measurement = serde_json::from_str(&fsx::read_to_string(&path)?)
+                            .with_context(|| format!("{} is not a measurement", path.display()))?;
+                        let data = self.dataset(store, &inputs[0], entry.train_per_class, entry.test_per_class)?;
+                        let images = data.train_labels.size()[0] as u64;
+                        crate::budgets::budget_from_measurement(&m, hours, crate::budgets::batches_per_epoch(images, *batch_size as u64))?
+                    }
+                };
+                let info = manifest_info(task.stage.schema_version(), &task.config, &inputs, device);
+                store.build(task.stage.name(), &task.key, &info, |tmp| {
+                    fsx::write(&tmp.join(BUDGET), serde_json::to_vec_pretty(&budget)?)
+                })?;
+            }
+            TaskSpec::Train(t) | TaskSpec::Search(t) => {
+                let inputs: Vec<Key> = task.deps.iter().map(|&d| plan.tasks[d].key.clone()).collect();
+                let epochs = resolve_epochs(store, plan, &t.epochs)?;
+                let (lr, wd) = resolve_hyper(store, plan, &t.hyper)?;
+                let data = self.dataset(store, &inputs[0], t.train_per_class, t.test_per_class)?;
+                let info = manifest_info(task.stage.schema_version(), &task.config, &inputs, device);
+                let cfg = train_config(t, data, epochs, lr, wd, device);
+                let split = if t.validation { EvalSplit::Validation } else { EvalSplit::Test };
                 let train_data = TrainData::select(
                     &data.train_images,
                     &data.train_labels,
@@ -95,12 +153,14 @@ impl StageRunner {
                     &data.fit_split,
                     &data.val_split,
                     data.channel_mean,
-                    EvalSplit::Test,
+                    split,
                 )?;
                 let work = store.work_dir(task.stage.name(), &task.key);
                 store.build(task.stage.name(), &task.key, &info, |tmp| {
                     let outcome = trainer::train(&cfg, train_data, &work, progress)?;
-                    publish_training(&outcome, &work, tmp)
+                    let resolved = serde_json::json!({ "epochs": epochs, "lr": lr, "wd": wd, "input_side": data.image_side(),
+                                                       "classes": data.num_classes(), "train_images": data.train_labels.size()[0] });
+                    publish_training(&outcome, &resolved, &work, tmp)
                 })?;
             }
             TaskSpec::Certify { train, audit_iterations } => {
@@ -112,7 +172,7 @@ impl StageRunner {
                     .lookup(train_task.stage.name(), &train_task.key)?
                     .with_context(|| format!("input `{}` is not done", train_task.label))?;
                 let prepare_key = plan.tasks[train_task.deps[0]].key.clone();
-                let data = self.dataset(store, &prepare_key, t)?;
+                let data = self.dataset(store, &prepare_key, t.train_per_class, t.test_per_class)?;
                 let spec = net_spec(t, data);
                 let info = manifest_info(task.stage.schema_version(), &task.config, &[train_task.key.clone()], device);
                 let opts = AuditOptions { max_iterations: *audit_iterations as usize, ..AuditOptions::default() };
@@ -123,11 +183,11 @@ impl StageRunner {
     }
 
     /// The prepared dataset of `prepare_key`, reduced to the task's subset, loaded once per run.
-    fn dataset(&mut self, store: &Store, prepare_key: &Key, t: &TrainTask) -> anyhow::Result<&Dataset> {
+    fn dataset(&mut self, store: &Store, prepare_key: &Key, train_per_class: Option<usize>, test_per_class: Option<usize>) -> anyhow::Result<&Dataset> {
         let subset_key = Key::compute(
             "subset",
             1,
-            &serde_json::json!({ "train": t.train_per_class, "test": t.test_per_class }),
+            &serde_json::json!({ "train": train_per_class, "test": test_per_class }),
             &[prepare_key.clone()],
         );
         if !self.datasets.contains_key(&subset_key) {
@@ -135,8 +195,8 @@ impl StageRunner {
                 .lookup(crate::data::prepare::STAGE, prepare_key)?
                 .with_context(|| format!("the prepared dataset {} is missing", prepare_key.short()))?;
             let full = Dataset::load(&artifact.dir)?;
-            let data = if t.train_per_class.is_some() || t.test_per_class.is_some() {
-                full.subset(t.train_per_class, t.test_per_class)
+            let data = if train_per_class.is_some() || test_per_class.is_some() {
+                full.subset(train_per_class, test_per_class)
             } else {
                 full
             };
@@ -168,8 +228,9 @@ fn net_spec(t: &TrainTask, data: &Dataset) -> NetSpec {
     NetSpec { method: t.method, size: t.size, kernel: t.kernel, input_side: data.image_side(), classes: data.num_classes() as i64 }
 }
 
-fn train_config(t: &TrainTask, data: &Dataset, device: Device) -> TrainConfig {
-    let mut cfg = TrainConfig::paper(t.method, t.size, data.num_classes() as i64, t.epochs as usize, t.lr, t.wd, t.seed, device);
+fn train_config(t: &TrainTask, data: &Dataset, epochs: u64, lr: f64, wd: f64, device: Device) -> TrainConfig {
+    let mut cfg = TrainConfig::paper(t.method, t.size, data.num_classes() as i64, epochs as usize, lr, wd, t.seed, device);
+    cfg.eval_split = if t.validation { EvalSplit::Validation } else { EvalSplit::Test };
     cfg.kernel = t.kernel;
     cfg.batch_size = t.batch_size as i64;
     cfg.max_retries = t.max_retries as usize;
@@ -177,13 +238,20 @@ fn train_config(t: &TrainTask, data: &Dataset, device: Device) -> TrainConfig {
 }
 
 /// Copies the final model and statistics of a training run out of its work folder.
-fn publish_training(outcome: &TrainOutcome, work: &Path, tmp: &Path) -> anyhow::Result<()> {
+/// `resolved` holds what the run actually used (epochs from a budget, lr/wd from the search) and
+/// the data's shape; it is merged into `train.json`.
+fn publish_training(outcome: &TrainOutcome, resolved: &serde_json::Value, work: &Path, tmp: &Path) -> anyhow::Result<()> {
     fsx::copy(&work.join(&outcome.stats_file), &tmp.join(TRAIN_STATS))?;
     if let Some(model) = &outcome.model_file {
         fsx::copy(&work.join(model), &tmp.join(TRAIN_MODEL))?;
     }
-    let json = serde_json::to_vec_pretty(outcome).context("serialising the training outcome")?;
-    fsx::write(&tmp.join(TRAIN_OUTCOME), &json)
+    let mut json = serde_json::to_value(outcome).context("serialising the training outcome")?;
+    // Seconds per epoch of the final attempt (its last epoch: steady state, no warm-up).
+    json["seconds_per_epoch"] = serde_json::json!(outcome.last_epoch.as_ref().map(|e| e.seconds));
+    if let (Some(obj), Some(extra)) = (json.as_object_mut(), resolved.as_object()) {
+        obj.extend(extra.clone());
+    }
+    fsx::write(&tmp.join(TRAIN_OUTCOME), serde_json::to_vec_pretty(&json)?)
 }
 
 /// Reads a train artifact's outcome.
@@ -212,11 +280,10 @@ fn certify_into(trained: &Artifact, spec: NetSpec, data: &Dataset, device: Devic
         opts,
     )?;
     // The certificate as docs/artifacts.md specifies it, beside certify's own files.
-    let radius_names = ["36/255", "72/255", "108/255", "1"];
+    // cert.cra pairs every ε of certify::EPSILONS (0 first) with its CRA.
     let mut cra = serde_json::Map::new();
-    cra.insert("0".into(), serde_json::json!(cert.accuracy));
-    for ((_, value), name) in cert.cra.iter().zip(radius_names) {
-        cra.insert(name.into(), serde_json::json!(value));
+    for (eps, value) in &cert.cra {
+        cra.insert(radius_name(*eps), serde_json::json!(value));
     }
     let json = serde_json::json!({
         "status": "ok",
@@ -229,4 +296,69 @@ fn certify_into(trained: &Artifact, spec: NetSpec, data: &Dataset, device: Devic
         "seconds": started.elapsed().as_secs_f64(),
     });
     fsx::write(&tmp.join(CERTIFICATE), serde_json::to_vec_pretty(&json)?.as_slice())
+}
+
+/// The committed artifact of task `index` (its inputs are done when it runs).
+fn lookup(store: &Store, plan: &Plan, index: usize) -> anyhow::Result<Artifact> {
+    let task = &plan.tasks[index];
+    store.lookup(task.stage.name(), &task.key)?.with_context(|| format!("input `{}` is not done", task.label))
+}
+
+/// A run's epoch count: fixed, or read from its budget artifact.
+fn resolve_epochs(store: &Store, plan: &Plan, epochs: &Epochs) -> anyhow::Result<u64> {
+    match epochs {
+        Epochs::Fixed(e) => Ok(*e as u64),
+        Epochs::Budget { task, hours } => {
+            let artifact = lookup(store, plan, *task)?;
+            let path = artifact.path(BUDGET);
+            let budget: crate::budgets::Budget = serde_json::from_str(&fsx::read_to_string(&path)?)
+                .with_context(|| format!("{} is not a budget", path.display()))?;
+            match budget.epochs_for(*hours) {
+                Some(e) if e > 0 => Ok(e),
+                _ => anyhow::bail!(
+                    "does not fit: {} gives no epochs for {hours} h (status {:?}); the model is out of memory or too slow",
+                    plan.tasks[*task].label,
+                    budget.status
+                ),
+            }
+        }
+    }
+}
+
+/// A run's (lr, wd): fixed, or the best completed search trial's.
+fn resolve_hyper(store: &Store, plan: &Plan, hyper: &Hyper) -> anyhow::Result<(f64, f64)> {
+    match hyper {
+        Hyper::Fixed { lr, wd } => Ok((*lr, *wd)),
+        Hyper::Search { trials } => {
+            let mut results = Vec::new();
+            for (i, &t) in trials.iter().enumerate() {
+                let TaskSpec::Search(trial) = &plan.tasks[t].spec else {
+                    anyhow::bail!("internal error: task {} is not a search trial", plan.tasks[t].label);
+                };
+                let Hyper::Fixed { lr, wd } = trial.hyper else {
+                    anyhow::bail!("internal error: search trial {} has no fixed lr/wd", plan.tasks[t].label);
+                };
+                let outcome = read_outcome(&lookup(store, plan, t)?)?;
+                let (status, cra) = match (outcome.status, &outcome.last_epoch) {
+                    (RunStatus::Completed, Some(last)) => (crate::search::TrialStatus::Ok, Some(last.eval.cra[0])),
+                    (RunStatus::Diverged, _) => (crate::search::TrialStatus::Diverged, None),
+                    _ => (crate::search::TrialStatus::Failed, None),
+                };
+                results.push(crate::search::TrialResult { trial: i as u32, lr, wd, status, val_cra_36: cra });
+            }
+            crate::search::select_best(&results).context("no search trial completed; the final run has no learning rate to use")
+        }
+    }
+}
+
+/// The exact-fraction spelling of a radius used as a JSON key: "0", "36/255", …, "1".
+fn radius_name(eps: f64) -> String {
+    let in_255 = eps * 255.0;
+    if (in_255 - 255.0).abs() < 1e-9 {
+        "1".into()
+    } else if in_255.abs() < 1e-9 {
+        "0".into()
+    } else {
+        format!("{}/255", in_255.round() as i64)
+    }
 }

@@ -240,7 +240,11 @@ impl Store {
     /// when it cannot be created or written.
     pub fn open(root: impl Into<PathBuf>) -> Result<Store> {
         let root = root.into();
-        let probe = root.join(format!(".write-probe-{}", std::process::id()));
+        // Unique per call, not just per process: two stores opened at once in one process (threads)
+        // must not remove each other's probe.
+        static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let probe = root.join(format!(".write-probe-{}-{n}", std::process::id()));
         let check = std::fs::create_dir_all(&root)
             .and_then(|_| std::fs::write(&probe, b"ok"))
             .and_then(|_| std::fs::remove_file(&probe));

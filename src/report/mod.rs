@@ -316,7 +316,7 @@ fn build_plots(t: &Tables) -> Result<(Vec<Plot>, Vec<Plot>, Vec<Plot>)> {
         .select([col("dataset"), col("kernel"), col("budget_hours")])
         .unique_stable(None, UniqueKeepStrategy::First)
         .collect()?;
-    let (gd, gk, gb) = (strings(&groups, "dataset")?, ints(&groups, "kernel")?, ints(&groups, "budget_hours")?);
+    let (gd, gk, gb) = (strings(&groups, "dataset")?, ints(&groups, "kernel")?, floats(&groups, "budget_hours")?);
     if groups.height() == 0 {
         plots.push(plot(
             "pareto",
@@ -326,11 +326,11 @@ fn build_plots(t: &Tables) -> Result<(Vec<Plot>, Vec<Plot>, Vec<Plot>)> {
         ));
     }
     for g in 0..groups.height() {
-        let (d, k, b) = (gd[g].clone().unwrap_or_default(), gk[g].unwrap_or(3), gb[g].unwrap_or(0));
+        let (d, k, b) = (gd[g].clone().unwrap_or_default(), gk[g].unwrap_or(3), gb[g].unwrap_or(0.0));
         let sub =
             best.clone().lazy().filter(col("dataset").eq(lit(d.clone())).and(col("kernel").eq(lit(k)))).collect()?;
         let pts = points(&sub, "seconds_per_epoch", "cra_36")?;
-        let budget = if b > 0 { format!("{b} h budget") } else { "fixed epochs".into() };
+        let budget = if b > 0.0 { format!("{b} h budget") } else { "fixed epochs".into() };
         let title = format!("CRA vs time per epoch: {d}, {k}×{k} kernels, {budget}");
         plots.push(plot(
             &format!("pareto_{d}_k{k}"),
@@ -402,7 +402,7 @@ fn build_plots(t: &Tables) -> Result<(Vec<Plot>, Vec<Plot>, Vec<Plot>)> {
         .settings
         .clone()
         .lazy()
-        .filter(col("budget_hours").gt(lit(0i64)).and(col("status").eq(lit("ok"))))
+        .filter(col("budget_hours").gt(lit(0.0)).and(col("status").eq(lit("ok"))))
         .group_by_stable([col("dataset"), col("kernel"), col("method"), col("budget_hours")])
         .agg([col("cra_36").max()])
         .sort(["budget_hours"], SortMultipleOptions::default().with_maintain_order(true))
@@ -444,7 +444,7 @@ fn build_plots(t: &Tables) -> Result<(Vec<Plot>, Vec<Plot>, Vec<Plot>)> {
     let (vm, vsz, vb, vx, vy) = (
         strings(&vs, "method")?,
         strings(&vs, "size")?,
-        ints(&vs, "budget_hours")?,
+        floats(&vs, "budget_hours")?,
         floats(&vs, "paper")?,
         floats(&vs, "ours")?,
     );
@@ -452,7 +452,7 @@ fn build_plots(t: &Tables) -> Result<(Vec<Plot>, Vec<Plot>, Vec<Plot>)> {
         .filter_map(|r| {
             Some(Point {
                 method: vm[r].clone()?,
-                label: format!("{}-{} {}h", vm[r].as_deref()?, vsz[r].as_deref()?, vb[r].unwrap_or(0)),
+                label: format!("{}-{} {}h", vm[r].as_deref()?, vsz[r].as_deref()?, vb[r].unwrap_or(0.0)),
                 x: vx[r]?,
                 y: vy[r]?,
             })
@@ -473,7 +473,7 @@ fn build_plots(t: &Tables) -> Result<(Vec<Plot>, Vec<Plot>, Vec<Plot>)> {
         strings(&runs, "dataset")?,
         strings(&runs, "method")?,
         strings(&runs, "size")?,
-        ints(&runs, "budget_hours")?,
+        floats(&runs, "budget_hours")?,
         strings(&runs, "status")?,
     );
     for r in 0..runs.height() {
@@ -496,7 +496,7 @@ fn build_plots(t: &Tables) -> Result<(Vec<Plot>, Vec<Plot>, Vec<Plot>)> {
             method,
             rs[r].as_deref().unwrap_or("?"),
             match rb[r] {
-                Some(b) if b > 0 => format!("{b}h"),
+                Some(b) if b > 0.0 => format!("{b}h"),
                 _ => "fixed".into(),
             },
             rst[r].as_deref().unwrap_or("?"),

@@ -254,9 +254,10 @@ pub struct EpochStats {
     pub eval: SplitStats,
 }
 
+/// Column names are the contract of docs/artifacts.md (`epochs.csv` in a train artifact).
 const CSV_HEADER: &str = "attempt,epoch,lr,momentum,seconds,\
-train_loss,train_acc,train_cra_36,train_cra_72,train_cra_108,train_cra_255,train_margin_50,\
-eval_loss,eval_acc,eval_cra_36,eval_cra_72,eval_cra_108,eval_cra_255,eval_margin_50";
+train_loss,train_accuracy,train_cra_36,train_cra_72,train_cra_108,train_cra_255,train_margin_median,\
+eval_loss,eval_accuracy,eval_cra_36,eval_cra_72,eval_cra_108,eval_cra_255,eval_margin_median";
 
 impl EpochStats {
     fn csv_row(&self) -> String {
