@@ -201,46 +201,14 @@ pub fn spectral_norm(
 }
 
 /// Largest singular value of the Jacobian of `f` at `point` (one sample, `[1, …]`), by power
-/// iteration on `JᵀJ`. `J·u` comes from double backward (`∂/∂v ⟨Jᵀv, u⟩`), `Jᵀ·w` from one
-/// backward pass, so the layer may be non-linear; `f` is called once. The estimate approaches
-/// σ_max from below. (Same algorithm as `lipschitz::jacobian_spectral_norm` of the verification
-/// tooling, kept local so that this module does not depend on it.)
+/// iteration on `JᵀJ` through autograd — the estimator of [`crate::lipschitz`], which the layer
+/// tests validate against exact impulse-response singular values. The layer may be non-linear; the
+/// estimate approaches σ_max from below. Returns (estimate, iterations, converged).
 pub fn spectral_norm_at(f: &dyn Fn(&Tensor) -> Tensor, point: &Tensor, opts: &AuditOptions) -> anyhow::Result<(f64, usize, bool)> {
-    // Gradients are needed even when the caller evaluates under no_grad.
-    tch::with_grad(|| spectral_norm_inner(f, point, opts))
-}
-
-fn spectral_norm_inner(f: &dyn Fn(&Tensor) -> Tensor, point: &Tensor, opts: &AuditOptions) -> anyhow::Result<(f64, usize, bool)> {
-    let input_shape = point.size();
-    let device = point.device();
-    let x0 = point.f_detach_copy()?.set_requires_grad(true);
-    let y = f(&x0);
-    let v = Tensor::f_zeros_like(&y)?.set_requires_grad(true);
-    let jt_v = Tensor::f_run_backward(&[(&y * &v).f_sum(Kind::Float)?], &[&x0], true, true)
-        .context("audit: Jᵀv by backward")?
-        .remove(0);
-    let mut u = Tensor::f_randn(input_shape.as_slice(), (Kind::Float, device))?;
-    let mut previous = f64::INFINITY;
-    for i in 1..=opts.max_iterations {
-        u = &u / u.f_norm()?;
-        let ju = Tensor::f_run_backward(&[(&jt_v * &u).f_sum(Kind::Float)?], &[&v], true, false)
-            .context("audit: Ju by double backward (does every op of the layer support it?)")?
-            .remove(0);
-        let jtju = Tensor::f_run_backward(&[(&y * &ju).f_sum(Kind::Float)?], &[&x0], true, false)
-            .context("audit: JᵀJu by backward")?
-            .remove(0);
-        let sigma = jtju.f_norm()?.f_double_value(&[])?.sqrt();
-        anyhow::ensure!(sigma.is_finite(), "audit: non-finite spectral norm estimate at iteration {i}");
-        if (sigma - previous).abs() < opts.tolerance {
-            return Ok((sigma, i, true));
-        }
-        previous = sigma;
-        if sigma == 0.0 {
-            return Ok((0.0, i, true));
-        }
-        u = jtju;
-    }
-    Ok((previous, opts.max_iterations, false))
+    let iteration = crate::lipschitz::PowerIteration { max_iters: opts.max_iterations, rel_tol: opts.tolerance };
+    let est = crate::lipschitz::jacobian_spectral_norm(f, point, &iteration).context("audit")?;
+    anyhow::ensure!(est.sigma.is_finite(), "audit: non-finite spectral norm estimate");
+    Ok((est.sigma, est.iterations, est.converged))
 }
 
 /// Audits `layers` (module doc) and derives the bound `L = max(1, Π σ̂_i)`.
