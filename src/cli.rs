@@ -39,6 +39,10 @@ pub enum Command {
     Run(RunArgs),
     /// Train one model (method × size × dataset) into the store; resumes an interrupted run.
     Train(SingleRunArgs),
+    /// Run one task of a pipeline by its index (see `lipctl status PIPELINE`): a Slurm array task.
+    RunTask(RunTaskArgs),
+    /// Write a Slurm driver script that runs a pipeline as job arrays over a shared artifact folder.
+    Slurm(SlurmArgs),
     /// Certify a trained model: accuracy, CRA at 36/72/108/255 of 255 and the Lipschitz audit.
     Certify(SingleRunArgs),
     /// List the layer methods with their properties and parameter counts per model size.
@@ -212,6 +216,44 @@ pub struct RunArgs {
     pub force: bool,
 
     /// Replace the source of the pipeline's first dataset (folder or archive).
+    #[arg(long, value_name = "PATH")]
+    pub data: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RunTaskArgs {
+    /// Pipeline file.
+    pub pipeline: PathBuf,
+    /// Task index, as `lipctl status PIPELINE` lists them (Slurm: $SLURM_ARRAY_TASK_ID).
+    pub index: usize,
+    /// Replace the source of the pipeline's first dataset.
+    #[arg(long, value_name = "PATH")]
+    pub data: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SlurmArgs {
+    /// Pipeline file.
+    pub pipeline: PathBuf,
+    /// Slurm partition for every job.
+    #[arg(long)]
+    pub partition: Option<String>,
+    /// GPUs per array task (0: none).
+    #[arg(long, default_value_t = 1)]
+    pub gpus_per_task: u32,
+    /// Time limit per task: `auto` (from the budgets, with headroom) or HH:MM:SS.
+    #[arg(long, default_value = "auto")]
+    pub time: String,
+    /// At most this many tasks of one wave at once.
+    #[arg(long, value_name = "N")]
+    pub max_parallel: Option<u32>,
+    /// Submit the script with sbatch (prints the job ids) instead of only writing it.
+    #[arg(long)]
+    pub submit: bool,
+    /// Where to write the driver script.
+    #[arg(long, default_value = "artifacts/slurm-submit.sh")]
+    pub out: PathBuf,
+    /// Replace the source of the pipeline's first dataset.
     #[arg(long, value_name = "PATH")]
     pub data: Option<PathBuf>,
 }

@@ -119,6 +119,10 @@ pub enum BudgetMode {
 pub struct BudgetOptions {
     pub hours: Vec<f64>,
     pub mode: BudgetMode,
+    /// Floor on the epochs a budget yields when the model fits (0, the paper's rule, by default).
+    /// CPU-sized pipelines use 1 so that a slow layer still trains once under a minutes-long budget.
+    #[serde(default)]
+    pub min_epochs: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]

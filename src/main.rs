@@ -106,6 +106,46 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Train(a) => return single_run(a, false, &cli.artifacts, &mut out),
+        Command::RunTask(a) => {
+            let progress = Progress::for_stderr();
+            let store = Store::open(&cli.artifacts)?.with_progress(progress);
+            if !lipctl::pipeline::run_task(&a.pipeline, a.index, a.data, &store, &progress, &mut out)? {
+                return Ok(ExitCode::from(1));
+            }
+        }
+        Command::Slurm(a) => {
+            let time = match a.time.as_str() {
+                "auto" => None,
+                t if t.split(':').count() == 3 && t.split(':').all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit())) => Some(t.to_string()),
+                t => anyhow::bail!("--time {t:?}: use `auto` or HH:MM:SS, e.g. 26:00:00"),
+            };
+            let abs = lipctl::pipeline::slurm::absolute;
+            let opts = lipctl::pipeline::slurm::SlurmOptions {
+                partition: a.partition,
+                gpus_per_task: a.gpus_per_task,
+                time,
+                max_parallel: a.max_parallel,
+                lipctl: abs(&std::env::current_exe()?)?,
+                artifacts: abs(&cli.artifacts)?,
+                pipeline: abs(&a.pipeline)?,
+                data: a.data.as_deref().map(abs).transpose()?,
+            };
+            let script = lipctl::pipeline::slurm(&a.pipeline, &opts, a.data.clone(), &Progress::for_stderr())?;
+            if let Some(parent) = a.out.parent() {
+                lipctl::fsx::create_dir_all(parent)?;
+            }
+            lipctl::fsx::write(&a.out, &script)?;
+            writeln!(out, "wrote {}", a.out.display())?;
+            if a.submit {
+                let status = std::process::Command::new("bash")
+                    .arg(&a.out)
+                    .status()
+                    .map_err(|e| anyhow::anyhow!("cannot run {}: {e}", a.out.display()))?;
+                if !status.success() {
+                    anyhow::bail!("submitting {} failed ({status}); is `sbatch` on PATH?", a.out.display());
+                }
+            }
+        }
         Command::Certify(a) => return single_run(a, true, &cli.artifacts, &mut out),
         Command::Recommend(a) => lipctl::recommend::run(&a, &cli.artifacts, &mut out)?,
         Command::Methods(a) => {

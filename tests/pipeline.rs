@@ -145,3 +145,54 @@ fn user_mistakes_in_prepare_exit_2_and_name_the_value() {
     assert!(err.contains("nowhere.tar.gz"), "{err}");
     assert!(artifacts_of(&root, "prepare").is_empty());
 }
+
+/// Two `lipctl run` processes on one pipeline and store at once: the per-key locks make every
+/// task build exactly once (the other process waits, then finds it cached).
+#[test]
+fn two_concurrent_runs_build_every_task_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("artifacts");
+    let spawn = || {
+        Command::new(env!("CARGO_BIN_EXE_lipctl"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .arg("--artifacts")
+            .arg(&root)
+            .args(["run", "pipelines/smoke.yaml"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let (out_a, err_a) = text(&a);
+    let (out_b, err_b) = text(&b);
+    assert!(a.status.success() && b.status.success(), "{out_a}\n{err_a}\n{out_b}\n{err_b}");
+    let done = out_a.lines().chain(out_b.lines()).filter(|l| l.starts_with("done ")).count();
+    assert_eq!(done, 13, "tasks built {done} times in total, not once each:\n{out_a}\n{out_b}");
+    for (stage, n) in [("prepare", 1), ("measure", 2), ("budget", 2), ("search", 4), ("train", 2), ("certify", 2)] {
+        assert_eq!(artifacts_of(&root, stage).len(), n, "{stage}");
+    }
+    assert_no_partial(&root);
+
+    // `run-task` by index (as a Slurm array task would): a done task is cached, an index past the
+    // plan is a user error.
+    let o = lipctl(&root, &["run-task", "pipelines/smoke.yaml", "5"]);
+    assert!(o.status.success() && text(&o).0.starts_with("cached"), "{:?}", text(&o));
+    let o = lipctl(&root, &["run-task", "pipelines/smoke.yaml", "99"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("out of range"), "{:?}", text(&o));
+}
+
+/// `run-task` refuses a task whose inputs are not done, naming them, and runs nothing.
+#[test]
+fn run_task_needs_its_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("artifacts");
+    // Task 1 is the first measurement; its input, the prepared dataset (task 0), is missing.
+    let o = lipctl(&root, &["run-task", "pipelines/smoke.yaml", "1"]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("needs `prepare synthetic` (task 0)"), "{err}");
+    assert!(artifacts_of(&root, "measure").is_empty());
+}

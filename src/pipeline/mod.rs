@@ -3,6 +3,7 @@
 
 pub mod plan;
 pub mod runner;
+pub mod slurm;
 pub mod stages;
 pub mod store;
 
@@ -116,4 +117,21 @@ pub fn single(pipeline: Pipeline, source: Option<PathBuf>, certify: bool, store:
         }
     }
     Ok(report.ok())
+}
+
+/// `lipctl run-task PIPELINE INDEX`: one task of the plan (a Slurm array task). Its inputs must be
+/// done; a cached task returns at once.
+pub fn run_task(file: &Path, index: usize, data_override: Option<PathBuf>, store: &Store, progress: &Progress, out: &mut dyn Write) -> anyhow::Result<bool> {
+    let mut loaded = load(file, data_override, progress)?;
+    let count = loaded.plan.tasks.len();
+    anyhow::ensure!(index < count, "{}: task index {index} is out of range; the plan has {count} tasks (0..{})", file.display(), count.saturating_sub(1));
+    let deps = loaded.plan.tasks[index].deps.clone();
+    let report = runner::run_one(&loaded.plan, index, &deps, store, &mut loaded.stages, progress, out)?;
+    Ok(report.ok())
+}
+
+/// `lipctl slurm PIPELINE`: writes (and with `submit`, runs) the driver script.
+pub fn slurm(file: &Path, opts: &slurm::SlurmOptions, data_override: Option<PathBuf>, progress: &Progress) -> anyhow::Result<String> {
+    let loaded = load(file, data_override, progress)?;
+    Ok(slurm::script(&loaded.plan, &loaded.pipeline, opts))
 }

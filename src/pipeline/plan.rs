@@ -86,8 +86,8 @@ pub enum TaskSpec {
 #[derive(Clone, Debug)]
 pub enum Epochs {
     Fixed(u32),
-    /// `budget.json` of task `task`, at `hours`.
-    Budget { task: usize, hours: f64 },
+    /// `budget.json` of task `task`, at `hours`, at least `min_epochs` when the model fits.
+    Budget { task: usize, hours: f64, min_epochs: u32 },
 }
 
 /// Where a training run's learning rate and weight decay come from.
@@ -122,7 +122,9 @@ impl TrainTask {
     fn config(&self) -> Value {
         let epochs = match &self.epochs {
             Epochs::Fixed(e) => json!(e),
-            Epochs::Budget { hours, .. } => json!({ "budget_hours": hours }),
+            // The floor enters the key only when set, so keys of pipelines without it stay as they were.
+            Epochs::Budget { hours, min_epochs: 0, .. } => json!({ "budget_hours": hours }),
+            Epochs::Budget { hours, min_epochs, .. } => json!({ "budget_hours": hours, "min_epochs": min_epochs }),
         };
         let (lr, wd) = match &self.hyper {
             Hyper::Fixed { lr, wd } => (json!(lr), json!(wd)),
@@ -226,7 +228,7 @@ impl Builder {
                                  "mode": bo.mode, "batch_size": batch_size, "train_per_class": d.train_per_class });
             let task = self.push(Stage::Budget, format!("budget {name}"), config, vec![di, basis],
                 TaskSpec::Budget { method, size, kernel: p.kernel, hours: bo.hours.clone(), mode: bo.mode, batch_size });
-            (task, bo.hours.clone())
+            (task, bo.hours.clone(), bo.min_epochs)
         });
         let base = |epochs: Epochs, hyper: Hyper, seed: u64, validation: bool| TrainTask {
             dataset: d.name.clone(), method, size, kernel: p.kernel, epochs, hyper, seed, batch_size,
@@ -234,7 +236,9 @@ impl Builder {
         };
         // Budgets to train for: every configured one, or the fixed epoch count.
         let runs: Vec<(Epochs, Option<f64>)> = match (&budget, p.train.epochs) {
-            (Some((task, hours)), _) => hours.iter().map(|&h| (Epochs::Budget { task: *task, hours: h }, Some(h))).collect(),
+            (Some((task, hours, min_epochs)), _) => {
+                hours.iter().map(|&h| (Epochs::Budget { task: *task, hours: h, min_epochs: *min_epochs }, Some(h))).collect()
+            }
             (None, Some(e)) => vec![(Epochs::Fixed(e), None)],
             (None, None) => vec![],
         };
@@ -244,7 +248,11 @@ impl Builder {
                 // Trials train for the search epochs, else the shortest budget (the paper: 2 h).
                 let epochs = match (so.epochs, &budget) {
                     (Some(e), _) => Epochs::Fixed(e),
-                    (None, Some((task, hours))) => Epochs::Budget { task: *task, hours: hours.iter().copied().fold(f64::INFINITY, f64::min) },
+                    (None, Some((task, hours, min_epochs))) => Epochs::Budget {
+                        task: *task,
+                        hours: hours.iter().copied().fold(f64::INFINITY, f64::min),
+                        min_epochs: *min_epochs,
+                    },
                     (None, None) => Epochs::Fixed(p.train.epochs.unwrap_or(1)),
                 };
                 let mut trials = Vec::new();

@@ -139,11 +139,16 @@ pub fn run(
             continue;
         }
         match execute(plan, i, task, store, stages, opts.force, progress) {
-            Ok(()) => {
+            Ok(built) => {
                 ok[i] = true;
                 let _ = std::fs::remove_file(failure_marker(store, task.stage, &task.key));
-                writeln!(out, "done     {} [{}]", task.label, task.key.short())?;
-                report.ran.push(task.label.clone());
+                if built {
+                    writeln!(out, "done     {} [{}]", task.label, task.key.short())?;
+                    report.ran.push(task.label.clone());
+                } else {
+                    writeln!(out, "cached   {} [{}] (built by another process)", task.label, task.key.short())?;
+                    report.cached += 1;
+                }
             }
             Err(e) => {
                 let msg = format!("{e:#}");
@@ -160,7 +165,7 @@ pub fn run(
     Ok(report)
 }
 
-fn execute(plan: &Plan, index: usize, task: &Task, store: &Store, stages: &mut StageRunner, force: bool, progress: &Progress) -> anyhow::Result<()> {
+fn execute(plan: &Plan, index: usize, task: &Task, store: &Store, stages: &mut StageRunner, force: bool, progress: &Progress) -> anyhow::Result<bool> {
     if force {
         let dir = store.artifact_dir(task.stage.name(), &task.key);
         if dir.exists() {
@@ -168,4 +173,48 @@ fn execute(plan: &Plan, index: usize, task: &Task, store: &Store, stages: &mut S
         }
     }
     stages.execute(plan, index, store, progress)
+}
+
+/// Runs task `index` alone (its inputs `deps` must already be done): `lipctl run-task`.
+pub fn run_one(
+    plan: &Plan,
+    index: usize,
+    deps: &[usize],
+    store: &Store,
+    stages: &mut StageRunner,
+    progress: &Progress,
+    out: &mut dyn Write,
+) -> anyhow::Result<RunReport> {
+    let mut report = RunReport::default();
+    let task = &plan.tasks[index];
+    if store.lookup(task.stage.name(), &task.key)?.is_some() {
+        writeln!(out, "cached   {} [{}]", task.label, task.key.short())?;
+        report.cached += 1;
+        return Ok(report);
+    }
+    for &d in deps {
+        if store.lookup(plan.tasks[d].stage.name(), &plan.tasks[d].key)?.is_none() {
+            anyhow::bail!("task {index} ({}) needs `{}` (task {d}), which is not done", task.label, plan.tasks[d].label);
+        }
+    }
+    match execute(plan, index, task, store, stages, false, progress) {
+        Ok(built) => {
+            let _ = std::fs::remove_file(failure_marker(store, task.stage, &task.key));
+            let word = if built { "done    " } else { "cached  " };
+            writeln!(out, "{word} {} [{}]", task.label, task.key.short())?;
+            if built {
+                report.ran.push(task.label.clone());
+            } else {
+                report.cached += 1;
+            }
+        }
+        Err(e) => {
+            let msg = format!("{e:#}");
+            let _ = fsx::create_dir_all(&store.stage_dir(task.stage.name()))
+                .and_then(|_| fsx::write(&failure_marker(store, task.stage, &task.key), msg.as_bytes()));
+            writeln!(out, "FAILED   {}: {msg}", task.label)?;
+            report.failed.push((task.label.clone(), msg));
+        }
+    }
+    Ok(report)
 }

@@ -70,20 +70,23 @@ impl StageRunner {
         Ok(req)
     }
 
-    /// Runs task `index` of `plan` (its inputs are done).
-    pub fn execute(&mut self, plan: &Plan, index: usize, store: &Store, progress: &Progress) -> anyhow::Result<()> {
+    /// Runs task `index` of `plan` (its inputs are done). Returns false when another process built
+    /// the artifact while this one waited for its lock (then nothing was built here).
+    pub fn execute(&mut self, plan: &Plan, index: usize, store: &Store, progress: &Progress) -> anyhow::Result<bool> {
         let task = &plan.tasks[index];
         let device = self.device;
         match &task.spec {
             TaskSpec::Prepare { dataset } => {
                 let req = self.prepare_request(index, dataset)?;
                 let summary = crate::data::prepare(&req, store, progress)?;
+                let built = !summary.cached;
                 anyhow::ensure!(
                     summary.key == task.key,
                     "internal error: prepare produced {} where the plan expected {}",
                     summary.key.short(),
                     task.key.short()
                 );
+                Ok(built)
             }
             TaskSpec::Measure { method, size, kernel, batch_size, batches } => {
                 let prepare_key = plan.tasks[task.deps[0]].key.clone();
@@ -98,13 +101,14 @@ impl StageRunner {
                 let mut req = crate::measure::MeasureRequest::new(net, *batch_size as i64, device);
                 req.batches = *batches;
                 let info = manifest_info(task.stage.schema_version(), &task.config, &[prepare_key], device);
-                store.build(task.stage.name(), &task.key, &info, |tmp| {
+                let artifact = store.build(task.stage.name(), &task.key, &info, |tmp| {
                     let m = crate::measure::measure(&req, progress)?;
                     let mut json = serde_json::to_value(&m)?;
                     json["input_side"] = serde_json::json!(net.input_side);
                     json["classes"] = serde_json::json!(net.classes);
                     fsx::write(&tmp.join(MEASUREMENT), serde_json::to_vec_pretty(&json)?)
                 })?;
+                Ok(!artifact.cached)
             }
             TaskSpec::Budget { method, size, kernel, hours, mode, batch_size } => {
                 let TaskSpec::Prepare { dataset: entry } = &plan.tasks[task.deps[0]].spec else {
@@ -133,9 +137,10 @@ impl StageRunner {
                     }
                 };
                 let info = manifest_info(task.stage.schema_version(), &task.config, &inputs, device);
-                store.build(task.stage.name(), &task.key, &info, |tmp| {
+                let artifact = store.build(task.stage.name(), &task.key, &info, |tmp| {
                     fsx::write(&tmp.join(BUDGET), serde_json::to_vec_pretty(&budget)?)
                 })?;
+                Ok(!artifact.cached)
             }
             TaskSpec::Train(t) | TaskSpec::Search(t) => {
                 let inputs: Vec<Key> = task.deps.iter().map(|&d| plan.tasks[d].key.clone()).collect();
@@ -156,12 +161,13 @@ impl StageRunner {
                     split,
                 )?;
                 let work = store.work_dir(task.stage.name(), &task.key);
-                store.build(task.stage.name(), &task.key, &info, |tmp| {
+                let artifact = store.build(task.stage.name(), &task.key, &info, |tmp| {
                     let outcome = trainer::train(&cfg, train_data, &work, progress)?;
                     let resolved = serde_json::json!({ "epochs": epochs, "lr": lr, "wd": wd, "input_side": data.image_side(),
                                                        "classes": data.num_classes(), "train_images": data.train_labels.size()[0] });
                     publish_training(&outcome, &resolved, &work, tmp)
                 })?;
+                Ok(!artifact.cached)
             }
             TaskSpec::Certify { train, audit_iterations } => {
                 let train_task = &plan.tasks[*train];
@@ -176,10 +182,10 @@ impl StageRunner {
                 let spec = net_spec(t, data);
                 let info = manifest_info(task.stage.schema_version(), &task.config, &[train_task.key.clone()], device);
                 let opts = AuditOptions { max_iterations: *audit_iterations as usize, ..AuditOptions::default() };
-                store.build(task.stage.name(), &task.key, &info, |tmp| certify_into(&trained, spec, data, device, &opts, tmp))?;
+                let artifact = store.build(task.stage.name(), &task.key, &info, |tmp| certify_into(&trained, spec, data, device, &opts, tmp))?;
+                Ok(!artifact.cached)
             }
         }
-        Ok(())
     }
 
     /// The prepared dataset of `prepare_key`, reduced to the task's subset, loaded once per run.
@@ -308,13 +314,14 @@ fn lookup(store: &Store, plan: &Plan, index: usize) -> anyhow::Result<Artifact> 
 fn resolve_epochs(store: &Store, plan: &Plan, epochs: &Epochs) -> anyhow::Result<u64> {
     match epochs {
         Epochs::Fixed(e) => Ok(*e as u64),
-        Epochs::Budget { task, hours } => {
+        Epochs::Budget { task, hours, min_epochs } => {
             let artifact = lookup(store, plan, *task)?;
             let path = artifact.path(BUDGET);
             let budget: crate::budgets::Budget = serde_json::from_str(&fsx::read_to_string(&path)?)
                 .with_context(|| format!("{} is not a budget", path.display()))?;
+            let fits = budget.status == crate::budgets::BudgetStatus::Ok;
             match budget.epochs_for(*hours) {
-                Some(e) if e > 0 => Ok(e),
+                Some(e) if fits && e.max(*min_epochs as u64) > 0 => Ok(e.max(*min_epochs as u64)),
                 _ => anyhow::bail!(
                     "does not fit: {} gives no epochs for {hours} h (status {:?}); the model is out of memory or too slow",
                     plan.tasks[*task].label,
