@@ -903,11 +903,13 @@ fn distinct_strings(df: &DataFrame, c: &str) -> Result<Vec<String>> {
 /// Tables 9–11: per budget the accuracy and CRA, with the lr and wd of each budget's run.
 pub fn budgets_table(settings: &DataFrame) -> Result<DataFrame> {
     let long = settings.clone().lazy().with_columns([col("budget_hours").cast(DataType::String)]).collect()?;
+    // The pivot names its columns with polars' own spelling of the budget ("2.0"), so the labels
+    // are taken from the cast column itself, in numeric order.
     let budgets: Vec<String> = {
-        let mut b: Vec<f64> = settings.column("budget_hours")?.cast(&DataType::Float64)?.f64()?.into_iter().flatten().collect();
-        b.sort_by(f64::total_cmp);
+        let mut b: Vec<String> = long.column("budget_hours")?.str()?.into_iter().flatten().map(str::to_string).collect();
+        b.sort_by(|x, y| x.parse::<f64>().unwrap_or(0.0).total_cmp(&y.parse::<f64>().unwrap_or(0.0)));
         b.dedup();
-        b.iter().map(|x| x.to_string()).collect()
+        b
     };
     let wide = polars::prelude::pivot::pivot_stable(
         &long,
@@ -920,7 +922,8 @@ pub fn budgets_table(settings: &DataFrame) -> Result<DataFrame> {
     )?;
     let mut sel = vec![col("dataset"), col("kernel"), col("method"), col("size")];
     for b in &budgets {
-        let label = if b == "0" { "fixed".to_string() } else { format!("{b}h") };
+        let hours: f64 = b.parse().unwrap_or(0.0);
+        let label = if hours == 0.0 { "fixed".to_string() } else { format!("{hours}h") };
         for (v, name) in
             [("lr", "lr"), ("wd", "wd"), ("accuracy", "acc %"), ("cra_36", "CRA 36 %"), ("status", "status")]
         {
