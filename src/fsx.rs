@@ -19,6 +19,30 @@ pub fn write(path: &Path, contents: impl AsRef<[u8]>) -> Result<()> {
     fs::write(path, contents).with_context(|| format!("failed to write `{}`", path.display()))
 }
 
+/// The temporary name a file is written under before it is renamed into place: same folder (so
+/// the rename is atomic on POSIX), distinct per process.
+fn temp_path(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+}
+
+/// Writes `path` atomically: `write` fills a temporary file beside it, which is synced and renamed
+/// into place, so a reader (or a run resumed after a kill or power loss) sees either the old file
+/// or the complete new one, never a torn one.
+pub fn write_atomic_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let tmp = temp_path(path);
+    write(&tmp).with_context(|| format!("failed to write `{}`", tmp.display()))?;
+    fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("failed to sync `{}`", tmp.display()))?;
+    rename(&tmp, path)
+}
+
+/// [`write_atomic_with`] for bytes.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, |tmp| Ok(fs::write(tmp, bytes)?))
+}
+
 /// Copies a file, naming both paths on failure.
 pub fn copy(from: &Path, to: &Path) -> Result<u64> {
     fs::copy(from, to).with_context(|| format!("failed to copy `{}` to `{}`", from.display(), to.display()))

@@ -25,12 +25,7 @@ pub fn save(vs: &VarStore, path: &Path) -> anyhow::Result<()> {
         .map(|(name, t)| (name, t.detach().to_device(Device::Cpu).contiguous()))
         .collect();
     let named: Vec<(String, Tensor)> = named.into_iter().collect();
-    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{file_name}.tmp-{}", std::process::id()));
-    Tensor::write_safetensors(&named, &tmp).with_context(|| format!("writing checkpoint {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-    Ok(())
+    crate::train::write_safetensors_atomic(&named, path).with_context(|| format!("writing checkpoint {}", path.display()))
 }
 
 /// Names and shapes of the tensors stored in a checkpoint file.

@@ -138,28 +138,8 @@ pub fn run(
             ok[i] = true;
             continue;
         }
-        match execute(plan, i, task, store, stages, opts.force, progress) {
-            Ok(built) => {
-                ok[i] = true;
-                let _ = std::fs::remove_file(failure_marker(store, task.stage, &task.key));
-                if built {
-                    writeln!(out, "done     {} [{}]", task.label, task.key.short())?;
-                    report.ran.push(task.label.clone());
-                } else {
-                    writeln!(out, "cached   {} [{}] (built by another process)", task.label, task.key.short())?;
-                    report.cached += 1;
-                }
-            }
-            Err(e) => {
-                let msg = format!("{e:#}");
-                let marker = failure_marker(store, task.stage, &task.key);
-                if let Err(w) = fsx::create_dir_all(&store.stage_dir(task.stage.name())).and_then(|_| fsx::write(&marker, msg.as_bytes())) {
-                    progress.println(&format!("warning: could not record the failure: {w:#}"));
-                }
-                writeln!(out, "FAILED   {}: {msg}", task.label)?;
-                report.failed.push((task.label.clone(), msg));
-            }
-        }
+        let result = execute(plan, i, task, store, stages, opts.force, progress);
+        ok[i] = record(task, result, store, progress, out, &mut report)?;
         out.flush()?;
     }
     Ok(report)
@@ -197,24 +177,42 @@ pub fn run_one(
             anyhow::bail!("task {index} ({}) needs `{}` (task {d}), which is not done", task.label, plan.tasks[d].label);
         }
     }
-    match execute(plan, index, task, store, stages, false, progress) {
+    let result = execute(plan, index, task, store, stages, false, progress);
+    record(task, result, store, progress, out, &mut report)?;
+    Ok(report)
+}
+
+/// Reports one executed task (built here, built meanwhile by another process, or failed), keeps
+/// or clears its failure marker for `status`, and returns whether its artifact now exists.
+fn record(
+    task: &Task,
+    result: anyhow::Result<bool>,
+    store: &Store,
+    progress: &Progress,
+    out: &mut dyn Write,
+    report: &mut RunReport,
+) -> anyhow::Result<bool> {
+    let marker = failure_marker(store, task.stage, &task.key);
+    match result {
         Ok(built) => {
-            let _ = std::fs::remove_file(failure_marker(store, task.stage, &task.key));
-            let word = if built { "done    " } else { "cached  " };
-            writeln!(out, "{word} {} [{}]", task.label, task.key.short())?;
+            let _ = std::fs::remove_file(&marker);
             if built {
+                writeln!(out, "done     {} [{}]", task.label, task.key.short())?;
                 report.ran.push(task.label.clone());
             } else {
+                writeln!(out, "cached   {} [{}] (built by another process)", task.label, task.key.short())?;
                 report.cached += 1;
             }
+            Ok(true)
         }
         Err(e) => {
             let msg = format!("{e:#}");
-            let _ = fsx::create_dir_all(&store.stage_dir(task.stage.name()))
-                .and_then(|_| fsx::write(&failure_marker(store, task.stage, &task.key), msg.as_bytes()));
+            if let Err(w) = fsx::create_dir_all(&store.stage_dir(task.stage.name())).and_then(|_| fsx::write(&marker, msg.as_bytes())) {
+                progress.println(&format!("warning: could not record the failure: {w:#}"));
+            }
             writeln!(out, "FAILED   {}: {msg}", task.label)?;
             report.failed.push((task.label.clone(), msg));
+            Ok(false)
         }
     }
-    Ok(report)
 }
