@@ -16,7 +16,7 @@ export LIBTORCH_USE_PYTORCH := 1
 export VIRTUAL_ENV := $(VENV)
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: all build test reproduce bench clean-artifacts
+.PHONY: all build test test-slurm slurm-packages reproduce bench clean-artifacts
 
 all: build
 
@@ -33,6 +33,17 @@ build: $(STAMP)
 # (OpenMP/MKL threads spinning against each other stall libtorch on a 2-core machine).
 test: build
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 cargo test --release --locked --no-fail-fast
+
+# The cluster tests: a real single-node Slurm on localhost (tests/slurm/cluster.sh starts and stops
+# it), Debian's slurm-wlm and munge installed here when missing (root needed). One test at a time:
+# each starts its own cluster and keeps both cores busy.
+slurm-packages:
+	@command -v slurmctld >/dev/null && command -v munged >/dev/null || \
+	  { DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null; }
+
+test-slurm: build slurm-packages
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 cargo test --release --locked --test slurm -- --ignored --test-threads=1
 
 # The study: paper.yaml where CUDA is available, the CPU-sized quick.yaml otherwise.
 # Overrides: make reproduce PIPELINE=pipelines/smoke.yaml DATA=../shared/data/cifar10-jpeg.tar.gz

@@ -39,7 +39,7 @@ pub enum Command {
     Run(RunArgs),
     /// Train one model (method × size × dataset) into the store; resumes an interrupted run.
     Train(SingleRunArgs),
-    /// Run one task of a pipeline by its index (see `lipctl status PIPELINE`): a Slurm array task.
+    /// Run one task of a pipeline by its index (see `lipctl status PIPELINE --tasks`): a Slurm array task.
     RunTask(RunTaskArgs),
     /// Write a Slurm driver script that runs a pipeline as job arrays over a shared artifact folder.
     Slurm(SlurmArgs),
@@ -193,6 +193,11 @@ pub struct StatusArgs {
     /// Pipeline file; without it, a summary of the store per stage.
     pub pipeline: Option<PathBuf>,
 
+    /// List every task with its index (the `lipctl run-task` / Slurm array index), not only the
+    /// counts per stage and the tasks that failed.
+    #[arg(long, requires = "pipeline")]
+    pub tasks: bool,
+
     /// Replace the source of the pipeline's first dataset (as `run --data`).
     #[arg(long, value_name = "PATH")]
     pub data: Option<PathBuf>,
@@ -224,7 +229,7 @@ pub struct RunArgs {
 pub struct RunTaskArgs {
     /// Pipeline file.
     pub pipeline: PathBuf,
-    /// Task index, as `lipctl status PIPELINE` lists them (Slurm: $SLURM_ARRAY_TASK_ID).
+    /// Task index, as `lipctl status PIPELINE --tasks` lists them (Slurm: $SLURM_ARRAY_TASK_ID).
     pub index: usize,
     /// Replace the source of the pipeline's first dataset.
     #[arg(long, value_name = "PATH")]
@@ -247,6 +252,10 @@ pub struct SlurmArgs {
     /// At most this many tasks of one wave at once.
     #[arg(long, value_name = "N")]
     pub max_parallel: Option<u32>,
+    /// CPU cores per array task (Slurm's default otherwise, usually 1); lipctl uses as many
+    /// libtorch threads.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub cpus_per_task: Option<u32>,
     /// Submit the script with sbatch (prints the job ids) instead of only writing it.
     #[arg(long)]
     pub submit: bool,

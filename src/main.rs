@@ -82,7 +82,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let progress = Progress::for_stderr();
             let store = Store::open(&cli.artifacts)?.with_progress(progress);
             match &a.pipeline {
-                Some(file) => lipctl::pipeline::status(file, a.data, &store, &progress, &mut out)?,
+                Some(file) => lipctl::pipeline::status(file, a.data, a.tasks, &store, &progress, &mut out)?,
                 None => lipctl::pipeline::store::print_status(&store, &mut out)?,
             }
         }
@@ -107,6 +107,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Train(a) => return single_run(a, false, &cli.artifacts, &mut out),
         Command::RunTask(a) => {
+            // Inside a Slurm job, use the CPUs Slurm allocated, not every core of the node
+            // (oversubscribed OpenMP threads stall libtorch); OMP_NUM_THREADS still wins.
+            if std::env::var_os("OMP_NUM_THREADS").is_none() {
+                let allocated = ["SLURM_CPUS_PER_TASK", "SLURM_CPUS_ON_NODE"]
+                    .iter()
+                    .find_map(|v| std::env::var(v).ok()?.parse::<i32>().ok().filter(|&n| n > 0));
+                if let Some(n) = allocated {
+                    tch::set_num_threads(n);
+                }
+            }
             let progress = Progress::for_stderr();
             let store = Store::open(&cli.artifacts)?.with_progress(progress);
             if !lipctl::pipeline::run_task(&a.pipeline, a.index, a.data, &store, &progress, &mut out)? {
@@ -125,6 +135,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 gpus_per_task: a.gpus_per_task,
                 time,
                 max_parallel: a.max_parallel,
+                cpus_per_task: a.cpus_per_task,
                 lipctl: abs(&std::env::current_exe()?)?,
                 artifacts: abs(&cli.artifacts)?,
                 pipeline: abs(&a.pipeline)?,

@@ -75,17 +75,29 @@ pub fn run(file: &Path, data_override: Option<PathBuf>, store: &Store, opts: &ru
 }
 
 /// `lipctl status PIPELINE`: every task's state; with `tasks`, also its index (for `run-task`).
-pub fn status(file: &Path, data_override: Option<PathBuf>, store: &Store, progress: &Progress, out: &mut dyn Write) -> anyhow::Result<()> {
+pub fn status(file: &Path, data_override: Option<PathBuf>, every_task: bool, store: &Store, progress: &Progress, out: &mut dyn Write) -> anyhow::Result<()> {
     let loaded = load(file, data_override, progress)?;
     let states = runner::states(&loaded.plan, store)?;
     let mut counts = std::collections::BTreeMap::<&str, usize>::new();
+    let mut per_stage = std::collections::BTreeMap::<plan::Stage, std::collections::BTreeMap<&str, usize>>::new();
     for (i, (task, state)) in loaded.plan.tasks.iter().zip(&states).enumerate() {
         *counts.entry(state.word()).or_default() += 1;
-        let detail = match state {
-            runner::TaskState::Failed(msg) => format!(" — {}", msg.lines().next().unwrap_or("")),
-            _ => String::new(),
-        };
-        writeln!(out, "{i:>4}  {:<8} {:<44} {}{detail}", state.word(), task.label, task.key.short())?;
+        *per_stage.entry(task.stage).or_default().entry(state.word()).or_default() += 1;
+        let failed = matches!(state, runner::TaskState::Failed(_));
+        if every_task || failed {
+            let detail = match state {
+                runner::TaskState::Failed(msg) => format!(" — {}", msg.lines().next().unwrap_or("")),
+                _ => String::new(),
+            };
+            writeln!(out, "{i:>4}  {:<8} {:<44} {}{detail}", state.word(), task.label, task.key.short())?;
+        }
+    }
+    if !every_task {
+        for (stage, c) in &per_stage {
+            let summary: Vec<String> = c.iter().map(|(w, n)| format!("{n} {w}")).collect();
+            writeln!(out, "{:<8} {}", stage.name(), summary.join(", "))?;
+        }
+        writeln!(out, "(`lipctl status {} --tasks` lists every task with its index)", file.display())?;
     }
     let summary: Vec<String> = counts.iter().map(|(w, n)| format!("{n} {w}")).collect();
     writeln!(out, "{}: {}", loaded.plan.name, summary.join(", "))?;

@@ -511,6 +511,10 @@ fn run_attempt(
             vs.load(&ckpt_path).with_context(|| format!("loading the model from {}", ckpt_path.display()))?;
             opt.load_state(&ckpt.tensors)?;
             start_epoch = ckpt.epoch;
+            progress.println(&format!(
+                "{} {}: resuming attempt {} from epoch {start_epoch}/{} ({})",
+                cfg.method, cfg.size, attempt + 1, cfg.epochs, ckpt_path.display()
+            ));
         }
     }
     let stats_path = work_dir.join(STATS_FILE);
