@@ -79,6 +79,28 @@ pub struct TrainOptions {
     /// Retries with a new seed after a diverged (NaN/inf) run.
     #[serde(default = "default_retries")]
     pub max_retries: u32,
+    /// Learning rate and/or weight decay of single methods, replacing `lr`/`wd` for them (the
+    /// paper's per-method choice, where a pipeline has no `search` to make it).
+    #[serde(default, deserialize_with = "de_per_method")]
+    pub per_method: Vec<(Method, MethodHyper)>,
+}
+
+/// `train.per_method.<METHOD>`: what replaces the pipeline-wide `lr`/`wd` for one method.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MethodHyper {
+    #[serde(default, deserialize_with = "de_opt_positive_f64")]
+    pub lr: Option<f64>,
+    #[serde(default, deserialize_with = "de_opt_nonnegative_f64")]
+    pub wd: Option<f64>,
+}
+
+impl TrainOptions {
+    /// `(lr, wd)` of `method`: its `per_method` entry where set, else the pipeline-wide values.
+    pub fn hyper_for(&self, method: Method) -> (f64, f64) {
+        let o = self.per_method.iter().find(|(m, _)| *m == method).map(|(_, h)| *h).unwrap_or_default();
+        (o.lr.unwrap_or(self.lr), o.wd.unwrap_or(self.wd))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -259,6 +281,24 @@ fn de_positive_f64<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     }
 }
 
+fn de_opt_positive_f64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    de_positive_f64(d).map(Some)
+}
+
+fn de_opt_nonnegative_f64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    de_nonnegative_f64(d).map(Some)
+}
+
+fn de_per_method<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(Method, MethodHyper)>, D::Error> {
+    let map = std::collections::BTreeMap::<String, MethodHyper>::deserialize(d)?;
+    map.into_iter()
+        .map(|(name, h)| {
+            let m = name.parse::<Method>().map_err(|e| serde::de::Error::custom(format!("per_method: {e}")))?;
+            Ok((m, h))
+        })
+        .collect()
+}
+
 fn de_nonnegative_f64<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     let v = f64::deserialize(d)?;
     if v.is_finite() && v >= 0.0 {
@@ -311,6 +351,17 @@ impl Pipeline {
         if let Some(b) = &self.budgets {
             if b.hours.is_empty() || b.hours.iter().any(|h| !(h.is_finite() && *h > 0.0)) {
                 anyhow::bail!("{}: hours must be a non-empty list of positive numbers, got {:?}", at("budgets"), b.hours);
+            }
+        }
+        if self.search.is_some() && !self.train.per_method.is_empty() {
+            anyhow::bail!(
+                "{}: `train.per_method` fixes learning rates and weight decays, but the `search` section chooses them; remove one of the two",
+                at("train.per_method")
+            );
+        }
+        for (m, _) in &self.train.per_method {
+            if !self.methods.contains(m) {
+                anyhow::bail!("{}: {m} has settings but is not in `methods`; add it there or remove its entry", at("train.per_method"));
             }
         }
         for d in &self.datasets {
@@ -371,6 +422,20 @@ train:
                 assert!(err.contains(f), "{err:?} lacks {f:?}");
             }
         }
+    }
+
+    #[test]
+    fn per_method_settings_replace_lr_and_wd_of_their_method_only() {
+        let p = parse(&GOOD.replace("  wd: 1.0e-4\n", "  wd: 1.0e-4\n  per_method:\n    SLL: {lr: 0.3}\n")).unwrap();
+        assert_eq!(p.train.hyper_for(Method::Sll), (0.3, 1.0e-4));
+        assert_eq!(p.train.hyper_for(Method::Aol), (0.01, 1.0e-4));
+        let bad = GOOD.replace("  wd: 1.0e-4\n", "  wd: 1.0e-4\n  per_method:\n    CLP: {lr: 0.3}\n");
+        let err = parse(&bad).unwrap_err().to_string();
+        assert!(err.starts_with("pipelines/t.yaml:") && err.contains("CLP") && err.contains("CPL"), "{err}");
+        let err = parse(&GOOD.replace("  wd: 1.0e-4\n", "  wd: 1.0e-4\n  per_method:\n    SOC: {lr: 0.3}\n")).unwrap_err().to_string();
+        assert!(err.contains("SOC") && err.contains("methods"), "{err}");
+        let err = parse(&GOOD.replace("  wd: 1.0e-4\n", "  wd: 1.0e-4\n  per_method:\n    SLL: {lr: -1}\n")).unwrap_err().to_string();
+        assert!(err.contains("positive"), "{err}");
     }
 
     #[test]

@@ -243,7 +243,10 @@ impl Builder {
             (None, None) => vec![],
         };
         let hyper = match &p.search {
-            None => Hyper::Fixed { lr: p.train.lr, wd: p.train.wd },
+            None => {
+                let (lr, wd) = p.train.hyper_for(method);
+                Hyper::Fixed { lr, wd }
+            }
             Some(so) => {
                 // Trials train for the search epochs, else the shortest budget (the paper: 2 h).
                 let epochs = match (so.epochs, &budget) {
