@@ -364,6 +364,15 @@ impl Pipeline {
                 anyhow::bail!("{}: {m} has settings but is not in `methods`; add it there or remove its entry", at("train.per_method"));
             }
         }
+        if self.budgets.as_ref().is_some_and(|b| b.mode == BudgetMode::Paper) {
+            if let Some(d) = self.datasets.iter().find(|d| !matches!(d.name.as_str(), "cifar10" | "cifar100" | "tinyimagenet")) {
+                anyhow::bail!(
+                    "{}: `mode: paper` uses the paper's epoch counts, which exist for cifar10, cifar100 and tinyimagenet only, not `{}`; use `mode: measured`",
+                    at("budgets.mode"),
+                    d.name
+                );
+            }
+        }
         for d in &self.datasets {
             if d.name == "imagefolder" && d.source.is_none() {
                 anyhow::bail!("{}: dataset `imagefolder` needs a `source` (folder, .zip or .tar.gz)", at("datasets"));
@@ -436,6 +445,14 @@ train:
         assert!(err.contains("SOC") && err.contains("methods"), "{err}");
         let err = parse(&GOOD.replace("  wd: 1.0e-4\n", "  wd: 1.0e-4\n  per_method:\n    SLL: {lr: -1}\n")).unwrap_err().to_string();
         assert!(err.contains("positive"), "{err}");
+    }
+
+    #[test]
+    fn paper_budgets_only_for_the_papers_datasets() {
+        let text = GOOD.replace("  epochs: 2\n", "") + "budgets:\n  hours: [2]\n  mode: paper\n";
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("budgets.mode") && err.contains("synthetic") && err.contains("measured"), "{err}");
+        assert!(parse(&text.replace("name: synthetic", "name: cifar10")).is_ok());
     }
 
     #[test]
