@@ -257,6 +257,11 @@ fn publish_training(outcome: &TrainOutcome, resolved: &serde_json::Value, work: 
     if let (Some(obj), Some(extra)) = (json.as_object_mut(), resolved.as_object()) {
         obj.extend(extra.clone());
     }
+    // Name the files as published, not as they were called in the work folder.
+    json["stats_file"] = serde_json::json!(TRAIN_STATS);
+    if outcome.model_file.is_some() {
+        json["model_file"] = serde_json::json!(TRAIN_MODEL);
+    }
     fsx::write(&tmp.join(TRAIN_OUTCOME), serde_json::to_vec_pretty(&json)?)
 }
 
