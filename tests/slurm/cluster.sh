@@ -60,7 +60,7 @@ munged --force --key-file="$dir/munge/munge.key" --socket="$socket" \
 
 cat >"$dir/slurm.conf" <<CONF
 ClusterName=lipctl-test
-SlurmctldHost=$host
+SlurmctldHost=$host(127.0.0.1)
 SlurmctldPort=$base
 SlurmdPort=$((base + 1))
 SlurmUser=root
@@ -87,7 +87,7 @@ MaxArraySize=10000
 SchedulerParameters=defer_batch,sched_interval=1
 MessageTimeout=30
 KillWait=5
-NodeName=$host CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
+NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 CONF
 export SLURM_CONF="$dir/slurm.conf"
