@@ -38,7 +38,7 @@ test: build
 # it), Debian's slurm-wlm and munge installed here when missing (root needed). One test at a time:
 # each starts its own cluster and keeps both cores busy.
 slurm-packages:
-	@command -v slurmctld >/dev/null && command -v munged >/dev/null || \
+	@PATH=$$PATH:/usr/sbin:/sbin; command -v slurmctld >/dev/null && command -v munged >/dev/null || \
 	  { DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null; }
 

@@ -9,6 +9,8 @@
 # /etc and two test runs with different DIRs do not see each other. Needs Debian's slurm-wlm and
 # munge (`apt-get install slurm-wlm munge`) and root (slurmd runs jobs as their owner).
 set -euo pipefail
+# The daemons live in /usr/sbin, which a non-login shell's PATH may lack.
+export PATH="$PATH:/usr/sbin:/sbin"
 
 cmd=${1:?usage: cluster.sh start|stop DIR}
 dir=${2:?usage: cluster.sh start|stop DIR}
