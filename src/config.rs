@@ -79,27 +79,40 @@ pub struct TrainOptions {
     /// Retries with a new seed after a diverged (NaN/inf) run.
     #[serde(default = "default_retries")]
     pub max_retries: u32,
-    /// Learning rate and/or weight decay of single methods, replacing `lr`/`wd` for them (the
-    /// paper's per-method choice, where a pipeline has no `search` to make it).
+    /// Learning rate, weight decay and/or epoch floor of single methods, replacing `lr`/`wd`/
+    /// `budgets.min_epochs` for them (the paper's per-method choice, where a pipeline has no
+    /// `search` to make it).
     #[serde(default, deserialize_with = "de_per_method")]
-    pub per_method: Vec<(Method, MethodHyper)>,
+    pub per_method: Vec<(Method, MethodOverrides)>,
 }
 
-/// `train.per_method.<METHOD>`: what replaces the pipeline-wide `lr`/`wd` for one method.
+/// `train.per_method.<METHOD>`: what replaces the pipeline-wide settings for one method.
 #[derive(Debug, Clone, Copy, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct MethodHyper {
+pub struct MethodOverrides {
     #[serde(default, deserialize_with = "de_opt_positive_f64")]
     pub lr: Option<f64>,
     #[serde(default, deserialize_with = "de_opt_nonnegative_f64")]
     pub wd: Option<f64>,
+    /// Replaces `budgets.min_epochs` for this method.
+    #[serde(default, deserialize_with = "de_opt_positive_u32")]
+    pub min_epochs: Option<u32>,
 }
 
 impl TrainOptions {
     /// `(lr, wd)` of `method`: its `per_method` entry where set, else the pipeline-wide values.
     pub fn hyper_for(&self, method: Method) -> (f64, f64) {
-        let o = self.per_method.iter().find(|(m, _)| *m == method).map(|(_, h)| *h).unwrap_or_default();
+        let o = self.overrides(method);
         (o.lr.unwrap_or(self.lr), o.wd.unwrap_or(self.wd))
+    }
+
+    /// The epoch floor of `method` under budgets whose pipeline-wide floor is `budget_floor`.
+    pub fn min_epochs_for(&self, method: Method, budget_floor: u32) -> u32 {
+        self.overrides(method).min_epochs.unwrap_or(budget_floor)
+    }
+
+    fn overrides(&self, method: Method) -> MethodOverrides {
+        self.per_method.iter().find(|(m, _)| *m == method).map(|(_, h)| *h).unwrap_or_default()
     }
 }
 
@@ -289,8 +302,8 @@ fn de_opt_nonnegative_f64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>
     de_nonnegative_f64(d).map(Some)
 }
 
-fn de_per_method<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(Method, MethodHyper)>, D::Error> {
-    let map = std::collections::BTreeMap::<String, MethodHyper>::deserialize(d)?;
+fn de_per_method<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(Method, MethodOverrides)>, D::Error> {
+    let map = std::collections::BTreeMap::<String, MethodOverrides>::deserialize(d)?;
     map.into_iter()
         .map(|(name, h)| {
             let m = name.parse::<Method>().map_err(|e| serde::de::Error::custom(format!("per_method: {e}")))?;
@@ -353,7 +366,10 @@ impl Pipeline {
                 anyhow::bail!("{}: hours must be a non-empty list of positive numbers, got {:?}", at("budgets"), b.hours);
             }
         }
-        if self.search.is_some() && !self.train.per_method.is_empty() {
+        if self.budgets.is_none() && self.train.per_method.iter().any(|(_, o)| o.min_epochs.is_some()) {
+            anyhow::bail!("{}: `min_epochs` is a floor on budget epochs; add a `budgets` section or remove it", at("train.per_method"));
+        }
+        if self.search.is_some() && self.train.per_method.iter().any(|(_, o)| o.lr.is_some() || o.wd.is_some()) {
             anyhow::bail!(
                 "{}: `train.per_method` fixes learning rates and weight decays, but the `search` section chooses them; remove one of the two",
                 at("train.per_method")
@@ -438,6 +454,11 @@ train:
         let p = parse(&GOOD.replace("  wd: 1.0e-4\n", "  wd: 1.0e-4\n  per_method:\n    SLL: {lr: 0.3}\n")).unwrap();
         assert_eq!(p.train.hyper_for(Method::Sll), (0.3, 1.0e-4));
         assert_eq!(p.train.hyper_for(Method::Aol), (0.01, 1.0e-4));
+        assert_eq!(p.train.min_epochs_for(Method::Sll, 1), 1);
+        let text = GOOD.replace("  epochs: 2\n", "").replace("  wd: 1.0e-4\n", "  wd: 1.0e-4\n  per_method:\n    SLL: {min_epochs: 3}\n");
+        assert!(parse(&text).unwrap_err().to_string().contains("budgets"));
+        let p = parse(&(text + "budgets:\n  hours: [1]\n  mode: measured\n")).unwrap();
+        assert_eq!((p.train.min_epochs_for(Method::Sll, 1), p.train.min_epochs_for(Method::Aol, 1)), (3, 1));
         let bad = GOOD.replace("  wd: 1.0e-4\n", "  wd: 1.0e-4\n  per_method:\n    CLP: {lr: 0.3}\n");
         let err = parse(&bad).unwrap_err().to_string();
         assert!(err.starts_with("pipelines/t.yaml:") && err.contains("CLP") && err.contains("CPL"), "{err}");

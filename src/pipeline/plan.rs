@@ -228,7 +228,7 @@ impl Builder {
                                  "mode": bo.mode, "batch_size": batch_size, "train_per_class": d.train_per_class });
             let task = self.push(Stage::Budget, format!("budget {name}"), config, vec![di, basis],
                 TaskSpec::Budget { method, size, kernel: p.kernel, hours: bo.hours.clone(), mode: bo.mode, batch_size });
-            (task, bo.hours.clone(), bo.min_epochs)
+            (task, bo.hours.clone(), p.train.min_epochs_for(method, bo.min_epochs))
         });
         let base = |epochs: Epochs, hyper: Hyper, seed: u64, validation: bool| TrainTask {
             dataset: d.name.clone(), method, size, kernel: p.kernel, epochs, hyper, seed, batch_size,
