@@ -56,7 +56,8 @@ reproduce: build
 	    pipeline=pipelines/quick.yaml; echo "no CUDA: running the CPU-sized $$pipeline"; \
 	  fi; \
 	fi; \
-	$(LIPCTL) run "$$pipeline" $(if $(DATA),--data $(DATA)) && $(LIPCTL) report
+	$(LIPCTL) run "$$pipeline" $(if $(DATA),--data $(DATA)) && \
+	  $(LIPCTL) report --pipeline "$$pipeline" $(if $(DATA),--data $(DATA))
 
 bench: build
 	$(LIPCTL) bench --size XS --batch 64

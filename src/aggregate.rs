@@ -176,11 +176,32 @@ impl Tables {
     }
 }
 
-/// Aggregates the store at `store_root` with the paper's numbers from `paper_dir` (usually
-/// `data/paper`) into `aggregate/<key>/` and returns that artifact (cached when nothing changed).
-pub fn run(store_root: &Path, paper_dir: &Path) -> Result<Artifact> {
+/// Which artifacts of the store an aggregate reads.
+#[derive(Clone, Debug, Default)]
+pub enum Scope {
+    /// Every committed artifact (all pipelines and single runs that used the store).
+    #[default]
+    All,
+    /// Only these keys: the tasks of one pipeline, so that runs of an edited or another pipeline
+    /// in the same store stay out of its report.
+    Keys(BTreeSet<String>),
+}
+
+impl Scope {
+    fn includes(&self, key: &Key) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Keys(keys) => keys.contains(key.as_str()),
+        }
+    }
+}
+
+/// Aggregates the store at `store_root` (the artifacts in `scope`) with the paper's numbers from
+/// `paper_dir` (usually `data/paper`) into `aggregate/<key>/` and returns that artifact (cached
+/// when nothing changed).
+pub fn run(store_root: &Path, paper_dir: &Path, scope: &Scope) -> Result<Artifact> {
     let store = Store::open(store_root)?;
-    let raw = collect(&store)?;
+    let raw = collect(&store, scope)?;
     let paper = Paper::load(paper_dir)?;
     let mut inputs: Vec<Key> = raw.inputs.iter().cloned().collect();
     inputs.sort_by(|a, b| a.as_str().cmp(b.as_str()));
@@ -255,7 +276,10 @@ pub struct Raw {
 }
 
 /// Reads the store into [`Raw`] frames (the only per-artifact loop: parsing files).
-pub fn collect(store: &Store) -> Result<Raw> {
+pub fn collect(store: &Store, scope: &Scope) -> Result<Raw> {
+    let committed = |store: &Store, stage: &str| -> Result<Vec<Artifact>> {
+        Ok(committed(store, stage)?.into_iter().filter(|a| scope.includes(&a.key)).collect())
+    };
     let mut inputs = BTreeSet::new();
     // Prepared datasets: provenance and input sides.
     let mut side_by_key: BTreeMap<String, i64> = BTreeMap::new();

@@ -63,6 +63,14 @@ pub struct AggregateArgs {
     /// Folder of the paper's reference CSVs, compared against ours.
     #[arg(long, default_value = "data/paper")]
     pub paper: PathBuf,
+
+    /// Only the artifacts of this pipeline's tasks (default: everything in the store).
+    #[arg(long)]
+    pub pipeline: Option<PathBuf>,
+
+    /// With --pipeline: the `--data` its run was given (the prepared data's key depends on it).
+    #[arg(long, value_name = "PATH", requires = "pipeline")]
+    pub data: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -76,9 +84,14 @@ pub struct ReportArgs {
     #[arg(long, default_value = "data/paper")]
     pub paper: PathBuf,
 
-    /// Pipeline file the artifacts came from, named in the report's provenance.
+    /// Report on this pipeline only: its tasks' artifacts (not other or older runs in the same
+    /// store), with the file named in the provenance. Default: everything in the store.
     #[arg(long)]
     pub pipeline: Option<PathBuf>,
+
+    /// With --pipeline: the `--data` its run was given (the prepared data's key depends on it).
+    #[arg(long, value_name = "PATH", requires = "pipeline")]
+    pub data: Option<PathBuf>,
 }
 
 

@@ -87,11 +87,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Aggregate(a) => {
-            let art = lipctl::aggregate::run(&cli.artifacts, &a.paper)?;
+            let scope = lipctl::pipeline::scope(a.pipeline.as_deref(), a.data, &Progress::for_stderr())?;
+            let art = lipctl::aggregate::run(&cli.artifacts, &a.paper, &scope)?;
             writeln!(out, "{}", art.dir.display())?;
         }
         Command::Report(a) => {
-            let art = lipctl::aggregate::run(&cli.artifacts, &a.paper)?;
+            let scope = lipctl::pipeline::scope(a.pipeline.as_deref(), a.data, &Progress::for_stderr())?;
+            let art = lipctl::aggregate::run(&cli.artifacts, &a.paper, &scope)?;
             let dest = a.out.unwrap_or_else(|| cli.artifacts.join("report"));
             let prov = lipctl::report::Provenance::current(a.pipeline.as_deref());
             let done = lipctl::report::render(&art.dir, &dest, &prov)?;

@@ -88,9 +88,19 @@ fn smoke_pipeline_runs_every_stage_once_and_feeds_report_and_recommend() {
     let (out, _) = text(&status);
     assert!(out.trim_end().ends_with("smoke: 13 done"), "{out}");
 
+    // A run outside the pipeline, in the same store: in the store's report, not in the pipeline's.
+    let extra = lipctl(&root, &["train", "--method", "AOL", "--dataset", "synthetic", "--epochs", "1",
+        "--train-per-class", "40", "--test-per-class", "20", "--batch-size", "50", "--device", "cpu"]);
+    assert!(extra.status.success(), "{:?}", text(&extra));
+    let train_rows = |md: &str| md.lines().filter(|l| l.starts_with("| ") && l.contains(" | train | ")).count();
+    let report = lipctl(&root, &["report"]);
+    assert!(report.status.success(), "{:?}", text(&report));
+    assert_eq!(train_rows(&std::fs::read_to_string(root.join("report/report.md")).unwrap()), 3);
+
     let report = lipctl(&root, &["report", "--pipeline", "pipelines/smoke.yaml"]);
     let (out, err) = text(&report);
     assert!(report.status.success(), "{out}\n{err}");
+    assert_eq!(train_rows(&std::fs::read_to_string(root.join("report/report.md")).unwrap()), 2);
     let html = std::fs::read_to_string(root.join("report/index.html")).unwrap();
     assert!(!html.contains("{{") && !html.contains("{%"), "template placeholders left");
     assert!(html.contains("<svg") && html.contains("AOL") && html.contains("SLL"));

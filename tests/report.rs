@@ -138,9 +138,9 @@ fn report_renders_every_table_and_plot_with_the_parquet_numbers() {
     let root = tmp.path().join("artifacts");
     build_tree(&root);
     let paper = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/paper");
-    let agg = lipctl::aggregate::run(&root, &paper).unwrap();
+    let agg = lipctl::aggregate::run(&root, &paper, &lipctl::aggregate::Scope::All).unwrap();
     // Running it again with nothing new is a cache hit on the same key.
-    assert!(lipctl::aggregate::run(&root, &paper).unwrap().cached);
+    assert!(lipctl::aggregate::run(&root, &paper, &lipctl::aggregate::Scope::All).unwrap().cached);
     let out = tmp.path().join("site");
     let prov = lipctl::report::Provenance::current(Some(Path::new("pipelines/smoke.yaml")));
     let done = lipctl::report::render(&agg.dir, &out, &prov).unwrap();
@@ -279,7 +279,7 @@ fn an_empty_store_renders_a_report_that_says_there_is_no_data() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("artifacts");
     let paper = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/paper");
-    let agg = lipctl::aggregate::run(&root, &paper).unwrap();
+    let agg = lipctl::aggregate::run(&root, &paper, &lipctl::aggregate::Scope::All).unwrap();
     let prov = lipctl::report::Provenance::current(None);
     let done = lipctl::report::render(&agg.dir, &tmp.path().join("site"), &prov).unwrap();
     let html = std::fs::read_to_string(&done.html).unwrap();

@@ -28,6 +28,13 @@ pub fn load(file: &Path, data_override: Option<PathBuf>, progress: &Progress) ->
     bind(Pipeline::load(file)?, file, data_override, progress)
 }
 
+/// What `aggregate`/`report` read: the task keys of `file`'s plan, or the whole store without one.
+pub fn scope(file: Option<&Path>, data_override: Option<PathBuf>, progress: &Progress) -> anyhow::Result<crate::aggregate::Scope> {
+    let Some(file) = file else { return Ok(crate::aggregate::Scope::All) };
+    let loaded = load(file, data_override, progress)?;
+    Ok(crate::aggregate::Scope::Keys(loaded.plan.tasks.iter().map(|t| t.key.as_str().to_string()).collect()))
+}
+
 /// Plans an in-memory pipeline; `file` names it in messages and anchors relative sources.
 pub fn bind(pipeline: Pipeline, file: &Path, data_override: Option<PathBuf>, progress: &Progress) -> anyhow::Result<Loaded> {
     let device = pipeline.device.resolve()?;

@@ -121,7 +121,7 @@ pub fn script(plan: &Plan, pipeline: &Pipeline, o: &SlurmOptions) -> String {
         let _ = writeln!(s, "prev=$id");
     }
     let report = format!(
-        "{} --artifacts {} report --pipeline {}",
+        "{} --artifacts {} report --pipeline {}{data}",
         quote(&o.lipctl),
         quote(&o.artifacts),
         quote(&o.pipeline)
