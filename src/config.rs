@@ -476,6 +476,26 @@ train:
         assert!(parse(&text.replace("name: synthetic", "name: cifar10")).is_ok());
     }
 
+    /// Every shipped pipeline parses and validates (a typo in quick.yaml would otherwise surface only
+    /// in `make reproduce`).
+    #[test]
+    fn shipped_pipelines_are_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
+        let mut checked = Vec::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            // The recommender's rules share the folder but are not a pipeline.
+            if !name.ends_with(".yaml") || name == "recommend-rules.yaml" {
+                continue;
+            }
+            Pipeline::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            checked.push(name);
+        }
+        checked.sort();
+        assert_eq!(checked, ["paper.yaml", "quick.yaml", "smoke.yaml"]);
+    }
+
     #[test]
     fn needs_epochs_or_budgets() {
         let err = parse(&GOOD.replace("  epochs: 2\n", "")).unwrap_err().to_string();
