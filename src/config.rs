@@ -381,7 +381,7 @@ impl Pipeline {
             }
         }
         if self.budgets.as_ref().is_some_and(|b| b.mode == BudgetMode::Paper) {
-            if let Some(d) = self.datasets.iter().find(|d| !matches!(d.name.as_str(), "cifar10" | "cifar100" | "tinyimagenet")) {
+            if let Some(d) = self.datasets.iter().find(|d| d.name.parse::<crate::paper::Dataset>().is_err()) {
                 anyhow::bail!(
                     "{}: `mode: paper` uses the paper's epoch counts, which exist for cifar10, cifar100 and tinyimagenet only, not `{}`; use `mode: measured`",
                     at("budgets.mode"),

@@ -117,14 +117,14 @@ impl StageRunner {
                 let inputs: Vec<Key> = task.deps.iter().map(|&d| plan.tasks[d].key.clone()).collect();
                 let budget = match mode {
                     BudgetMode::Paper => {
-                        let kind = match entry.name.as_str() {
-                            "cifar10" | "cifar100" => crate::paper::DatasetKind::Cifar,
-                            "tinyimagenet" => crate::paper::DatasetKind::TinyImageNet,
-                            other => anyhow::bail!(
-                                "paper budgets exist for CIFAR and Tiny ImageNet only, not `{other}`; use `budgets: mode: measured`"
-                            ),
-                        };
-                        crate::budgets::paper_budget(hours, kind, *method, *size, *kernel)?
+                        // Pipelines are checked for this when read (config.rs); kept for in-memory plans.
+                        let dataset: crate::paper::Dataset = entry.name.parse().map_err(|_| {
+                            anyhow::anyhow!(
+                                "paper budgets exist for CIFAR and Tiny ImageNet only, not `{}`; use `budgets: mode: measured`",
+                                entry.name
+                            )
+                        })?;
+                        crate::budgets::paper_budget(hours, dataset.kind(), *method, *size, *kernel)?
                     }
                     BudgetMode::Measured => {
                         let measured = lookup(store, plan, task.deps[1])?;
