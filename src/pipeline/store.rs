@@ -19,8 +19,13 @@
 //! have finished it meanwhile), runs the builder in `artifacts/<stage>/.tmp-<key>-<pid>/`,
 //! checksums every file, writes `manifest.json` **last** (config, input keys, checksums, seconds,
 //! lipctl version, status) and renames the folder into place. A failing or panicking builder leaves
-//! nothing behind. Lock files stay (tiny): deleting a lock file others may be waiting on would let
-//! two processes hold "the" lock at once.
+//! nothing behind: no temporary folder, no lock file, and no stage folder that the build created
+//! and left empty.
+//!
+//! A lock file is removed by its holder while it still holds the lock. A process that was waiting
+//! on the removed file then finds, once it holds the lock, that the path no longer names the file
+//! it locked (device and inode differ, or the path is gone) and starts over with a fresh open, so
+//! two processes never hold "the" lock at once.
 //!
 //! # How an artifact is read
 //!
@@ -335,8 +340,18 @@ impl Store {
             bail!("internal error: key {} passed for {stage} does not match its manifest info ({})", key.short(), info.key(stage).short());
         }
         let stage_dir = self.stage_dir(stage);
-        fsx::create_dir_all(&stage_dir)?;
+        // Dropped after the lock (reverse order of declaration), on errors and panics alike.
+        let _created_stage = RemoveDirIfEmpty((!stage_dir.is_dir()).then(|| stage_dir.clone()));
         let _lock = self.lock(stage, key)?;
+        self.build_locked(stage, key, info, builder)
+    }
+
+    /// [`Store::build`] once the key's lock is held.
+    fn build_locked<F>(&self, stage: &str, key: &Key, info: &ManifestInfo, builder: F) -> Result<Artifact>
+    where
+        F: FnOnce(&Path) -> Result<()>,
+    {
+        let stage_dir = self.stage_dir(stage);
         if let Some(found) = self.lookup(stage, key)? {
             return Ok(found);
         }
@@ -390,23 +405,36 @@ impl Store {
         Ok(Artifact { stage: stage.into(), key: key.clone(), dir, manifest, cached: false })
     }
 
-    /// Exclusive lock on `stage`/`key`, released when the returned file is dropped.
-    fn lock(&self, stage: &str, key: &Key) -> Result<std::fs::File> {
+    /// Exclusive lock on `stage`/`key` (creating the stage folder when needed), released and its
+    /// file removed when the returned guard is dropped (module doc).
+    fn lock(&self, stage: &str, key: &Key) -> Result<KeyLock> {
         use fs4::fs_std::FileExt;
+        use std::os::unix::fs::MetadataExt;
         let path = self.stage_dir(stage).join(format!(".lock-{key}"));
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .with_context(|| format!("failed to open lock file `{}`", path.display()))?;
-        if !FileExt::try_lock_exclusive(&file).with_context(|| format!("failed to lock `{}`", path.display()))? {
-            self.progress
-                .println(&format!("{stage}/{} is being built by another process; waiting for it", key.short()));
-            FileExt::lock_exclusive(&file).with_context(|| format!("failed to lock `{}`", path.display()))?;
+        let mut told = false;
+        loop {
+            fsx::create_dir_all(&self.stage_dir(stage))?;
+            let file = match std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path) {
+                Ok(f) => f,
+                // The stage folder was removed (emptied by a failed build) between the two calls.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e).with_context(|| format!("failed to open lock file `{}`", path.display())),
+            };
+            if !FileExt::try_lock_exclusive(&file).with_context(|| format!("failed to lock `{}`", path.display()))? {
+                if !told {
+                    self.progress
+                        .println(&format!("{stage}/{} is being built by another process; waiting for it", key.short()));
+                    told = true;
+                }
+                FileExt::lock_exclusive(&file).with_context(|| format!("failed to lock `{}`", path.display()))?;
+            }
+            let held = file.metadata().with_context(|| format!("failed to read metadata of `{}`", path.display()))?;
+            match std::fs::metadata(&path) {
+                Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => return Ok(KeyLock { file, path }),
+                // The previous holder removed the file we waited on: lock the current one.
+                _ => continue,
+            }
         }
-        Ok(file)
     }
 
     /// Keys of the committed artifacts of `stage`, sorted (not verified: [`Store::lookup`] does
@@ -497,13 +525,40 @@ pub fn print_status(store: &Store, out: &mut dyn std::io::Write) -> Result<()> {
 /// Whether another open file description holds a lock on `path` (probe with a shared lock).
 fn is_locked(path: &Path) -> Result<bool> {
     use fs4::fs_std::FileExt;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .with_context(|| format!("failed to open lock file `{}`", path.display()))?;
+    let file = match std::fs::OpenOptions::new().read(true).write(true).open(path) {
+        Ok(f) => f,
+        // Removed by its holder since the folder was listed: that build has ended.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e).with_context(|| format!("failed to open lock file `{}`", path.display())),
+    };
     let got = FileExt::try_lock_shared(&file).with_context(|| format!("failed to probe lock `{}`", path.display()))?;
     Ok(!got)
+}
+
+/// A held key lock: on drop, the lock file is removed while still locked, then unlocked (module
+/// doc), on error returns and panics alike.
+struct KeyLock {
+    file: std::fs::File,
+    path: PathBuf,
+}
+
+impl Drop for KeyLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        let _ = fs4::fs_std::FileExt::unlock(&self.file);
+    }
+}
+
+/// Removes a folder this build created if it is still empty when dropped (a failed build's stage
+/// folder; `remove_dir` refuses a folder that holds anything, such as another process's lock).
+struct RemoveDirIfEmpty(Option<PathBuf>);
+
+impl Drop for RemoveDirIfEmpty {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_dir(&p);
+        }
+    }
 }
 
 /// Removes a temporary folder unless forgotten: runs on error returns and on panics alike.
@@ -692,13 +747,8 @@ mod tests {
             });
         }));
         assert!(panicked.is_err());
-        let left: Vec<String> = fsx::read_dir_sorted(&store.stage_dir("train"))
-            .unwrap()
-            .iter()
-            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
-            .collect();
-        // Only the (empty, reusable) lock file remains.
-        assert_eq!(left, [format!(".lock-{key}")]);
+        // Nothing remains: no temporary folder, no lock file, not even the stage folder.
+        assert!(!store.stage_dir("train").exists(), "{:?}", fsx::read_dir_sorted(&store.stage_dir("train")));
         assert!(store.lookup("train", &key).unwrap().is_none());
     }
 
