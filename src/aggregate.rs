@@ -196,13 +196,13 @@ impl Scope {
     }
 }
 
-/// Aggregates the store at `store_root` (the artifacts in `scope`) with the paper's numbers from
-/// `paper_dir` (usually `data/paper`) into `aggregate/<key>/` and returns that artifact (cached
-/// when nothing changed).
-pub fn run(store_root: &Path, paper_dir: &Path, scope: &Scope) -> Result<Artifact> {
+/// Aggregates the store at `store_root` (the artifacts in `scope`) with the paper's numbers (the
+/// copy embedded in the binary, [`crate::paper::CSV_FILES`]) into `aggregate/<key>/` and returns
+/// that artifact (cached when nothing changed).
+pub fn run(store_root: &Path, scope: &Scope) -> Result<Artifact> {
     let store = Store::open(store_root)?;
     let raw = collect(&store, scope)?;
-    let paper = Paper::load(paper_dir)?;
+    let paper = Paper::load()?;
     let mut inputs: Vec<Key> = raw.inputs.iter().cloned().collect();
     inputs.sort_by(|a, b| a.as_str().cmp(b.as_str()));
     let mut info = ManifestInfo::new(SCHEMA_VERSION, json!({ "paper_sha256": paper.checksum }));
@@ -557,23 +557,19 @@ pub struct Paper {
 }
 
 impl Paper {
-    pub fn load(dir: &Path) -> Result<Paper> {
+    /// The shipped tables ([`crate::paper::CSV_FILES`], embedded in the binary), as frames.
+    pub fn load() -> Result<Paper> {
         use sha2::{Digest, Sha256};
         let mut hasher = Sha256::new();
         let mut read = |name: &str| -> Result<DataFrame> {
-            let path = dir.join(name);
-            hasher.update(crate::fsx::read(&path).with_context(|| {
-                format!(
-                    "the paper's reference numbers are missing; expected `{}` (shipped in data/paper/)",
-                    path.display()
-                )
-            })?);
+            let text = crate::paper::csv_text(name)?;
+            hasher.update(text.as_bytes());
             CsvReadOptions::default()
                 .with_has_header(true)
                 .with_infer_schema_length(None)
-                .try_into_reader_with_file_path(Some(path.clone()))
-                .and_then(|r| r.finish())
-                .with_context(|| format!("reading `{}`", path.display()))
+                .into_reader_with_file_handle(std::io::Cursor::new(text.as_bytes()))
+                .finish()
+                .with_context(|| format!("reading the shipped data/paper/{name}"))
         };
         let results = read("results.csv")?
             .lazy()
@@ -1251,8 +1247,7 @@ mod tests {
     /// training-time scores (radar_scores.csv), an independent check of the bins.
     #[test]
     fn cost_rule_reproduces_the_papers_training_time_scores_from_figure_2() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/paper");
-        let paper = Paper::load(&dir).unwrap();
+        let paper = Paper::load().unwrap();
         let cost = paper
             .time
             .clone()

@@ -60,10 +60,6 @@ pub enum Command {
 
 #[derive(clap::Args, Debug)]
 pub struct AggregateArgs {
-    /// Folder of the paper's reference CSVs, compared against ours.
-    #[arg(long, default_value = "data/paper")]
-    pub paper: PathBuf,
-
     /// Only the artifacts of this pipeline's tasks (default: everything in the store).
     #[arg(long)]
     pub pipeline: Option<PathBuf>,
@@ -79,10 +75,6 @@ pub struct ReportArgs {
     /// be served as static pages as it is. Default: <artifacts>/report.
     #[arg(long)]
     pub out: Option<PathBuf>,
-
-    /// Folder of the paper's reference CSVs, compared against ours.
-    #[arg(long, default_value = "data/paper")]
-    pub paper: PathBuf,
 
     /// Report on this pipeline only: its tasks' artifacts (not other or older runs in the same
     /// store), with the file named in the provenance. Default: everything in the store.
@@ -140,9 +132,13 @@ pub struct MeasureArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct BudgetsArgs {
-    /// Wall-clock budgets in hours, comma-separated.
-    #[arg(long, value_delimiter = ',', default_values_t = lipctl::budgets::DEFAULT_HOURS)]
-    pub hours: Vec<f64>,
+    /// Wall-clock budgets, e.g. `2 10 24`, `2,10,24`, `90min`, `1h30m` (a bare number means hours).
+    #[arg(long, num_args = 1.., default_value = "2 10 24", value_name = "DURATIONS",
+          long_help = "Wall-clock budgets: durations separated by commas or spaces, as one argument \
+                       (`--hours \"2 10 24\"`, `--hours 2,10,24`) or several (`--hours 2 10 24`). Units s, \
+                       m/min, h, d; parts add up (1h30m); a bare number means hours. The same grammar as \
+                       `recommend --hours` and the pipeline key `budgets.hours`.")]
+    pub hours: Vec<lipctl::units::HoursList>,
 
     /// A measure.json whose median training seconds per batch sets the budgets.
     #[arg(long, conflicts_with_all = ["seconds_per_batch", "paper"])]

@@ -152,6 +152,9 @@ pub enum BudgetMode {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BudgetOptions {
+    /// Wall-clock budgets in hours, read with the one duration grammar ([`crate::units::HoursList`]):
+    /// `[2, 10, 24]`, `[90min, 1h30m]` or `"2 10 24"`.
+    #[serde(deserialize_with = "crate::units::de_hours_list")]
     pub hours: Vec<f64>,
     pub mode: BudgetMode,
     /// Floor on the epochs a budget yields when the model fits (0, the paper's rule, by default).
@@ -362,8 +365,8 @@ impl Pipeline {
             anyhow::bail!("{}: set `train.epochs`, or add a `budgets` section", at("train"));
         }
         if let Some(b) = &self.budgets {
-            if b.hours.is_empty() || b.hours.iter().any(|h| !(h.is_finite() && *h > 0.0)) {
-                anyhow::bail!("{}: hours must be a non-empty list of positive numbers, got {:?}", at("budgets"), b.hours);
+            if b.hours.is_empty() {
+                anyhow::bail!("{}: list at least one budget, e.g. hours: [2, 10, 24] or [90min, 1h30m]", at("budgets.hours"));
             }
         }
         if self.budgets.is_none() && self.train.per_method.iter().any(|(_, o)| o.min_epochs.is_some()) {
@@ -390,6 +393,9 @@ impl Pipeline {
             }
         }
         for d in &self.datasets {
+            if d.name == "npz" && d.source.is_none() {
+                anyhow::bail!("{}: dataset `npz` needs a `source` (train.npz,test.npz, or one .npz with both splits)", at("datasets"));
+            }
             if d.name == "imagefolder" && d.source.is_none() {
                 anyhow::bail!("{}: dataset `imagefolder` needs a `source` (folder, .zip or .tar.gz)", at("datasets"));
             }

@@ -89,40 +89,109 @@ pub fn read_dir_sorted(path: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// A file or folder name as text, losslessly: valid UTF-8 stays as it is, except that `\` becomes
+/// `\\`, and every byte that is not part of valid UTF-8 becomes `\xHH`. The mapping is injective,
+/// so names that differ in any byte stay different (two files whose names differ only in an
+/// invalid byte are two files, not one), and a folder and an archive holding the same byte names
+/// give the same text. Names are compared and sorted in this form.
+pub fn name_from_bytes(raw: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(raw.len());
+    for chunk in raw.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c == '\\' {
+                out.push_str("\\\\");
+            } else {
+                out.push(c);
+            }
+        }
+        for b in chunk.invalid() {
+            write!(out, "\\x{b:02X}").expect("writing to a String cannot fail");
+        }
+    }
+    out
+}
+
+/// A path's last component in the form of [`name_from_bytes`].
+pub fn file_name_text(path: &Path) -> Option<String> {
+    use std::os::unix::ffi::OsStrExt;
+    path.file_name().map(|n| name_from_bytes(n.as_bytes()))
+}
+
 /// Every regular file below `root`, as (path relative to `root` with `/` separators, full path),
-/// sorted by relative path. Symbolic links are followed for files, not for folders (no cycles).
+/// sorted by relative path. See [`walk_tree_skipping`] for links and names.
 pub fn walk_files(root: &Path) -> Result<Vec<(String, PathBuf)>> {
-    let mut out = Vec::new();
-    walk(root, "", &mut out, &mut Vec::new())?;
-    out.sort();
-    Ok(out)
+    Ok(walk_tree_skipping(root, &|_| false)?.0)
 }
 
 /// Like [`walk_files`], also returning every folder below `root` (relative names), so callers
 /// can notice empty folders.
 pub fn walk_tree(root: &Path) -> Result<(Vec<(String, PathBuf)>, Vec<String>)> {
+    walk_tree_skipping(root, &|_| false)
+}
+
+/// Files and folders below `root` (relative names, sorted), leaving out every entry whose relative
+/// name `skip` accepts (and everything below it).
+///
+/// * Names are [`name_from_bytes`] of the raw bytes, so no two entries collapse into one.
+/// * Symbolic links are followed, to files and to folders, as torchvision's `ImageFolder` does; a
+///   linked folder's contents appear under the link's name.
+/// * A dangling link is an error naming it and its target; so is a link to a folder that contains
+///   the link (a cycle), which would otherwise be walked forever.
+pub fn walk_tree_skipping(root: &Path, skip: &dyn Fn(&str) -> bool) -> Result<(Vec<(String, PathBuf)>, Vec<String>)> {
     let mut files = Vec::new();
     let mut dirs = Vec::new();
-    walk(root, "", &mut files, &mut dirs)?;
+    let top = fs::canonicalize(root).with_context(|| format!("failed to resolve `{}`", root.display()))?;
+    walk(root, "", skip, &mut files, &mut dirs, &mut vec![top])?;
     files.sort();
     dirs.sort();
     Ok((files, dirs))
 }
 
-fn walk(dir: &Path, rel: &str, files: &mut Vec<(String, PathBuf)>, dirs: &mut Vec<String>) -> Result<()> {
+fn walk(
+    dir: &Path,
+    rel: &str,
+    skip: &dyn Fn(&str) -> bool,
+    files: &mut Vec<(String, PathBuf)>,
+    dirs: &mut Vec<String>,
+    ancestors: &mut Vec<PathBuf>,
+) -> Result<()> {
     for path in read_dir_sorted(dir)? {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .expect("read_dir entries always have a file name");
+        let name = file_name_text(&path).expect("read_dir entries always have a file name");
         let child_rel = if rel.is_empty() { name } else { format!("{rel}/{name}") };
-        let ft = fs::symlink_metadata(&path)
+        if skip(&child_rel) {
+            continue;
+        }
+        let link = fs::symlink_metadata(&path)
             .with_context(|| format!("failed to read metadata of `{}`", path.display()))?
-            .file_type();
-        if ft.is_dir() {
+            .file_type()
+            .is_symlink();
+        // `metadata` follows links; a link whose target is missing fails here.
+        let meta = match fs::metadata(&path) {
+            Ok(m) => m,
+            Err(e) if link && e.kind() == std::io::ErrorKind::NotFound => {
+                let target = fs::read_link(&path).map(|t| t.display().to_string()).unwrap_or_else(|_| "?".into());
+                anyhow::bail!(
+                    "`{}` is a symbolic link to `{target}`, which does not exist; restore its target or remove the link",
+                    path.display()
+                );
+            }
+            Err(e) => return Err(e).with_context(|| format!("failed to read metadata of `{}`", path.display())),
+        };
+        if meta.is_dir() {
+            let real = fs::canonicalize(&path).with_context(|| format!("failed to resolve `{}`", path.display()))?;
+            if ancestors.contains(&real) {
+                anyhow::bail!(
+                    "`{}` is a symbolic link to `{}`, a folder that contains the link (a cycle); remove the link",
+                    path.display(),
+                    real.display()
+                );
+            }
             dirs.push(child_rel.clone());
-            walk(&path, &child_rel, files, dirs)?;
-        } else if ft.is_file() || (ft.is_symlink() && path.is_file()) {
+            ancestors.push(real);
+            walk(&path, &child_rel, skip, files, dirs, ancestors)?;
+            ancestors.pop();
+        } else if meta.is_file() {
             files.push((child_rel, path));
         }
     }
@@ -156,5 +225,42 @@ mod tests {
         let names: Vec<&str> = files.iter().map(|(r, _)| r.as_str()).collect();
         assert_eq!(names, ["a/1.txt", "b/2.txt"]);
         assert_eq!(dirs, ["a", "b", "b/empty"]);
+    }
+
+    #[test]
+    fn byte_names_stay_distinct_and_readable() {
+        assert_eq!(name_from_bytes(b"plain.png"), "plain.png");
+        assert_eq!(name_from_bytes("é.png".as_bytes()), "é.png");
+        assert_eq!(name_from_bytes(b"img\xfe.png"), "img\\xFE.png");
+        assert_ne!(name_from_bytes(b"img\xfe.png"), name_from_bytes(b"img\xff.png"));
+        // A literal backslash cannot imitate an escaped byte.
+        assert_eq!(name_from_bytes(b"img\\xFE.png"), "img\\\\xFE.png");
+        assert_ne!(name_from_bytes(b"img\\xFE.png"), name_from_bytes(b"img\xfe.png"));
+    }
+
+    #[test]
+    fn links_to_folders_are_followed_and_bad_links_named() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        create_dir_all(&root.join("real/sub")).unwrap();
+        write(&root.join("real/sub/1.txt"), "x").unwrap();
+        create_dir_all(&root.join("top")).unwrap();
+        symlink("../real", root.join("top/linked")).unwrap();
+        let (files, dirs) = walk_tree(&root.join("top")).unwrap();
+        let names: Vec<&str> = files.iter().map(|(r, _)| r.as_str()).collect();
+        assert_eq!(names, ["linked/sub/1.txt"]);
+        assert_eq!(dirs, ["linked", "linked/sub"]);
+
+        symlink("..", root.join("real/sub/up")).unwrap();
+        let msg = format!("{:#}", walk_tree(&root.join("top")).unwrap_err());
+        assert!(msg.contains("top/linked/sub/up") && msg.contains("cycle"), "{msg}");
+        std::fs::remove_file(root.join("real/sub/up")).unwrap();
+
+        symlink("missing", root.join("top/dangling")).unwrap();
+        let msg = format!("{:#}", walk_tree(&root.join("top")).unwrap_err());
+        assert!(msg.contains("top/dangling") && msg.contains("`missing`, which does not exist"), "{msg}");
+        // A skipped name is not looked at.
+        assert!(walk_tree_skipping(&root.join("top"), &|n| n == "dangling").is_ok());
     }
 }

@@ -44,18 +44,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print_json(&mut out, &m)?;
         }
         Command::Budgets(a) => {
+            let hours: Vec<f64> = a.hours.iter().flat_map(|l| l.hours()).collect();
             let budget = if a.paper {
                 let dataset = a.dataset.context("--paper needs --dataset")?;
                 let (method, size) = a.method.zip(a.size).context("--paper needs --method and --size")?;
-                lipctl::budgets::paper_budget(&a.hours, dataset.kind(), method, size, 3)?
+                lipctl::budgets::paper_budget(&hours, dataset.kind(), method, size, 3)?
             } else if let Some(path) = &a.measurement {
                 let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
                 let m: lipctl::measure::Measurement =
                     serde_json::from_str(&text).with_context(|| format!("{}: not a measure.json", path.display()))?;
-                lipctl::budgets::budget_from_measurement(&m, &a.hours, a.batches_per_epoch)?
+                lipctl::budgets::budget_from_measurement(&m, &hours, a.batches_per_epoch)?
             } else {
                 let t = a.seconds_per_batch.context("give --measurement FILE, --seconds-per-batch S or --paper")?;
-                lipctl::budgets::measured_budget(&a.hours, t, a.batches_per_epoch)?
+                lipctl::budgets::measured_budget(&hours, t, a.batches_per_epoch)?
             };
             print_json(&mut out, &budget)?;
         }
@@ -88,12 +89,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Aggregate(a) => {
             let scope = lipctl::pipeline::scope(a.pipeline.as_deref(), a.data, &Progress::for_stderr())?;
-            let art = lipctl::aggregate::run(&cli.artifacts, &a.paper, &scope)?;
+            let art = lipctl::aggregate::run(&cli.artifacts, &scope)?;
             writeln!(out, "{}", art.dir.display())?;
         }
         Command::Report(a) => {
             let scope = lipctl::pipeline::scope(a.pipeline.as_deref(), a.data, &Progress::for_stderr())?;
-            let art = lipctl::aggregate::run(&cli.artifacts, &a.paper, &scope)?;
+            let art = lipctl::aggregate::run(&cli.artifacts, &scope)?;
             let dest = a.out.unwrap_or_else(|| cli.artifacts.join("report"));
             let prov = lipctl::report::Provenance::current(a.pipeline.as_deref());
             let done = lipctl::report::render(&art.dir, &dest, &prov)?;

@@ -264,6 +264,27 @@ pub struct PaperData {
     pub cra_all_radii_cifar10_24h: Vec<AllRadiiRow>,
 }
 
+/// The shipped CSVs by file name, the one source of the paper's numbers for every command
+/// (recommend, budgets, aggregate, report), whatever the working folder.
+pub const CSV_FILES: [(&str, &str); 7] = [
+    ("results.csv", RESULTS),
+    ("epoch_budgets_2h.csv", EPOCH_BUDGETS),
+    ("train_time_per_epoch.csv", TRAIN_TIME),
+    ("train_memory_gb.csv", TRAIN_MEMORY),
+    ("infer_memory_mb_uncertain.csv", INFER_MEMORY),
+    ("radar_scores.csv", RADAR),
+    ("cra_all_radii_cifar10_24h.csv", ALL_RADII),
+];
+
+/// The text of a shipped CSV (`results.csv`, …; see [`CSV_FILES`]).
+pub fn csv_text(file: &str) -> Result<&'static str> {
+    CSV_FILES
+        .iter()
+        .find(|(name, _)| *name == file)
+        .map(|(_, text)| *text)
+        .with_context(|| format!("internal error: no shipped paper table `data/paper/{file}`"))
+}
+
 const RESULTS: &str = include_str!("../data/paper/results.csv");
 const EPOCH_BUDGETS: &str = include_str!("../data/paper/epoch_budgets_2h.csv");
 const TRAIN_TIME: &str = include_str!("../data/paper/train_time_per_epoch.csv");

@@ -10,6 +10,10 @@
 //!   `docker --memory 80g` and `java -Xmx8g`. A space between number and unit is allowed.
 //! * durations: `s`, `m`/`min`, `h`/`hr`, `d`/`day` (plural spellings too); a bare number means hours;
 //!   several parts add up (`1h30m`).
+//!
+//! One duration grammar everywhere: `recommend --hours`, `budgets --hours` and the pipeline key
+//! `budgets.hours` all read [`Hours`]; lists ([`HoursList`], [`de_hours_list`]) are separated by
+//! commas, or by spaces between bare numbers (`2 10 24`, as `--help` prints defaults).
 
 use serde::Serialize;
 use std::fmt;
@@ -214,6 +218,85 @@ impl FromStr for Hours {
     }
 }
 
+/// Several durations: `2,10,24`, `2 10 24`, `90min, 1h30m`. Commas always separate. Within a
+/// comma-free piece, spaces separate only bare numbers (`2 10 24`: three budgets in hours);
+/// otherwise the piece is one [`Hours`], whose parts add up (`1h 30m` is 1.5 h, `2 hours` is 2 h).
+#[derive(Clone, Debug, PartialEq)]
+pub struct HoursList(pub Vec<Hours>);
+
+impl HoursList {
+    /// The durations in hours.
+    pub fn hours(&self) -> Vec<f64> {
+        self.0.iter().map(|h| h.hours()).collect()
+    }
+}
+
+impl FromStr for HoursList {
+    type Err = BudgetError;
+
+    fn from_str(input: &str) -> Result<Self, Self::Err> {
+        let mut out = Vec::new();
+        for piece in input.split(',') {
+            let words: Vec<&str> = piece.split_whitespace().collect();
+            if words.len() > 1 && words.iter().all(|w| parse_decimal(w).is_some()) {
+                for w in words {
+                    out.push(w.parse::<Hours>()?);
+                }
+            } else {
+                out.push(piece.parse::<Hours>().map_err(|e| BudgetError { value: input.to_string(), ..e })?);
+            }
+        }
+        Ok(HoursList(out))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Hours {
+    /// A YAML/JSON number (hours) or a string in the [`Hours`] grammar.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(DurationVisitor).and_then(|list| match list.0.as_slice() {
+            [one] => Ok(*one),
+            _ => Err(serde::de::Error::custom(format!("expected one duration; {HOURS_FORMS}"))),
+        })
+    }
+}
+
+/// Reads a number, a string ([`HoursList`] grammar) or a sequence of numbers and strings.
+struct DurationVisitor;
+
+impl<'de> serde::de::Visitor<'de> for DurationVisitor {
+    type Value = HoursList;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "a duration or a list of durations ({HOURS_FORMS})")
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<HoursList, E> {
+        v.to_string().parse::<Hours>().map(|h| HoursList(vec![h])).map_err(E::custom)
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<HoursList, E> {
+        self.visit_f64(v as f64)
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<HoursList, E> {
+        // Negative: the parser's message says so.
+        v.to_string().parse::<Hours>().map(|h| HoursList(vec![h])).map_err(E::custom)
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<HoursList, E> {
+        v.parse::<HoursList>().map_err(E::custom)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<HoursList, A::Error> {
+        let mut out = Vec::new();
+        while let Some(h) = seq.next_element::<Hours>()? {
+            out.push(h);
+        }
+        Ok(HoursList(out))
+    }
+}
+
+/// `deserialize_with` for a list of durations in hours (the pipeline key `budgets.hours`): a
+/// sequence of numbers and duration strings (`[2, 10h, 1h30m]`), or one string (`"2 10 24"`).
+pub fn de_hours_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
+    d.deserialize_any(DurationVisitor).map(|list| list.hours())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,5 +370,46 @@ mod tests {
         assert_eq!(Hours(24.0).to_string(), "24 h");
         assert_eq!(Hours(0.25).to_string(), "15 min");
         assert_eq!(Hours(30.0 / 3600.0).to_string(), "30 s");
+    }
+
+    #[test]
+    fn duration_lists_people_write() {
+        let cases: &[(&str, &[f64])] = &[
+            ("2 10 24", &[2.0, 10.0, 24.0]),
+            ("2,10,24", &[2.0, 10.0, 24.0]),
+            ("2, 10, 24", &[2.0, 10.0, 24.0]),
+            ("90min", &[1.5]),
+            ("5400s", &[1.5]),
+            ("1h30m", &[1.5]),
+            ("1h 30m", &[1.5]),
+            ("2 hours", &[2.0]),
+            ("90min,1h30m, 2", &[1.5, 1.5, 2.0]),
+            ("0.05", &[0.05]),
+        ];
+        for &(text, want) in cases {
+            assert_eq!(text.parse::<HoursList>().expect(text).hours(), want, "{text}");
+        }
+        for text in ["", "2,,10", "2 x", "2 10 -3", "abc"] {
+            let err = text.parse::<HoursList>().expect_err(text).to_string();
+            assert!(err.contains("1h30m") && err.contains("90m"), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn durations_in_yaml_are_numbers_or_strings() {
+        #[derive(serde::Deserialize)]
+        struct B {
+            #[serde(deserialize_with = "de_hours_list")]
+            hours: Vec<f64>,
+        }
+        let read = |y: &str| serde_yaml::from_str::<B>(y).map(|b| b.hours).map_err(|e| e.to_string());
+        assert_eq!(read("hours: [2, 10, 24]").unwrap(), [2.0, 10.0, 24.0]);
+        assert_eq!(read("hours: [90min, 1h30m, 0.05, 5400s]").unwrap(), [1.5, 1.5, 0.05, 1.5]);
+        assert_eq!(read("hours: 2 10 24").unwrap(), [2.0, 10.0, 24.0]);
+        assert_eq!(read("hours: 1.5").unwrap(), [1.5]);
+        let err = read("hours: [2, 90 apples]").unwrap_err();
+        assert!(err.contains("\"90 apples\"") && err.contains("1h30m") && err.contains("line 1"), "{err}");
+        let err = read("hours: [-2]").unwrap_err();
+        assert!(err.contains("negative"), "{err}");
     }
 }

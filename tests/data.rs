@@ -35,18 +35,11 @@ fn error_of(req: &PrepareRequest, store: &Store) -> String {
     format!("{err:#}")
 }
 
-/// Nothing partial in the store after a failed prepare: no artifact, no temporary folder.
+/// Nothing in the store after a failed prepare: no artifact, no temporary folder, no lock file,
+/// not even the stage folder.
 fn assert_nothing_written(store: &Store) {
-    for st in store.status().unwrap() {
-        assert!(st.done.is_empty() && st.partial == 0 && st.running.is_empty(), "{st:?}");
-    }
-    let stage = store.stage_dir("prepare");
-    if stage.exists() {
-        for entry in std::fs::read_dir(stage).unwrap() {
-            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
-            assert!(name.starts_with(".lock-"), "left behind: {name}");
-        }
-    }
+    let left: Vec<_> = std::fs::read_dir(store.root()).unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
 }
 
 /// Image `i` of `side`×`side` whose every channel differs, so a channel or axis swap shows.
@@ -516,9 +509,7 @@ fn unknown_dataset_and_unwritable_store_are_clear_errors() {
 
 fn real_cifar10_jpeg() -> Option<PathBuf> {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    [PathBuf::from("/work/shared/data/cifar10-jpeg.tar.gz"), manifest.join("../shared/data/cifar10-jpeg.tar.gz")]
-        .into_iter()
-        .find(|p| p.is_file())
+    Some(manifest.join("../shared/data/cifar10-jpeg.tar.gz")).filter(|p| p.is_file())
 }
 
 /// Tolerance on the channel means against torchvision's CIFAR-10 means (reference-protocol §5.2):
@@ -556,4 +547,434 @@ fn real_cifar10_jpeg_archive() {
     let mut per_class = [0usize; 10];
     labels(&ds.val_split).iter().for_each(|&i| per_class[train_labels[i as usize] as usize] += 1);
     assert_eq!(per_class, [500; 10]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// data as people have it (issue 17): links, byte names, Windows archives, NumPy arrays, EXIF
+
+/// The probe inputs of `../shared/data/probes` (README there), when this machine has them.
+fn probe(name: &str) -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/probes").join(name);
+    p.is_file().then_some(p)
+}
+
+/// Unpacks a tar (gzipped or not) into `dest` as `tar xf` does: links stay links, names stay bytes.
+fn untar(archive: &Path, dest: &Path) {
+    let file = std::fs::File::open(archive).unwrap();
+    let reader: Box<dyn std::io::Read> = if archive.to_string_lossy().ends_with(".gz") {
+        Box::new(flate2::read::GzDecoder::new(file))
+    } else {
+        Box::new(file)
+    };
+    tar::Archive::new(reader).unpack(dest).unwrap();
+}
+
+/// Images per class of split `t` (labels in class order).
+fn per_class(t: &tch::Tensor, classes: usize) -> Vec<usize> {
+    let mut c = vec![0; classes];
+    labels(t).iter().for_each(|&l| c[l as usize] += 1);
+    c
+}
+
+fn all_images(t: &tch::Tensor) -> Vec<Vec<u8>> {
+    (0..t.size()[0]).map(|i| image_at(t, i)).collect()
+}
+
+/// root/{train,test}/{a,b} as real folders with 3 images each; class `c` of both splits is a
+/// relative link to `shared/{train,test}_c` (the layout of the symlink-class probe).
+fn write_linked_classes(top: &Path) {
+    let mut i = 0;
+    for split in ["train", "test"] {
+        for class in ["a", "b"] {
+            for f in 0..3 {
+                write(&top.join(format!("root/{split}/{class}/{f}.png")), &png(&pattern(i, 4)));
+                i += 1;
+            }
+        }
+        for f in 0..3 {
+            write(&top.join(format!("shared/{split}_c/{f}.png")), &png(&pattern(i, 4)));
+            i += 1;
+        }
+        std::os::unix::fs::symlink(format!("../../shared/{split}_c"), top.join(format!("root/{split}/c"))).unwrap();
+    }
+}
+
+fn assert_three_linked_classes(s: &PreparedSummary) {
+    let ds = Dataset::load(&s.dir).unwrap();
+    assert_eq!(ds.classes, ["a", "b", "c"], "{s}");
+    assert_eq!(per_class(&ds.train_labels, 3), [3, 3, 3]);
+    assert_eq!(per_class(&ds.test_labels, 3), [3, 3, 3]);
+}
+
+#[test]
+fn linked_class_folders_are_followed_in_folders_and_archives() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_in(dir.path());
+    let top = dir.path().join("made");
+    write_linked_classes(&top);
+    let s = run(&request(DatasetKind::Imagefolder, Some(&top.join("root")), dir.path()), &store).unwrap();
+    assert_three_linked_classes(&s);
+    let linked_images = all_images(&Dataset::load(&s.dir).unwrap().train_images);
+
+    // The same layout as a tar whose link entries point inside the archive (not followed when
+    // writing), and as a zip with symbolic-link entries.
+    let tar_path = dir.path().join("made.tar");
+    let mut b = tar::Builder::new(std::fs::File::create(&tar_path).unwrap());
+    b.follow_symlinks(false);
+    b.append_dir_all(".", &top).unwrap();
+    b.into_inner().unwrap();
+    let zip_path = dir.path().join("made.zip");
+    let mut z = zip::ZipWriter::new(std::fs::File::create(&zip_path).unwrap());
+    let opts = zip::write::SimpleFileOptions::default();
+    for entry in walkdir(&top) {
+        let rel = entry.strip_prefix(&top).unwrap().to_string_lossy().into_owned();
+        let meta = std::fs::symlink_metadata(&entry).unwrap();
+        if meta.file_type().is_symlink() {
+            z.add_symlink(rel, std::fs::read_link(&entry).unwrap().to_string_lossy(), opts).unwrap();
+        } else if meta.is_file() {
+            z.start_file(rel, opts).unwrap();
+            z.write_all(&std::fs::read(&entry).unwrap()).unwrap();
+        }
+    }
+    z.finish().unwrap();
+    for archive in [&tar_path, &zip_path] {
+        let s = run(&request(DatasetKind::Imagefolder, Some(archive), dir.path()), &store).unwrap();
+        assert_three_linked_classes(&s);
+        assert_eq!(all_images(&Dataset::load(&s.dir).unwrap().train_images), linked_images, "{}", archive.display());
+    }
+
+    // The shared probe, as it is: extracted (links kept) and as the archive itself.
+    if let Some(p) = probe("symlink-class.tar") {
+        let local = dir.path().join("symlink-class.tar");
+        std::fs::copy(&p, &local).unwrap();
+        let out = dir.path().join("probe");
+        untar(&local, &out);
+        for src in [out.join("root"), local] {
+            let s = run(&request(DatasetKind::Imagefolder, Some(&src), dir.path()), &store).unwrap();
+            assert_eq!((s.classes, s.fit + s.val, s.test), (3, 9, 9), "{}: {s}", src.display());
+        }
+    }
+}
+
+/// Every file below `root` (links not followed), sorted.
+fn walkdir(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if std::fs::symlink_metadata(&p).unwrap().is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn dangling_and_cyclic_links_are_named_and_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_in(dir.path());
+    let top = dir.path().join("made");
+    write_linked_classes(&top);
+    std::fs::remove_dir_all(top.join("shared/test_c")).unwrap();
+    let msg = error_of(&request(DatasetKind::Imagefolder, Some(&top.join("root")), dir.path()), &store);
+    assert!(msg.contains("root/test/c") && msg.contains("does not exist"), "{msg}");
+    assert_nothing_written(&store);
+
+    // In an archive: the link's target is not among the entries.
+    let tar_path = dir.path().join("dangling.tar");
+    let mut b = tar::Builder::new(std::fs::File::create(&tar_path).unwrap());
+    b.follow_symlinks(false);
+    b.append_dir_all(".", &top).unwrap();
+    b.into_inner().unwrap();
+    let msg = error_of(&request(DatasetKind::Imagefolder, Some(&tar_path), dir.path()), &store);
+    assert!(msg.contains("root/test/c") && msg.contains("not in the archive"), "{msg}");
+    assert_nothing_written(&store);
+
+    // A cycle: a class folder holding a link to its own split.
+    std::fs::remove_file(top.join("root/test/c")).unwrap();
+    std::os::unix::fs::symlink("..", top.join("root/test/b/up")).unwrap();
+    let msg = error_of(&request(DatasetKind::Imagefolder, Some(&top.join("root")), dir.path()), &store);
+    assert!(msg.contains("root/test/b/up") && msg.contains("cycle"), "{msg}");
+    assert_nothing_written(&store);
+}
+
+#[test]
+fn file_names_that_are_not_utf8_are_all_kept_alike_in_folder_and_archive() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_in(dir.path());
+    // Built here: class `a` holds three images whose names differ only in one invalid byte.
+    let root = dir.path().join("bytes");
+    let mut i = 0;
+    for split in ["train", "test"] {
+        for name in [&b"plain.png"[..], b"img\xfe.png", b"img\xff.png"] {
+            let path = root.join(split).join("a").join(std::ffi::OsStr::from_bytes(name));
+            write(&path, &png(&pattern(i, 4)));
+            i += 1;
+        }
+        write(&root.join(split).join("b/plain.png"), &png(&pattern(i, 4)));
+        i += 1;
+    }
+    let tgz = dir.path().join("bytes.tar.gz");
+    tar_gz(&root, "bytes", &tgz);
+    let mut sources = vec![root.clone(), tgz];
+    if let Some(p) = probe("nonutf8.tar.gz") {
+        let local = dir.path().join("nonutf8.tar.gz");
+        std::fs::copy(&p, &local).unwrap();
+        untar(&local, &dir.path().join("probe"));
+        sources.extend([dir.path().join("probe/root"), local]);
+    }
+    let mut seen = Vec::new();
+    for src in &sources {
+        let s = run(&request(DatasetKind::Imagefolder, Some(src), dir.path()), &store).unwrap();
+        let ds = Dataset::load(&s.dir).unwrap();
+        assert_eq!(per_class(&ds.train_labels, 2), [3, 1], "{}", src.display());
+        assert_eq!(per_class(&ds.test_labels, 2), [3, 1], "{}", src.display());
+        seen.push(all_images(&ds.train_images));
+    }
+    // A folder and its archive give the same images in the same order.
+    assert_eq!(seen[0], seen[1]);
+    if seen.len() == 4 {
+        assert_eq!(seen[2], seen[3]);
+    }
+}
+
+#[test]
+fn windows_separators_in_zip_and_tar_are_read_as_folders() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_in(dir.path());
+    let mut files = Vec::new();
+    let mut i = 0;
+    for split in ["train", "test"] {
+        for class in ["cat", "dog"] {
+            files.push((format!("pets\\{split}\\{class}\\{i}.png"), png(&pattern(i, 4))));
+            i += 1;
+        }
+    }
+    let zip_path = dir.path().join("windows.zip");
+    let mut z = zip::ZipWriter::new(std::fs::File::create(&zip_path).unwrap());
+    let opts = zip::write::SimpleFileOptions::default();
+    z.add_directory("pets\\train\\", opts).unwrap();
+    for (name, data) in &files {
+        z.start_file(name.as_str(), opts).unwrap();
+        z.write_all(data).unwrap();
+    }
+    z.finish().unwrap();
+    let tar_path = dir.path().join("windows.tar");
+    let mut b = tar::Builder::new(std::fs::File::create(&tar_path).unwrap());
+    for (name, data) in &files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, name, data.as_slice()).unwrap();
+    }
+    b.into_inner().unwrap();
+    for archive in [&zip_path, &tar_path] {
+        let s = run(&request(DatasetKind::Imagefolder, Some(archive), dir.path()), &store).unwrap();
+        let ds = Dataset::load(&s.dir).unwrap();
+        assert_eq!(ds.classes, ["cat", "dog"], "{}", archive.display());
+        assert_eq!((s.fit + s.val, s.test), (2, 2));
+    }
+    // Extracted by a tool that kept `\` inside the names: the error names the separator.
+    let store = store_in(&dir.path().join("fresh"));
+    let flat = dir.path().join("flat");
+    for (name, data) in &files {
+        write(&flat.join(name), data);
+    }
+    let msg = error_of(&request(DatasetKind::Imagefolder, Some(&flat), dir.path()), &store);
+    assert!(msg.contains("contain `\\`") && msg.contains("Windows path separator") && msg.contains("`pets\\"), "{msg}");
+    assert_nothing_written(&store);
+}
+
+/// An `.npy` file (format 1.0, C order) of `descr` and `shape` holding `data`, as NumPy writes it.
+fn npy(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let shape = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend((header.len() as u16).to_le_bytes());
+    out.extend(header.as_bytes());
+    out.extend(data);
+    out
+}
+
+/// An `.npz` (zip of `NAME.npy`), deflated as `np.savez_compressed` or stored as `np.savez`.
+fn npz(path: &Path, arrays: &[(&str, Vec<u8>)], compressed: bool) {
+    let mut z = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
+    let method = if compressed { zip::CompressionMethod::Deflated } else { zip::CompressionMethod::Stored };
+    let opts = zip::write::SimpleFileOptions::default().compression_method(method);
+    for (name, bytes) in arrays {
+        z.start_file(format!("{name}.npy"), opts).unwrap();
+        z.write_all(bytes).unwrap();
+    }
+    z.finish().unwrap();
+}
+
+/// `n` images of side `s` as NHWC bytes (pixel (y, x, c) of image i), and the same as NCHW planes.
+fn nhwc_and_planes(n: usize, s: usize, seed: usize) -> (Vec<u8>, Vec<Vec<u8>>) {
+    let v = |i: usize, y: usize, x: usize, c: usize| ((i * 31 + y * 7 + x * 3 + c * 101 + seed) % 256) as u8;
+    let mut nhwc = Vec::new();
+    let mut planes = Vec::new();
+    for i in 0..n {
+        for y in 0..s {
+            for x in 0..s {
+                for c in 0..3 {
+                    nhwc.push(v(i, y, x, c));
+                }
+            }
+        }
+        let mut p = Vec::new();
+        for c in 0..3 {
+            for y in 0..s {
+                for x in 0..s {
+                    p.push(v(i, y, x, c));
+                }
+            }
+        }
+        planes.push(p);
+    }
+    (nhwc, planes)
+}
+
+#[test]
+fn npz_arrays_in_either_layout_read_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_in(dir.path());
+    let (train_x, train_planes) = nhwc_and_planes(6, 4, 0);
+    let (test_x, test_planes) = nhwc_and_planes(3, 4, 50);
+    let train_y: Vec<u8> = [2i32, 0, 1, 2, 1, 0].iter().flat_map(|l| l.to_le_bytes()).collect();
+    let test_y = vec![1u8, 0, 2];
+    // Two files, NHWC uint8 images, int32 and uint8 labels, one compressed.
+    let (train_f, test_f) = (dir.path().join("train.npz"), dir.path().join("test.npz"));
+    npz(&train_f, &[("x", npy("|u1", &[6, 4, 4, 3], &train_x)), ("y", npy("<i4", &[6], &train_y))], true);
+    npz(&test_f, &[("images", npy("|u1", &[3, 4, 4, 3], &test_x)), ("labels", npy("|u1", &[3], &test_y))], false);
+    let two = PathBuf::from(format!("{},{}", train_f.display(), test_f.display()));
+    let s = run(&request(DatasetKind::Npz, Some(&two), dir.path()), &store).unwrap();
+    assert_eq!((s.classes, s.fit + s.val, s.test, s.image_side), (3, 6, 3, 4), "{s}");
+    let ds = Dataset::load(&s.dir).unwrap();
+    assert_eq!(ds.classes, ["0", "1", "2"]);
+    assert_eq!(labels(&ds.train_labels), [2, 0, 1, 2, 1, 0]);
+    assert_eq!(labels(&ds.test_labels), [1, 0, 2]);
+    assert_eq!(all_images(&ds.train_images), train_planes);
+    assert_eq!(all_images(&ds.test_images), test_planes);
+
+    // One file, NCHW images (PyTorch's layout), int64 labels: the same dataset.
+    let nchw = |planes: &[Vec<u8>]| planes.concat();
+    let i64s = |v: &[i64]| v.iter().flat_map(|l| l.to_le_bytes()).collect::<Vec<u8>>();
+    let one = dir.path().join("both.npz");
+    npz(
+        &one,
+        &[
+            ("x_train", npy("|u1", &[6, 3, 4, 4], &nchw(&train_planes))),
+            ("y_train", npy("<i8", &[6], &i64s(&[2, 0, 1, 2, 1, 0]))),
+            ("x_test", npy("|u1", &[3, 3, 4, 4], &nchw(&test_planes))),
+            ("y_test", npy("<i8", &[3], &i64s(&[1, 0, 2]))),
+        ],
+        true,
+    );
+    let s = run(&request(DatasetKind::Npz, Some(&one), dir.path()), &store).unwrap();
+    let ds1 = Dataset::load(&s.dir).unwrap();
+    assert_eq!(all_images(&ds1.train_images), train_planes);
+    assert_eq!(all_images(&ds1.test_images), test_planes);
+    assert_eq!(labels(&ds1.test_labels), [1, 0, 2]);
+}
+
+#[test]
+fn npz_mistakes_name_the_array_and_the_fix_and_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_in(dir.path());
+    let (x, _) = nhwc_and_planes(4, 4, 0);
+    let y: Vec<u8> = [0i64, 1, 0, 1].iter().flat_map(|l| l.to_le_bytes()).collect();
+    let good_test = dir.path().join("test.npz");
+    npz(&good_test, &[("x", npy("|u1", &[4, 4, 4, 3], &x)), ("y", npy("<i8", &[4], &y))], false);
+    let floats: Vec<u8> = (0..4 * 4 * 4 * 3).flat_map(|_| 0.5f32.to_le_bytes()).collect();
+    let y_f: Vec<u8> = [0.0f64, 1.0, 0.0, 1.0].iter().flat_map(|l| l.to_le_bytes()).collect();
+    let y_gap: Vec<u8> = [0i64, 7, 0, 7].iter().flat_map(|l| l.to_le_bytes()).collect();
+    let one_hot: Vec<u8> = [1i64, 0, 0, 1, 1, 0, 0, 1].iter().flat_map(|l| l.to_le_bytes()).collect();
+    let (rect, _) = nhwc_and_planes(4, 4, 0);
+    let cases: Vec<(&str, Vec<(&str, Vec<u8>)>, &str)> = vec![
+        ("float images", vec![("x", npy("<f4", &[4, 4, 4, 3], &floats)), ("y", npy("<i8", &[4], &y))], "array `x`: images are <f4, expected uint8"),
+        ("float labels", vec![("x", npy("|u1", &[4, 4, 4, 3], &x)), ("y", npy("<f8", &[4], &y_f))], "array `y`: labels are <f8, expected integer"),
+        ("label count", vec![("x", npy("|u1", &[4, 4, 4, 3], &x)), ("y", npy("<i8", &[3], &y[..24]))], "array `y`: 3 labels for 4 images"),
+        ("gaps", vec![("x", npy("|u1", &[4, 4, 4, 3], &x)), ("y", npy("<i8", &[4], &y_gap))], "largest training label is 7, but there are only 4"),
+        ("one-hot", vec![("x", npy("|u1", &[4, 4, 4, 3], &x)), ("y", npy("<i8", &[4, 2], &one_hot))], "one-hot"),
+        ("not square", vec![("x", npy("|u1", &[4, 2, 8, 3], &rect)), ("y", npy("<i8", &[4], &y))], "images are 2×8"),
+        ("bad shape", vec![("x", npy("|u1", &[4, 48], &x)), ("y", npy("<i8", &[4], &y))], "images have shape [4, 48]"),
+        ("names", vec![("pixels", npy("|u1", &[4, 4, 4, 3], &x)), ("y", npy("<i8", &[4], &y))], "no image array; it holds [pixels, y], expected one named x, images"),
+    ];
+    for (what, arrays, want) in cases {
+        let f = dir.path().join(format!("{}.npz", what.replace(' ', "_")));
+        npz(&f, &arrays, false);
+        let src = PathBuf::from(format!("{},{}", f.display(), good_test.display()));
+        let msg = error_of(&request(DatasetKind::Npz, Some(&src), dir.path()), &store);
+        assert!(msg.contains(want) && msg.contains(&f.display().to_string()), "{what}: {msg}");
+        assert_nothing_written(&store);
+    }
+    // A test label the training set never saw.
+    let y_big: Vec<u8> = [0i64, 1, 2, 1].iter().flat_map(|l| l.to_le_bytes()).collect();
+    let bad_test = dir.path().join("bad_test.npz");
+    npz(&bad_test, &[("x", npy("|u1", &[4, 4, 4, 3], &x)), ("y", npy("<i8", &[4], &y_big))], false);
+    let src = PathBuf::from(format!("{},{}", good_test.display(), bad_test.display()));
+    let msg = error_of(&request(DatasetKind::Npz, Some(&src), dir.path()), &store);
+    assert!(msg.contains("test label 2 (image 2) is not among the training labels 0..=1"), "{msg}");
+    // A truncated file, a missing file, a single file without both splits.
+    let bytes = std::fs::read(&good_test).unwrap();
+    let cut = dir.path().join("cut.npz");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let msg = error_of(&request(DatasetKind::Npz, Some(&PathBuf::from(format!("{},{}", cut.display(), good_test.display()))), dir.path()), &store);
+    assert!(msg.contains("cut.npz"), "{msg}");
+    let msg = error_of(&request(DatasetKind::Npz, Some(&dir.path().join("nope.npz")), dir.path()), &store);
+    assert!(msg.contains("nope.npz") && msg.contains("does not exist"), "{msg}");
+    let msg = error_of(&request(DatasetKind::Npz, Some(&good_test), dir.path()), &store);
+    assert!(msg.contains("x_train, y_train, x_test, y_test") && msg.contains("holds arrays [x, y]"), "{msg}");
+    assert_nothing_written(&store);
+}
+
+/// EXIF orientation is ignored, as torchvision's loader (PIL's `Image.open(f).convert("RGB")`)
+/// ignores it: the stored pixels are what the network sees, whatever the camera's tag says, so
+/// lipctl and the reference code train on the same arrays.
+#[test]
+fn exif_orientation_is_ignored_like_torchvision() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_in(dir.path());
+    // Left half white, right half black: a rotation by 90° (orientation 6) would move the white
+    // half to the top.
+    let img = RgbImage::from_fn(16, 16, |x, _| if x < 8 { Rgb([255, 255, 255]) } else { Rgb([0, 0, 0]) });
+    let mut jpeg = Cursor::new(Vec::new());
+    img.write_to(&mut jpeg, ImageFormat::Jpeg).unwrap();
+    let jpeg = jpeg.into_inner();
+    // APP1 "Exif": little-endian TIFF header, one IFD entry Orientation (0x0112) SHORT = 6.
+    let mut tiff = b"II\x2a\x00\x08\x00\x00\x00\x01\x00".to_vec();
+    tiff.extend([0x12, 0x01, 0x03, 0x00, 0x01, 0x00, 0x00, 0x00, 0x06, 0x00, 0x00, 0x00]);
+    tiff.extend([0, 0, 0, 0]);
+    let mut app1 = b"Exif\x00\x00".to_vec();
+    app1.extend(tiff);
+    let mut tagged = jpeg[..2].to_vec();
+    tagged.extend([0xFF, 0xE1]);
+    tagged.extend(((app1.len() + 2) as u16).to_be_bytes());
+    tagged.extend(app1);
+    tagged.extend(&jpeg[2..]);
+    // The tag is really there: the image crate's decoder reads it.
+    use image::ImageDecoder;
+    let mut dec = image::codecs::jpeg::JpegDecoder::new(Cursor::new(&tagged)).unwrap();
+    assert_eq!(dec.orientation().unwrap(), image::metadata::Orientation::Rotate90);
+    let root = dir.path().join("exif");
+    for split in ["train", "test"] {
+        write(&root.join(split).join("a/photo.jpg"), &tagged);
+    }
+    let s = run(&request(DatasetKind::Imagefolder, Some(&root), dir.path()), &store).unwrap();
+    let px = image_at(&Dataset::load(&s.dir).unwrap().train_images, 0);
+    // Red plane, row 0: bright on the left, dark on the right (JPEG rounding aside).
+    let row0 = &px[..16];
+    assert!(row0[..6].iter().all(|&v| v > 200) && row0[10..].iter().all(|&v| v < 55), "{row0:?}");
 }

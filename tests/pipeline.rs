@@ -6,8 +6,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn lipctl(artifacts: &Path, args: &[&str]) -> Output {
+    lipctl_in(Path::new(env!("CARGO_MANIFEST_DIR")), artifacts, args)
+}
+
+/// [`lipctl`] with another working folder.
+fn lipctl_in(cwd: &Path, artifacts: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_lipctl"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .current_dir(cwd)
         .arg("--artifacts")
         .arg(artifacts)
         .args(args)
@@ -38,10 +43,21 @@ fn assert_no_partial(root: &Path) {
     }
 }
 
+/// Run from a working folder outside the project (as a user with the binary on their PATH would):
+/// nothing may depend on the project's files being in the working folder (the paper's numbers, the
+/// templates and the recommender's rules are in the binary).
 #[test]
 fn smoke_pipeline_runs_every_stage_once_and_feeds_report_and_recommend() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("artifacts");
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let smoke_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/smoke.yaml");
+    let smoke = smoke_path.to_str().unwrap();
+    let lipctl = |root: &Path, args: &[&str]| {
+        let args: Vec<&str> = args.iter().map(|a| if *a == "pipelines/smoke.yaml" { smoke } else { a }).collect();
+        lipctl_in(&elsewhere, root, &args)
+    };
 
     // Dry run: lists the 13 tasks, writes no artifact.
     let dry = lipctl(&root, &["run", "pipelines/smoke.yaml", "--dry-run"]);
@@ -95,6 +111,9 @@ fn smoke_pipeline_runs_every_stage_once_and_feeds_report_and_recommend() {
     let train_rows = |md: &str| md.lines().filter(|l| l.starts_with("| ") && l.contains(" | train | ")).count();
     let report = lipctl(&root, &["report"]);
     assert!(report.status.success(), "{:?}", text(&report));
+    let aggregate = lipctl(&root, &["aggregate"]);
+    assert!(aggregate.status.success(), "{:?}", text(&aggregate));
+    assert!(Path::new(text(&aggregate).0.trim()).join("results.csv").is_file(), "{:?}", text(&aggregate));
     assert_eq!(train_rows(&std::fs::read_to_string(root.join("report/report.md")).unwrap()), 3);
 
     let report = lipctl(&root, &["report", "--pipeline", "pipelines/smoke.yaml"]);
@@ -123,6 +142,7 @@ fn bad_pipeline_files_exit_2_with_file_and_line_and_run_nothing() {
         ("method", good.replace("methods: [AOL, SLL]", "methods: [AOL, Cayly]"), "unknown method \"Cayly\""),
         ("epochs", good.replace("  epochs: 1\n", "  epochs: -2\n"), "must be a positive whole number, got -2"),
         ("key", good.replace("  lr: 0.02\n", "  lr: 0.02\n  momentum: 0.9\n"), "unknown field `momentum`"),
+        ("hours", good.replace("hours: [0.0025]", "hours: [2h, 9 apples]"), "invalid time budget \"9 apples\""),
     ];
     for (name, yaml, fragment) in cases {
         let file = dir.path().join(format!("{name}.yaml"));
@@ -205,4 +225,41 @@ fn run_task_needs_its_inputs() {
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("needs `prepare synthetic` (task 0)"), "{err}");
     assert!(artifacts_of(&root, "measure").is_empty());
+}
+
+/// One duration grammar (the one `recommend --hours` reads) for `budgets --hours` and the pipeline
+/// key `budgets.hours`; the default `--help` shows (`2 10 24`) is accepted as typed.
+#[test]
+fn budgets_read_the_same_durations_as_recommend() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("artifacts");
+    let epochs = |args: &[&str]| -> Vec<(String, u64)> {
+        let mut all = vec!["budgets", "--seconds-per-batch", "0.1", "--batches-per-epoch", "100"];
+        all.extend(args);
+        let o = lipctl(&root, &all);
+        assert!(o.status.success(), "{args:?}: {:?}", text(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["epochs"].as_object().unwrap().iter().map(|(k, e)| (k.clone(), e.as_u64().unwrap())).collect()
+    };
+    // 10 s per epoch: 360 epochs an hour.
+    let paper = vec![("10".to_string(), 3600), ("2".to_string(), 720), ("24".to_string(), 8640)];
+    assert_eq!(epochs(&[]), paper);
+    assert_eq!(epochs(&["--hours", "2 10 24"]), paper);
+    assert_eq!(epochs(&["--hours", "2,10,24"]), paper);
+    assert_eq!(epochs(&["--hours", "2", "10", "24h"]), paper);
+    for same in ["1.5h", "90min", "5400s", "1h30m", "1.5"] {
+        assert_eq!(epochs(&["--hours", same]), [("1.5".to_string(), 540)], "{same}");
+    }
+    let o = lipctl(&root, &["budgets", "--seconds-per-batch", "0.1", "--hours", "2x"]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("\"2x\"") && err.contains("90m") && err.contains("1h30m"), "{err}");
+
+    // The pipeline key: durations with units plan the same budget as the bare number of hours.
+    let good = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/smoke.yaml")).unwrap();
+    let file = dir.path().join("units.yaml");
+    std::fs::write(&file, good.replace("hours: [0.0025]", "hours: [0.0025, 90min]")).unwrap();
+    let o = lipctl(&root, &["run", file.to_str().unwrap(), "--dry-run"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert!(!root.join("budget").exists(), "a dry run wrote a budget");
 }

@@ -137,10 +137,9 @@ fn report_renders_every_table_and_plot_with_the_parquet_numbers() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("artifacts");
     build_tree(&root);
-    let paper = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/paper");
-    let agg = lipctl::aggregate::run(&root, &paper, &lipctl::aggregate::Scope::All).unwrap();
+    let agg = lipctl::aggregate::run(&root, &lipctl::aggregate::Scope::All).unwrap();
     // Running it again with nothing new is a cache hit on the same key.
-    assert!(lipctl::aggregate::run(&root, &paper, &lipctl::aggregate::Scope::All).unwrap().cached);
+    assert!(lipctl::aggregate::run(&root, &lipctl::aggregate::Scope::All).unwrap().cached);
     let out = tmp.path().join("site");
     let prov = lipctl::report::Provenance::current(Some(Path::new("pipelines/smoke.yaml")));
     let done = lipctl::report::render(&agg.dir, &out, &prov).unwrap();
@@ -278,8 +277,7 @@ fn report_renders_every_table_and_plot_with_the_parquet_numbers() {
 fn an_empty_store_renders_a_report_that_says_there_is_no_data() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("artifacts");
-    let paper = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/paper");
-    let agg = lipctl::aggregate::run(&root, &paper, &lipctl::aggregate::Scope::All).unwrap();
+    let agg = lipctl::aggregate::run(&root, &lipctl::aggregate::Scope::All).unwrap();
     let prov = lipctl::report::Provenance::current(None);
     let done = lipctl::report::render(&agg.dir, &tmp.path().join("site"), &prov).unwrap();
     let html = std::fs::read_to_string(&done.html).unwrap();

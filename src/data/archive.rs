@@ -3,6 +3,18 @@
 //! and never care which container it came from. Whole files are held in memory: the largest
 //! supported source (Tiny ImageNet, ~250 MB of JPEGs once the unused `test/` split is filtered out)
 //! fits comfortably.
+//!
+//! Sources as people have them:
+//! * **Names are bytes.** Every name is [`fsx::name_from_bytes`] of its raw bytes, in folders and
+//!   archives alike, so names that are not UTF-8 are neither merged nor dropped, and a folder and
+//!   its archive read the same.
+//! * **Links are followed**, as torchvision's `ImageFolder` (which walks with `followlinks=True`)
+//!   does: in a folder through the file system, in a tar or zip archive by resolving symbolic and
+//!   hard link entries against the archive's own entries. A linked folder's files appear under the
+//!   link's name. A link whose target is missing (or outside the archive) and a link cycle are
+//!   errors naming the link.
+//! * **Windows separators.** Archives written by Windows tools may store `\` between path
+//!   components; in zip and tar entries it is read as `/`, as unzip and 7-Zip do.
 
 use crate::fsx;
 use anyhow::{bail, Context, Result};
@@ -66,6 +78,53 @@ fn normalise(name: &str) -> Option<String> {
     Some(trimmed.to_string())
 }
 
+/// An archive entry's raw name as a tree name: `\` read as `/` (module doc), then
+/// [`fsx::name_from_bytes`] and [`normalise`].
+fn archive_name(raw: &[u8]) -> Option<String> {
+    let slashed: Vec<u8> = raw.iter().map(|&b| if b == b'\\' { b'/' } else { b }).collect();
+    normalise(&fsx::name_from_bytes(&slashed))
+}
+
+/// A link entry of an archive, waiting to be resolved once every entry has been read.
+struct ArchiveLink {
+    name: String,
+    /// The target as stored, for messages.
+    stored: String,
+    /// The target as a tree name; `None` when it leaves the archive (absolute, or `..` past the
+    /// top).
+    target: Option<String>,
+}
+
+impl ArchiveLink {
+    /// `raw_target` of a symbolic link is relative to the link's folder; of a hard link, to the
+    /// archive's top.
+    fn new(name: String, raw_target: &[u8], symbolic: bool) -> ArchiveLink {
+        let slashed: Vec<u8> = raw_target.iter().map(|&b| if b == b'\\' { b'/' } else { b }).collect();
+        let stored = fsx::name_from_bytes(&slashed);
+        let base = match (symbolic, name.rsplit_once('/')) {
+            (true, Some((parent, _))) => parent.to_string(),
+            _ => String::new(),
+        };
+        let target = if stored.starts_with('/') { None } else { join_lexically(&base, &stored) };
+        ArchiveLink { name, stored, target }
+    }
+}
+
+/// `base/rel` with `.` and `..` resolved by name; `None` when `..` climbs above the top.
+fn join_lexically(base: &str, rel: &str) -> Option<String> {
+    let mut parts: Vec<&str> = base.split('/').filter(|c| !c.is_empty()).collect();
+    for c in rel.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            other => parts.push(other),
+        }
+    }
+    Some(parts.join("/"))
+}
+
 impl Tree {
     fn add_dir_with_parents(&mut self, dir: &str) {
         let mut cur = dir;
@@ -86,6 +145,79 @@ impl Tree {
             self.add_dir_with_parents(&parent);
         }
         self.files.insert(name, data);
+    }
+
+    /// Gives every link the contents of its target (module doc): a file link a copy of the file, a
+    /// folder link copies of every file and folder below the target, under the link's name. Links
+    /// whose target lies below another pending link wait for it; `seen` holds every file name of
+    /// the archive, also those `want` left out (a link to one of those is no error).
+    fn resolve_links(&mut self, mut pending: Vec<ArchiveLink>, seen: &BTreeSet<String>, want: &dyn Fn(&str) -> bool) -> Result<()> {
+        let below = |a: &str, b: &str| a == b || a.strip_prefix(b).is_some_and(|r| r.starts_with('/'));
+        while !pending.is_empty() {
+            let mut waiting = Vec::new();
+            let mut progressed = false;
+            for (i, link) in pending.iter().enumerate() {
+                let Some(target) = &link.target else {
+                    bail!(
+                        "`{}` is a link to `{}`, which is outside the archive; replace the link by the files it points to",
+                        self.describe(&link.name),
+                        link.stored
+                    );
+                };
+                let blocked = pending
+                    .iter()
+                    .enumerate()
+                    .any(|(j, other)| (i != j || below(&link.name, target)) && (below(target, &other.name) || below(&other.name, target)));
+                if blocked {
+                    waiting.push(i);
+                    continue;
+                }
+                if let Some(data) = self.files.get(target) {
+                    if want(&link.name) {
+                        let data = data.clone();
+                        self.add_file(link.name.clone(), data);
+                    }
+                } else if self.dirs.contains(target) {
+                    let prefix = format!("{target}/");
+                    let files: Vec<(String, Vec<u8>)> = self
+                        .files
+                        .range(prefix.clone()..)
+                        .take_while(|(k, _)| k.starts_with(&prefix))
+                        .map(|(k, v)| (format!("{}/{}", link.name, &k[prefix.len()..]), v.clone()))
+                        .collect();
+                    let dirs: Vec<String> = self
+                        .dirs
+                        .range(prefix.clone()..)
+                        .take_while(|k| k.starts_with(&prefix))
+                        .map(|k| format!("{}/{}", link.name, &k[prefix.len()..]))
+                        .collect();
+                    self.add_dir_with_parents(&link.name);
+                    for d in dirs {
+                        self.add_dir_with_parents(&d);
+                    }
+                    for (name, data) in files {
+                        self.add_file(name, data);
+                    }
+                } else if !seen.contains(target) {
+                    bail!(
+                        "`{}` is a link to `{}`, which is not in the archive; add its target or remove the link",
+                        self.describe(&link.name),
+                        link.stored
+                    );
+                }
+                progressed = true;
+            }
+            if !progressed {
+                let link = &pending[waiting[0]];
+                bail!(
+                    "`{}` is a link to `{}`, and links through it lead back to it (a cycle); remove the link",
+                    self.describe(&link.name),
+                    link.stored
+                );
+            }
+            pending = pending.into_iter().enumerate().filter(|(i, _)| waiting.contains(i)).map(|(_, l)| l).collect();
+        }
+        Ok(())
     }
 
     /// Names of the files whose last component is `base`.
@@ -113,14 +245,12 @@ pub fn read_tree(path: &Path, want: &dyn Fn(&str) -> bool) -> Result<Tree> {
     let mut tree = Tree { origin: path.to_path_buf(), ..Default::default() };
     match container_of(path)? {
         Container::Folder => {
-            let (files, dirs) = fsx::walk_tree(path)?;
+            let (files, dirs) = fsx::walk_tree_skipping(path, &is_junk)?;
             for d in dirs {
-                if !is_junk(&d) {
-                    tree.add_dir_with_parents(&d);
-                }
+                tree.add_dir_with_parents(&d);
             }
             for (rel, full) in files {
-                if !is_junk(&rel) && want(&rel) {
+                if want(&rel) {
                     let data = fsx::read(&full)?;
                     tree.add_file(rel, data);
                 }
@@ -135,31 +265,53 @@ pub fn read_tree(path: &Path, want: &dyn Fn(&str) -> bool) -> Result<Tree> {
             let file = fsx::open(path)?;
             read_tar(std::io::BufReader::with_capacity(1 << 20, file), path, want, &mut tree)?;
         }
-        Container::Zip => {
-            let file = fsx::open(path)?;
-            let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file))
-                .with_context(|| format!("`{}` is not a readable zip archive", path.display()))?;
-            for i in 0..zip.len() {
-                let mut entry = zip
-                    .by_index(i)
-                    .with_context(|| format!("`{}`: cannot read zip entry {i}", path.display()))?;
-                let Some(name) = normalise(entry.name()) else { continue };
-                if is_junk(&name) {
-                    continue;
-                }
-                if entry.is_dir() {
-                    tree.add_dir_with_parents(&name);
-                } else if want(&name) {
-                    let mut data = Vec::with_capacity(entry.size() as usize);
-                    entry
-                        .read_to_end(&mut data)
-                        .with_context(|| format!("`{}`: cannot decompress `{name}`", path.display()))?;
-                    tree.add_file(name, data);
-                }
+        Container::Zip => read_zip(path, want, &mut tree)?,
+    }
+    Ok(tree)
+}
+
+fn read_zip(path: &Path, want: &dyn Fn(&str) -> bool, tree: &mut Tree) -> Result<()> {
+    let file = fsx::open(path)?;
+    let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file))
+        .with_context(|| format!("`{}` is not a readable zip archive", path.display()))?;
+    let (mut links, mut seen) = (Vec::new(), BTreeSet::new());
+    for i in 0..zip.len() {
+        let mut entry = zip
+            .by_index(i)
+            .with_context(|| format!("`{}`: cannot read zip entry {i}", path.display()))?;
+        // Raw bytes that are UTF-8 are read as such (also without the entry's UTF-8 flag, as
+        // unzip does on Linux). Other bytes: CP437, the specification's encoding for unflagged
+        // names (`name()` decodes it, every byte to its own character); a flagged name that is not
+        // UTF-8 (`name()` would replace its bytes by U+FFFD, merging names) keeps its raw bytes.
+        let raw: Vec<u8> = match std::str::from_utf8(entry.name_raw()) {
+            Ok(_) => entry.name_raw().to_vec(),
+            Err(_) if entry.name().contains('\u{FFFD}') => entry.name_raw().to_vec(),
+            Err(_) => entry.name().as_bytes().to_vec(),
+        };
+        let Some(name) = archive_name(&raw) else { continue };
+        if is_junk(&name) {
+            continue;
+        }
+        if raw.ends_with(b"/") || raw.ends_with(b"\\") {
+            tree.add_dir_with_parents(&name);
+            continue;
+        }
+        let mut data = Vec::with_capacity(entry.size() as usize);
+        if entry.is_symlink() || want(&name) {
+            entry
+                .read_to_end(&mut data)
+                .with_context(|| format!("`{}`: cannot decompress `{name}`", path.display()))?;
+        }
+        if entry.is_symlink() {
+            links.push(ArchiveLink::new(name, &data, true));
+        } else {
+            seen.insert(name.clone());
+            if want(&name) {
+                tree.add_file(name, data);
             }
         }
     }
-    Ok(tree)
+    tree.resolve_links(links, &seen, want)
 }
 
 fn read_tar<R: Read>(reader: R, path: &Path, want: &dyn Fn(&str) -> bool, tree: &mut Tree) -> Result<()> {
@@ -167,29 +319,34 @@ fn read_tar<R: Read>(reader: R, path: &Path, want: &dyn Fn(&str) -> bool, tree: 
     let entries = archive
         .entries()
         .with_context(|| format!("`{}` is not a readable tar archive", path.display()))?;
+    let (mut links, mut seen) = (Vec::new(), BTreeSet::new());
     for entry in entries {
         let mut entry = entry.with_context(|| format!("`{}`: corrupt or truncated archive", path.display()))?;
-        let raw = entry
-            .path()
-            .with_context(|| format!("`{}`: entry with an unreadable name", path.display()))?
-            .to_string_lossy()
-            .into_owned();
-        let Some(name) = normalise(&raw) else { continue };
+        let Some(name) = archive_name(&entry.path_bytes()) else { continue };
         if is_junk(&name) {
             continue;
         }
         let kind = entry.header().entry_type();
         if kind.is_dir() {
             tree.add_dir_with_parents(&name);
-        } else if kind.is_file() && want(&name) {
-            let mut data = Vec::with_capacity(entry.size() as usize);
-            entry
-                .read_to_end(&mut data)
-                .with_context(|| format!("`{}`: corrupt or truncated archive at `{name}`", path.display()))?;
-            tree.add_file(name, data);
+        } else if kind.is_symlink() || kind.is_hard_link() {
+            let target = entry
+                .link_name_bytes()
+                .with_context(|| format!("`{}`: link `{name}` has no target", path.display()))?
+                .into_owned();
+            links.push(ArchiveLink::new(name, &target, kind.is_symlink()));
+        } else if kind.is_file() {
+            seen.insert(name.clone());
+            if want(&name) {
+                let mut data = Vec::with_capacity(entry.size() as usize);
+                entry
+                    .read_to_end(&mut data)
+                    .with_context(|| format!("`{}`: corrupt or truncated archive at `{name}`", path.display()))?;
+                tree.add_file(name, data);
+            }
         }
     }
-    Ok(())
+    tree.resolve_links(links, &seen, want)
 }
 
 /// Content checksum of a source, computable without decoding anything (it is part of the
@@ -199,10 +356,7 @@ fn read_tar<R: Read>(reader: R, path: &Path, want: &dyn Fn(&str) -> bool, tree: 
 pub fn source_checksum(path: &Path) -> Result<String> {
     if path.is_dir() {
         let mut hasher = Sha256::new();
-        for (rel, full) in fsx::walk_files(path)? {
-            if is_junk(&rel) {
-                continue;
-            }
+        for (rel, full) in fsx::walk_tree_skipping(path, &is_junk)?.0 {
             let sum = crate::pipeline::store::checksum_file(&full)?;
             hasher.update(format!("{rel}\0{}\0{}\n", sum.bytes, sum.sha256).as_bytes());
         }

@@ -3,7 +3,12 @@
 //! alphabetical (byte-wise) order of the class folder names, as torchvision's `ImageFolder`
 //! (reference-protocol §5.1). Within a class, images are taken in file-name order, so the result
 //! does not depend on archive or file-system order. Files with other extensions are ignored, as
-//! `ImageFolder` does; hidden files are skipped.
+//! `ImageFolder` does; hidden files are skipped. Names keep every byte ([`crate::fsx::name_from_bytes`]) and links are followed
+//! (see [`super::archive`]).
+//!
+//! EXIF orientation tags are ignored: torchvision's loader (`PIL.Image.open(f).convert("RGB")`)
+//! does not apply them either, so the pixels lipctl trains on are the ones the reference code
+//! trains on (test: `exif_orientation_is_ignored_like_torchvision` in `tests/data.rs`).
 //!
 //! Also home of [`decode_images`], the parallel decoder Tiny ImageNet shares.
 
@@ -39,6 +44,18 @@ fn find_root(tree: &Tree) -> Result<String> {
     }
     let depth = |s: &String| if s.is_empty() { 0 } else { s.matches('/').count() + 1 };
     let Some(min) = candidates.iter().map(depth).min() else {
+        // A literal `\` in a name (`\\` in tree names, see `fsx::name_from_bytes`): Windows
+        // separators kept as part of the names by a tool that extracted a Windows archive.
+        if let Some(name) = tree.files.keys().chain(tree.dirs.iter()).find(|n| n.contains("\\\\")) {
+            bail!(
+                "{}: no `train/` and `test/` folders found, but names such as `{}` contain `\\`: the Windows path \
+                 separator, kept as part of the name by the tool that extracted the archive; pass the archive itself \
+                 (lipctl reads `\\` in zip and tar archives as a separator, as unzip and 7-Zip do) or extract it with \
+                 unzip or 7-Zip",
+                tree.origin.display(),
+                name.replace("\\\\", "\\")
+            );
+        }
         bail!(
             "{}: no `train/` and `test/` folders found; expected root/train/<class>/*.png and root/test/<class>/*.png \
              (.jpg, .jpeg or .png), optionally inside one top-level folder",

@@ -7,6 +7,7 @@
 pub mod archive;
 pub mod cifar;
 pub mod image_folder;
+pub mod npz;
 pub mod prepare;
 pub mod synthetic;
 pub mod tiny_imagenet;
@@ -31,12 +32,20 @@ pub enum DatasetKind {
     Cifar100,
     Tinyimagenet,
     Imagefolder,
+    /// NumPy `.npz` arrays ([`npz`]): `--source train.npz,test.npz` or one file with both splits.
+    Npz,
     Synthetic,
 }
 
 impl DatasetKind {
-    pub const ALL: [DatasetKind; 5] =
-        [DatasetKind::Cifar10, DatasetKind::Cifar100, DatasetKind::Tinyimagenet, DatasetKind::Imagefolder, DatasetKind::Synthetic];
+    pub const ALL: [DatasetKind; 6] = [
+        DatasetKind::Cifar10,
+        DatasetKind::Cifar100,
+        DatasetKind::Tinyimagenet,
+        DatasetKind::Imagefolder,
+        DatasetKind::Npz,
+        DatasetKind::Synthetic,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -44,6 +53,7 @@ impl DatasetKind {
             DatasetKind::Cifar100 => "cifar100",
             DatasetKind::Tinyimagenet => "tinyimagenet",
             DatasetKind::Imagefolder => "imagefolder",
+            DatasetKind::Npz => "npz",
             DatasetKind::Synthetic => "synthetic",
         }
     }

@@ -8,12 +8,13 @@
 
 use super::archive::{self, Tree};
 use super::synthetic::SyntheticSpec;
-use super::{cifar, image_folder, synthetic, tiny_imagenet};
+use super::{cifar, image_folder, npz, synthetic, tiny_imagenet};
 use super::{channel_mean, split_indices, DatasetKind, Decoded, Images, Meta, DATA_FILE, META_FILE, SPLIT_SEED};
 use crate::fsx;
 use crate::pipeline::store::{Key, ManifestInfo, Store};
 use crate::progress::Progress;
 use anyhow::{bail, Context, Result};
+use sha2::Digest;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use tch::Tensor;
@@ -123,7 +124,7 @@ pub fn official(kind: DatasetKind) -> Option<Official> {
             url: "http://cs231n.stanford.edu/tiny-imagenet-200.zip",
             md5: "90528d7ca1a48142e341f4ef8d21d0de",
         }),
-        DatasetKind::Imagefolder | DatasetKind::Synthetic => None,
+        DatasetKind::Imagefolder | DatasetKind::Npz | DatasetKind::Synthetic => None,
     }
 }
 
@@ -153,12 +154,17 @@ fn resolve_source(req: &PrepareRequest, progress: &Progress) -> Result<Option<Pa
         return Ok(None);
     }
     if let Some(s) = &req.source {
-        if !s.exists() {
+        if req.dataset == DatasetKind::Npz {
+            npz::source_files(s)?;
+        } else if !s.exists() {
             bail!("source `{}` does not exist", s.display());
         }
         return Ok(Some(s.clone()));
     }
     let Some(off) = official(req.dataset) else {
+        if req.dataset == DatasetKind::Npz {
+            bail!("--dataset npz needs --source train.npz,test.npz (or one .npz holding x_train, y_train, x_test, y_test)");
+        }
         bail!("--dataset {} needs --source PATH (a folder, .tar.gz or .zip holding train/<class>/ and test/<class>/)", req.dataset);
     };
     let archive_path = req.data_dir.join(off.file);
@@ -226,6 +232,10 @@ fn default_name(req: &PrepareRequest, source: Option<&Path>) -> String {
         return n.clone();
     }
     match (req.dataset, source) {
+        (DatasetKind::Npz, Some(src)) => {
+            let first = npz::source_files(src).ok().and_then(|f| f.into_iter().next()).unwrap_or_else(|| src.to_path_buf());
+            first.file_stem().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "npz".into())
+        }
         (DatasetKind::Imagefolder, Some(src)) => {
             let file = src.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             let stem = [".tar.gz", ".tgz", ".tar", ".zip"]
@@ -256,6 +266,11 @@ fn resolve(req: &PrepareRequest, progress: &Progress) -> Result<Resolved> {
         bail!("dataset name \"{name}\" must be non-empty and contain no slashes");
     }
     let source_sha256 = match &source {
+        Some(s) if req.dataset == DatasetKind::Npz => {
+            // Both files, in order: swapping train and test changes the dataset.
+            let sums = npz::source_files(s)?.iter().map(|f| archive::source_checksum(f)).collect::<Result<Vec<_>>>()?;
+            if sums.len() == 1 { sums[0].clone() } else { hex::encode(sha2::Sha256::digest(sums.join(",").as_bytes())) }
+        }
         Some(s) => archive::source_checksum(s)?,
         None => String::new(),
     };
@@ -348,6 +363,7 @@ fn decode(req: &PrepareRequest, source: Option<&Path>, progress: &Progress) -> R
                 decoded
             }
         }
+        DatasetKind::Npz => npz::read(&npz::source_files(need()?)?, progress)?,
         DatasetKind::Imagefolder => {
             let tree = read_source(need()?, &image_folder::is_image, progress)?;
             image_folder::read(&tree, progress)?
