@@ -202,7 +202,8 @@ pub struct StatusArgs {
     /// Pipeline file; without it, a summary of the store per stage.
     pub pipeline: Option<PathBuf>,
 
-    /// List every task with its index (the `lipctl run-task` / Slurm array index), not only the
+    /// List every task with its index and its wave position (`lipctl run-task` INDEX, or the
+    /// Slurm array task: position = --offset + array index), not only the
     /// counts per stage and the tasks that failed.
     #[arg(long, requires = "pipeline")]
     pub tasks: bool,
@@ -238,8 +239,17 @@ pub struct RunArgs {
 pub struct RunTaskArgs {
     /// Pipeline file.
     pub pipeline: PathBuf,
-    /// Task index, as `lipctl status PIPELINE --tasks` lists them (Slurm: $SLURM_ARRAY_TASK_ID).
+    /// Task index, as `lipctl status PIPELINE --tasks` lists them; with --wave, the position within
+    /// that stage's wave (Slurm: $SLURM_ARRAY_TASK_ID).
     pub index: usize,
+    /// Count INDEX within this stage's wave (prepare, measure, budget, search, train, certify)
+    /// rather than the whole plan: `lipctl slurm` numbers each wave's array from 0.
+    #[arg(long, value_name = "STAGE")]
+    pub wave: Option<lipctl::pipeline::plan::Stage>,
+    /// With --wave: added to INDEX, the wave position of this array's task 0 (a wave longer than
+    /// Slurm's MaxArraySize is split into arrays at offsets 0, L, 2L, …).
+    #[arg(long, value_name = "K", default_value_t = 0, requires = "wave")]
+    pub offset: usize,
     /// Replace the source of the pipeline's first dataset.
     #[arg(long, value_name = "PATH")]
     pub data: Option<PathBuf>,
@@ -265,6 +275,10 @@ pub struct SlurmArgs {
     /// libtorch threads.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub cpus_per_task: Option<u32>,
+    /// Largest array size the cluster accepts (Slurm's MaxArraySize: indices 0..N-1). Default:
+    /// read from `scontrol show config` when the script runs, 1001 when that fails.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_array_size: Option<u32>,
     /// Submit the script with sbatch (prints the job ids) instead of only writing it.
     #[arg(long)]
     pub submit: bool,

@@ -122,7 +122,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let progress = Progress::for_stderr();
             let store = Store::open(&cli.artifacts)?.with_progress(progress);
-            if !lipctl::pipeline::run_task(&a.pipeline, a.index, a.data, &store, &progress, &mut out)? {
+            let task = match a.wave {
+                Some(stage) => lipctl::pipeline::TaskRef::Wave(stage, a.offset + a.index),
+                None => lipctl::pipeline::TaskRef::Index(a.index),
+            };
+            if !lipctl::pipeline::run_task(&a.pipeline, task, a.data, &store, &progress, &mut out)? {
                 return Ok(ExitCode::from(1));
             }
         }
@@ -139,6 +143,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 time,
                 max_parallel: a.max_parallel,
                 cpus_per_task: a.cpus_per_task,
+                max_array_size: a.max_array_size,
                 lipctl: abs(&std::env::current_exe()?)?,
                 artifacts: abs(&cli.artifacts)?,
                 pipeline: abs(&a.pipeline)?,

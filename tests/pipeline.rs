@@ -173,7 +173,21 @@ fn user_mistakes_in_prepare_exit_2_and_name_the_value() {
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("nowhere.tar.gz"), "{err}");
-    assert!(artifacts_of(&root, "prepare").is_empty());
+    // A damaged .npz beside a missing one: each named, exit 2.
+    let bad = dir.path().join("train.npz");
+    std::fs::write(&bad, b"PK\x03\x04 not really a zip").unwrap();
+    for (source, culprit) in [
+        (format!("{},{}", bad.display(), dir.path().join("test.npz").display()), "test.npz"),
+        (bad.display().to_string(), "train.npz"),
+    ] {
+        let o = lipctl(&root, &["prepare", "--dataset", "npz", "--source", &source]);
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(err.contains(culprit) && err.lines().count() == 1, "{err}");
+    }
+    // Nothing at all under the artifact folder: no artifact, no lock file, no stage folder.
+    let left: Vec<_> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 /// Two `lipctl run` processes on one pipeline and store at once: the per-key locks make every
@@ -262,4 +276,168 @@ fn budgets_read_the_same_durations_as_recommend() {
     let o = lipctl(&root, &["run", file.to_str().unwrap(), "--dry-run"]);
     assert!(o.status.success(), "{:?}", text(&o));
     assert!(!root.join("budget").exists(), "a dry run wrote a budget");
+}
+
+/// A fake `sbatch` and `scontrol` on PATH: `sbatch` logs its arguments (one per line, a `--` line
+/// between calls) to `$FAKE_SLURM_LOG` and prints job ids 100, 101, …; it refuses jobs named
+/// `$FAKE_SBATCH_REFUSE`. `scontrol show config` reports `$FAKE_MAX_ARRAY` when set, else fails.
+fn fake_slurm(bin: &Path) {
+    std::fs::create_dir_all(bin).unwrap();
+    let sbatch = r#"#!/usr/bin/env bash
+for a in "$@"; do
+  if [[ -n ${FAKE_SBATCH_REFUSE:-} && $a == --job-name=$FAKE_SBATCH_REFUSE ]]; then
+    echo "sbatch: error: Batch job submission failed: Invalid job array specification" >&2; exit 1
+  fi
+done
+n=$(grep -c '^--$' "$FAKE_SLURM_LOG" 2>/dev/null || true)
+printf '%s\n' "$@" -- >> "$FAKE_SLURM_LOG"
+echo $((100 + ${n:-0}))
+"#;
+    let scontrol = r#"#!/usr/bin/env bash
+[[ -n ${FAKE_MAX_ARRAY:-} ]] || exit 1
+printf 'Configuration data as of 2026-11-30T00:00:00\nMaxArraySize            = %s\nMaxJobCount             = 10000\n' "$FAKE_MAX_ARRAY"
+"#;
+    for (name, text) in [("sbatch", sbatch), ("scontrol", scontrol)] {
+        let p = bin.join(name);
+        std::fs::write(&p, text).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+}
+
+/// The `sbatch` calls the fake logged: each call's arguments.
+fn sbatch_calls(log: &Path) -> Vec<Vec<String>> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let mut calls = vec![Vec::new()];
+    for line in text.lines() {
+        if line == "--" {
+            calls.push(Vec::new());
+        } else {
+            calls.last_mut().unwrap().push(line.to_string());
+        }
+    }
+    calls.pop();
+    calls
+}
+
+fn arg<'a>(call: &'a [String], flag: &str) -> Option<&'a str> {
+    call.iter().find_map(|a| a.strip_prefix(flag)?.strip_prefix('='))
+}
+
+/// `lipctl slurm pipelines/paper.yaml` (the full study, 2,208 tasks, a search wave of 1,536) run
+/// against a fake `sbatch`: every array is numbered from 0 and stays below MaxArraySize (as
+/// `scontrol` reports it, 1001 when it cannot, or `--max-array-size`); the arrays of a wave cover
+/// it exactly at consecutive offsets; each depends on every array of the previous wave; GPUs are
+/// asked for (with `--ntasks=1`) on the measure, search, train and certify waves only; a refused
+/// `sbatch` stops the script with a message naming the wave.
+#[test]
+fn slurm_waves_of_the_full_study_stay_within_max_array_size() {
+    let dir = tempfile::tempdir().unwrap();
+    // Tiny local sources: the extracted-folder layouts `prepare` accepts without a download (only
+    // their checksums enter the plan).
+    for folder in ["cifar-10-batches-bin", "cifar-100-binary", "tiny-imagenet-200"] {
+        std::fs::create_dir_all(dir.path().join("data").join(folder)).unwrap();
+        std::fs::write(dir.path().join("data").join(folder).join("placeholder"), folder).unwrap();
+    }
+    let bin = dir.path().join("bin");
+    fake_slurm(&bin);
+    let root = dir.path().join("artifacts");
+    let paper = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/paper.yaml");
+    let paper = paper.to_str().unwrap();
+
+    // Wave sizes from `status --tasks` (each line names the task's wave position).
+    let status = lipctl_in(dir.path(), &root, &["status", paper, "--tasks"]);
+    assert!(status.status.success(), "{:?}", text(&status));
+    let mut per_stage = std::collections::BTreeMap::<String, usize>::new();
+    for line in text(&status).0.lines() {
+        let Some((stage, _)) = line.split_whitespace().nth(1).and_then(|w| w.split_once('[')) else { continue };
+        *per_stage.entry(stage.to_string()).or_default() += 1;
+    }
+    // Paper-mode budgets need no measurement: no measure wave.
+    let waves: Vec<(String, usize)> = ["prepare", "measure", "budget", "search", "train", "certify"]
+        .iter()
+        .filter_map(|s| per_stage.get(*s).map(|n| (s.to_string(), *n)))
+        .collect();
+    assert_eq!(waves.len(), 5, "{per_stage:?}");
+    assert!(waves.iter().any(|(_, n)| *n > 1001), "{waves:?}");
+
+    let path = std::env::var("PATH").unwrap();
+    let submit = |limit_flag: &[&str], max_array_env: Option<&str>, refuse: Option<&str>| {
+        let script = dir.path().join("submit.sh");
+        let mut args = vec!["slurm", paper, "--gpus-per-task", "2", "--out", script.to_str().unwrap()];
+        args.extend_from_slice(limit_flag);
+        let o = lipctl_in(dir.path(), &root, &args);
+        assert!(o.status.success(), "{:?}", text(&o));
+        let log = dir.path().join("sbatch.log");
+        let _ = std::fs::remove_file(&log);
+        let mut c = Command::new("bash");
+        c.arg(&script).env("PATH", format!("{}:{path}", bin.display())).env("FAKE_SLURM_LOG", &log);
+        c.env_remove("FAKE_MAX_ARRAY").env_remove("FAKE_SBATCH_REFUSE");
+        if let Some(m) = max_array_env {
+            c.env("FAKE_MAX_ARRAY", m);
+        }
+        if let Some(r) = refuse {
+            c.env("FAKE_SBATCH_REFUSE", r);
+        }
+        let out = c.output().unwrap();
+        (out, sbatch_calls(&log))
+    };
+
+    for (flag, env, limit) in [(&[][..], None, 1001usize), (&[][..], Some("16"), 16), (&["--max-array-size", "700"][..], Some("16"), 700)] {
+        let (out, calls) = submit(flag, env, None);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let mut prev_ids: Vec<String> = Vec::new();
+        let mut next_id = 100;
+        for (wave, count) in &waves {
+            let arrays: Vec<&Vec<String>> = calls.iter().filter(|c| arg(c, "--job-name") == Some(&format!("lipctl-{wave}"))).collect();
+            assert_eq!(arrays.len(), count.div_ceil(limit), "{wave}: {count} tasks, limit {limit}");
+            let mut covered = 0;
+            let mut ids = Vec::new();
+            for call in arrays {
+                let range = arg(call, "--array").unwrap();
+                let (lo, hi) = range.split_once('-').unwrap();
+                let (lo, hi): (usize, usize) = (lo.parse().unwrap(), hi.parse().unwrap());
+                assert_eq!(lo, 0, "{wave}: arrays are numbered from 0");
+                assert!(hi < limit, "{wave}: index {hi} ≥ MaxArraySize {limit}");
+                let wrap = arg(call, "--wrap").unwrap();
+                assert!(wrap.ends_with(&format!("$SLURM_ARRAY_TASK_ID --wave {wave} --offset {covered}")), "{wrap}");
+                covered += hi + 1;
+                let deps = arg(call, "--dependency").map(|d| d.trim_start_matches("afterany:").split(':').map(String::from).collect::<Vec<_>>());
+                assert_eq!(deps.unwrap_or_default(), prev_ids, "{wave} waits for the whole previous wave");
+                let gpu = call.iter().any(|a| a.starts_with("--gpus"));
+                let device = ["measure", "search", "train", "certify"].contains(&wave.as_str());
+                assert_eq!(gpu, device, "{wave}: GPUs only where computed: {call:?}");
+                if gpu {
+                    assert!(call.contains(&"--ntasks=1".to_string()) && call.contains(&"--gpus-per-task=2".to_string()), "{call:?}");
+                }
+                ids.push(next_id.to_string());
+                next_id += 1;
+            }
+            assert_eq!(covered, *count, "{wave}: the arrays cover the wave exactly");
+            prev_ids = ids;
+        }
+        let report = calls.last().unwrap();
+        assert_eq!(arg(report, "--job-name"), Some("lipctl-report"));
+        assert!(!report.iter().any(|a| a.starts_with("--gpus")), "{report:?}");
+        assert_eq!(arg(report, "--dependency").unwrap(), format!("afterany:{}", prev_ids.join(":")));
+    }
+
+    // A refused wave: the script stops there, names it and says how to go on.
+    let (out, calls) = submit(&[], Some("16"), Some("lipctl-search"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("sbatch refused the search wave") && err.contains("--submit") && err.contains("cached"), "{err}");
+    assert!(!calls.iter().any(|c| arg(c, "--job-name") == Some("lipctl-train")), "a wave after the refused one was submitted");
+
+    // The mapping from a wave position to the plan's task is the one `status --tasks` lists.
+    let line = text(&status).0.lines().find(|l| l.contains(" search[1500] ")).unwrap().to_string();
+    let index = line.split_whitespace().next().unwrap().to_string();
+    let o = lipctl_in(dir.path(), &root, &["run-task", paper, "500", "--wave", "search", "--offset", "1000"]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    // Its inputs are missing here; the refusal names the task it mapped to.
+    assert!(err.contains(&format!("task {index} (")) && err.contains("which is not done"), "{index}: {err}");
+    let o = lipctl_in(dir.path(), &root, &["run-task", paper, "36", "--wave", "search", "--offset", "1500"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("the search wave of `paper` has 1536 tasks"), "{:?}", text(&o));
 }

@@ -31,7 +31,14 @@ struct Cluster {
 
 impl Cluster {
     fn start(dir: &Path) -> Cluster {
-        let out = Command::new(Path::new(ROOT).join("tests/slurm/cluster.sh")).arg("start").arg(dir).output().expect("cluster.sh runs");
+        Cluster::start_with(dir, &[])
+    }
+
+    /// With `cluster.sh`'s settings (`MAX_ARRAY_SIZE`, `GPUS`).
+    fn start_with(dir: &Path, settings: &[(&str, &str)]) -> Cluster {
+        let mut c = Command::new(Path::new(ROOT).join("tests/slurm/cluster.sh"));
+        c.arg("start").arg(dir).envs(settings.iter().copied());
+        let out = c.output().expect("cluster.sh runs");
         assert!(out.status.success(), "starting Slurm failed:\n{}{}", text(&out.stdout), text(&out.stderr));
         Cluster { dir: dir.to_path_buf(), conf: dir.join("slurm.conf") }
     }
@@ -268,20 +275,28 @@ fn assert_store_intact(root: &Path) {
 
 const STAGES: [&str; 7] = ["prepare", "measure", "budget", "search", "train", "certify", "aggregate"];
 
+/// Also the waves longer than the cluster's `MaxArraySize`: the cluster accepts arrays of at most
+/// 4 tasks, and the smoke pipeline with 5 search trials per model has a search wave of 10, which
+/// `lipctl slurm` submits as three arrays (4, 4 and 2 tasks).
 #[test]
 #[ignore = "needs root and Debian's slurm-wlm + munge; run by `make test-slurm`"]
 fn slurm_run_matches_lipctl_run() {
     let tmp = tempfile::tempdir().unwrap();
-    let cluster = Cluster::start(&tmp.path().join("cluster"));
-    let pipeline = Path::new(ROOT).join("pipelines/smoke.yaml");
+    let cluster = Cluster::start_with(&tmp.path().join("cluster"), &[("MAX_ARRAY_SIZE", "4")]);
+    let smoke = std::fs::read_to_string(Path::new(ROOT).join("pipelines/smoke.yaml")).unwrap();
+    assert!(smoke.contains("  trials: 2\n"), "smoke.yaml's search changed; update this test");
+    let pipeline = tmp.path().join("smoke-wide.yaml");
+    std::fs::write(&pipeline, smoke.replace("  trials: 2\n", "  trials: 5\n")).unwrap();
 
     let on_slurm = tmp.path().join("slurm/artifacts");
     std::fs::create_dir_all(&on_slurm).unwrap();
     let jobs = cluster.submit(&on_slurm, &pipeline, &[]);
+    let search: Vec<&String> = jobs.keys().filter(|w| w.starts_with("search")).collect();
+    assert_eq!(search, ["search", "search.1", "search.2"], "the search wave is not split in three arrays: {jobs:?}");
     cluster.wait_all_completed(&jobs, &on_slurm);
     let status = cluster.lipctl(&on_slurm, &["status", pipeline.to_str().unwrap()]);
     let status_text = text(&status.stdout);
-    assert!(status.status.success() && status_text.contains("smoke: 13 done"), "{status_text}\n{}", text(&status.stderr));
+    assert!(status.status.success() && status_text.contains("smoke: 19 done"), "{status_text}\n{}", text(&status.stderr));
     assert!(on_slurm.join("report/report.md").is_file() && on_slurm.join("report/index.html").is_file(), "{}", logs(&on_slurm));
     assert_store_intact(&on_slurm);
 
@@ -294,7 +309,7 @@ fn slurm_run_matches_lipctl_run() {
     }
     let run = cluster.lipctl(&local, &["run", pipeline.to_str().unwrap()]);
     assert!(run.status.success(), "{}{}", text(&run.stdout), text(&run.stderr));
-    assert!(text(&run.stdout).contains("10 ran, 3 cached, 0 failed"), "{}", text(&run.stdout));
+    assert!(text(&run.stdout).contains("16 ran, 3 cached, 0 failed"), "{}", text(&run.stdout));
     let report = cluster.lipctl(&local, &["report", "--pipeline", pipeline.to_str().unwrap()]);
     assert!(report.status.success(), "{}", text(&report.stderr));
 
@@ -381,4 +396,75 @@ fn scancel_then_requeue_resumes_and_completes() {
         let b = std::fs::read(uninterrupted[key].join("model.safetensors")).unwrap();
         assert!(a == b, "train {key}: the Slurm model differs from an uninterrupted run's");
     }
+}
+
+/// The driver script of the full study (`pipelines/paper.yaml`: 2,211 tasks, a search wave of
+/// 1,536) passes `sbatch --test-only` on a cluster with Slurm's default `MaxArraySize` (1001) and
+/// two GPUs declared as a generic resource (`cluster.sh` GPUS=2: device files that are plain
+/// files, so requests are validated and scheduled for real). A wrapper on PATH sends each request
+/// to the real `sbatch` with `--test-only`, without the dependency on jobs that `--test-only`
+/// never creates. The same script with `--max-array-size 2000` is refused at the search wave,
+/// naming it: the check can fail.
+#[test]
+#[ignore = "needs root and Debian's slurm-wlm + munge; run by `make test-slurm`"]
+fn full_study_script_is_accepted_by_sbatch_test_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start_with(&tmp.path().join("cluster"), &[("MAX_ARRAY_SIZE", "1001"), ("GPUS", "2")]);
+    // Tiny local sources in the layouts `prepare` accepts without a download.
+    let work = tmp.path().join("work");
+    for folder in ["cifar-10-batches-bin", "cifar-100-binary", "tiny-imagenet-200"] {
+        std::fs::create_dir_all(work.join("data").join(folder)).unwrap();
+        std::fs::write(work.join("data").join(folder).join("placeholder"), folder).unwrap();
+    }
+    let real = String::from_utf8(Command::new("bash").args(["-c", "PATH=$PATH:/usr/sbin command -v sbatch"]).output().unwrap().stdout).unwrap();
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let wrapper = bin.join("sbatch");
+    std::fs::write(
+        &wrapper,
+        format!(
+            r#"#!/usr/bin/env bash
+args=()
+for a in "$@"; do case $a in --dependency=*|--parsable) ;; *) args+=("$a") ;; esac; done
+if out=$({} --test-only "${{args[@]}}" 2>&1); then
+    printf '%s\n' "$out" >>"$TEST_ONLY_LOG"
+    echo $((1000 + $(wc -l <"$TEST_ONLY_LOG")))
+else
+    printf '%s\n' "$out" >&2
+    exit 1
+fi
+"#,
+            real.trim()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let paper = Path::new(ROOT).join("pipelines/paper.yaml");
+    let artifacts = tmp.path().join("artifacts");
+    let submit = |extra: &[&str]| {
+        let script = tmp.path().join("submit.sh");
+        let mut c = cluster.command(env!("CARGO_BIN_EXE_lipctl"));
+        c.current_dir(&work).arg("--artifacts").arg(&artifacts).args(["slurm", paper.to_str().unwrap(), "--gpus-per-task", "1", "--out"]);
+        c.arg(&script).args(extra);
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let log = tmp.path().join("test-only.log");
+        let _ = std::fs::remove_file(&log);
+        let path = format!("{}:{}:/usr/sbin", bin.display(), std::env::var("PATH").unwrap());
+        let out = cluster.command("bash").arg(&script).env("PATH", path).env("TEST_ONLY_LOG", &log).output().unwrap();
+        (out, std::fs::read_to_string(&log).unwrap_or_default())
+    };
+    let (out, accepted) = submit(&[]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let waves: Vec<&str> = stdout.lines().filter_map(|l| l.split_once(": job ").map(|(w, _)| w)).collect();
+    assert_eq!(waves, ["prepare", "budget", "search", "search.1", "train", "certify", "report"], "{stdout}");
+    assert_eq!(accepted.lines().filter(|l| l.contains("to start at")).count(), 7, "{accepted}");
+
+    let (out, _) = submit(&["--max-array-size", "2000"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(err.contains("Invalid job array specification") && err.contains("sbatch refused the search wave"), "{err}");
+    assert!(!text(&out.stdout).contains("train: job"), "{}", text(&out.stdout));
 }

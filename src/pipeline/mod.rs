@@ -8,6 +8,7 @@ pub mod stages;
 pub mod store;
 
 use crate::config::Pipeline;
+use anyhow::Context;
 use crate::progress::Progress;
 use plan::Plan;
 use stages::StageRunner;
@@ -96,7 +97,8 @@ pub fn status(file: &Path, data_override: Option<PathBuf>, every_task: bool, sto
                 runner::TaskState::Failed(msg) => format!(" — {}", msg.lines().next().unwrap_or("")),
                 _ => String::new(),
             };
-            writeln!(out, "{i:>4}  {:<8} {:<44} {}{detail}", state.word(), task.label, task.key.short())?;
+            let wave = format!("{}[{}]", task.stage.name(), loaded.plan.wave_position(i));
+            writeln!(out, "{i:>4}  {wave:<14} {:<8} {:<44} {}{detail}", state.word(), task.label, task.key.short())?;
         }
     }
     if !every_task {
@@ -138,11 +140,23 @@ pub fn single(pipeline: Pipeline, source: Option<PathBuf>, certify: bool, store:
     Ok(report.ok())
 }
 
-/// `lipctl run-task PIPELINE INDEX`: one task of the plan (a Slurm array task). Its inputs must be
-/// done; a cached task returns at once.
-pub fn run_task(file: &Path, index: usize, data_override: Option<PathBuf>, store: &Store, progress: &Progress, out: &mut dyn Write) -> anyhow::Result<bool> {
+/// Which task `lipctl run-task` runs: a plan index, or a position within one stage's wave (a
+/// Slurm array task of a wave's array with its offset already added).
+#[derive(Clone, Copy, Debug)]
+pub enum TaskRef {
+    Index(usize),
+    Wave(plan::Stage, usize),
+}
+
+/// `lipctl run-task PIPELINE INDEX [--wave STAGE --offset K]`: one task of the plan (a Slurm array
+/// task). Its inputs must be done; a cached task returns at once.
+pub fn run_task(file: &Path, task: TaskRef, data_override: Option<PathBuf>, store: &Store, progress: &Progress, out: &mut dyn Write) -> anyhow::Result<bool> {
     let mut loaded = load(file, data_override, progress)?;
     let count = loaded.plan.tasks.len();
+    let index = match task {
+        TaskRef::Index(i) => i,
+        TaskRef::Wave(stage, pos) => loaded.plan.wave_task(stage, pos).with_context(|| file.display().to_string())?,
+    };
     anyhow::ensure!(index < count, "{}: task index {index} is out of range; the plan has {count} tasks (0..{})", file.display(), count.saturating_sub(1));
     let deps = loaded.plan.tasks[index].deps.clone();
     let report = runner::run_one(&loaded.plan, index, &deps, store, &mut loaded.stages, progress, out)?;

@@ -161,6 +161,27 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The plan index of position `pos` of `stage`'s wave (its tasks in plan order): how a Slurm
+    /// array task, numbered within its wave, finds its task (see `pipeline::slurm`).
+    pub fn wave_task(&self, stage: Stage, pos: usize) -> anyhow::Result<usize> {
+        let wave: Vec<usize> = self.tasks.iter().enumerate().filter(|(_, t)| t.stage == stage).map(|(i, _)| i).collect();
+        wave.get(pos).copied().ok_or_else(|| {
+            anyhow::anyhow!(
+                "position {pos} is out of range: the {} wave of `{}` has {} tasks (0..{})",
+                stage.name(),
+                self.name,
+                wave.len(),
+                wave.len().saturating_sub(1)
+            )
+        })
+    }
+
+    /// The position of plan task `index` within its stage's wave (the inverse of [`Plan::wave_task`]).
+    pub fn wave_position(&self, index: usize) -> usize {
+        let stage = self.tasks[index].stage;
+        self.tasks[..index].iter().filter(|t| t.stage == stage).count()
+    }
+
     /// Expands `pipeline`; `prepare_keys[i]` is the key of dataset `i`'s prepare artifact (it hashes
     /// the source's content, so the caller computes it: [`crate::data::prepare::prepare_key`]).
     /// `device_kind` ("cpu", "cuda") goes into measurement keys: a measurement is of one device.

@@ -5,6 +5,10 @@
 #                          slurmd, waits until the node is idle, and prints `export SLURM_CONF=…`
 #   cluster.sh stop DIR    stops the three daemons started by `start DIR`
 #
+# Environment of `start`: MAX_ARRAY_SIZE (Slurm's MaxArraySize, default 10000: array indices
+# 0..MAX_ARRAY_SIZE-1) and GPUS (default 0: that many GPUs declared as a generic resource without
+# device files, so that GPU requests are accepted and scheduled; no job here uses a real GPU).
+#
 # Everything (keys, sockets, spool, state, logs, pid files) lives under DIR, so it never touches
 # /etc and two test runs with different DIRs do not see each other. Needs Debian's slurm-wlm and
 # munge (`apt-get install slurm-wlm munge`) and root (slurmd runs jobs as their owner).
@@ -60,6 +64,20 @@ socket="$dir/munge/munge.socket"
 munged --force --key-file="$dir/munge/munge.key" --socket="$socket" \
     --pid-file="$dir/munged.pid" --log-file="$dir/log/munged.log" --seed-file="$dir/munge/munge.seed"
 
+max_array=${MAX_ARRAY_SIZE:-10000}
+gpus=${GPUS:-0}
+gres_types="" node_gres=""
+if (( gpus > 0 )); then
+    gres_types="GresTypes=gpu"
+    node_gres="Gres=gpu:$gpus"
+    # slurmd counts a GPU per device file and only checks that the file exists.
+    : >"$dir/gres.conf"
+    for i in $(seq 0 $((gpus - 1))); do
+        : >"$dir/fake-gpu$i"
+        echo "NodeName=$host Name=gpu File=$dir/fake-gpu$i" >>"$dir/gres.conf"
+    done
+fi
+
 cat >"$dir/slurm.conf" <<CONF
 ClusterName=lipctl-test
 SlurmctldHost=$host(127.0.0.1)
@@ -85,11 +103,12 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 ReturnToService=2
 JobRequeue=1
-MaxArraySize=10000
+MaxArraySize=$max_array
+$gres_types
 SchedulerParameters=defer_batch,sched_interval=1
 MessageTimeout=30
 KillWait=5
-NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
+NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb $node_gres State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 CONF
 export SLURM_CONF="$dir/slurm.conf"
