@@ -194,6 +194,13 @@ impl TrainData {
 pub enum RunStatus {
     Completed,
     Diverged,
+    /// Not trained: the budget says the model does not fit (out of memory when measured, or the
+    /// paper's LOT-L). A committed result, not a failure.
+    #[serde(rename = "does_not_fit")]
+    DoesNotFit,
+    /// Not trained: paper-mode budgets and the paper's Table 8 has no epoch count for the model.
+    #[serde(rename = "no_epoch_count")]
+    NoEpochCount,
 }
 
 /// Where an attempt diverged.
@@ -281,6 +288,9 @@ pub struct TrainOutcome {
     pub stats_file: String,
     /// The last epoch's statistics of the completed attempt.
     pub last_epoch: Option<EpochStats>,
+    /// Why a run was not trained (with [`RunStatus::DoesNotFit`] / [`RunStatus::NoEpochCount`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// SplitMix64 finaliser: a fixed, well-mixed map from u64 to u64 (seeds must not depend on
@@ -299,6 +309,14 @@ pub fn attempt_seed(seed: u64, k: usize) -> u64 {
     } else {
         splitmix64(seed ^ splitmix64(k as u64)) >> 1
     }
+}
+
+/// torch seed for building the network (its initial weights) of an attempt with seed
+/// `attempt_seed`: the seed's 64 bits as torch's seed, so distinct seeds give distinct initial
+/// weights. (It was `seed >> 1`, which gave seeds 2k and 2k + 1 the same weights; seed 0 maps to
+/// 0 either way, so runs with seed 0 are unchanged.)
+pub fn init_seed(attempt_seed: u64) -> i64 {
+    attempt_seed as i64
 }
 
 /// torch seed for epoch `epoch` (1-based) of an attempt with seed `attempt_seed`.
@@ -377,6 +395,7 @@ pub fn train_with(
                 model_file: None,
                 stats_file: STATS_FILE.into(),
                 last_epoch: None,
+                reason: None,
             };
             write_atomic(&outcome_path, &serde_json::to_vec_pretty(&outcome)?)?;
             return Ok(outcome);
@@ -395,6 +414,7 @@ pub fn train_with(
                     model_file: Some(MODEL_FILE.into()),
                     stats_file: STATS_FILE.into(),
                     last_epoch: last,
+                    reason: None,
                 };
                 write_atomic(&outcome_path, &serde_json::to_vec_pretty(&outcome)?)?;
                 return Ok(outcome);
@@ -493,7 +513,7 @@ fn run_attempt(
     fingerprint: &str,
 ) -> anyhow::Result<AttemptResult> {
     let device = cfg.device;
-    tch::manual_seed((seed >> 1) as i64);
+    tch::manual_seed(init_seed(seed));
     let mut vs = nn::VarStore::new(device);
     let net = build(&vs.root()).context("building the network")?;
     let mut opt = Sgd::new(&vs, 0.0, 0.0, cfg.wd);
