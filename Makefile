@@ -45,19 +45,26 @@ slurm-packages:
 test-slurm: build slurm-packages
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 cargo test --release --locked --test slurm -- --ignored --test-threads=1
 
-# The study: paper.yaml where CUDA is available, the CPU-sized quick.yaml otherwise.
-# Overrides: make reproduce PIPELINE=pipelines/smoke.yaml DATA=../shared/data/cifar10-jpeg.tar.gz
+# The study: gpu.yaml (one GPU, ~12 device-hours) where CUDA is available, the CPU-sized
+# quick.yaml otherwise; paper.yaml (the full study) is for a cluster or PIPELINE=.
+# Overrides: make reproduce PIPELINE=pipelines/smoke.yaml DATA=path/to/cifar-10-binary.tar.gz
+# Data: without DATA the shipped pipelines read CIFAR-10 from data/ (downloaded when missing); on
+# this project's machines the JPEG copy beside the checkout is passed as DATA when it exists.
+LOCAL_CIFAR10 := $(wildcard ../shared/data/cifar10-jpeg.tar.gz)
 reproduce: build
-	@pipeline="$(PIPELINE)"; \
+	@pipeline="$(PIPELINE)"; data="$(DATA)"; \
 	if [ -z "$$pipeline" ]; then \
 	  if $(LIPCTL) doctor --cuda-available >/dev/null 2>&1; then \
-	    pipeline=pipelines/paper.yaml; echo "CUDA available: running $$pipeline"; \
+	    pipeline=pipelines/gpu.yaml; echo "CUDA available: running the one-GPU study $$pipeline"; \
 	  else \
 	    pipeline=pipelines/quick.yaml; echo "no CUDA: running the CPU-sized $$pipeline"; \
 	  fi; \
+	  if [ -z "$$data" ] && [ -n "$(LOCAL_CIFAR10)" ]; then data="$(LOCAL_CIFAR10)"; echo "data: $$data"; fi; \
 	fi; \
-	$(LIPCTL) run "$$pipeline" $(if $(DATA),--data $(DATA)) && \
-	  $(LIPCTL) report --pipeline "$$pipeline" $(if $(DATA),--data $(DATA))
+	status=0; \
+	$(LIPCTL) run "$$pipeline" $${data:+--data "$$data"} || status=$$?; \
+	$(LIPCTL) report --pipeline "$$pipeline" $${data:+--data "$$data"} || status=$$?; \
+	exit $$status
 
 bench: build
 	$(LIPCTL) bench --size XS --batch 64

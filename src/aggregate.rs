@@ -370,6 +370,8 @@ pub fn collect(store: &Store, scope: &Scope) -> Result<Raw> {
         r.seed.push(i(&tj, "final_seed").or_else(|| i(cfg, "seed")));
         r.attempts.push(tj.get("attempts").and_then(|a| a.as_array()).map(|a| a.len() as i64));
         r.status.push(status);
+        // Why a run is not ok, where its artifacts say (not trained: train.json's reason).
+        r.reason.push(s(&tj, "reason").or_else(|| cert.and_then(|c| s(c, "reason"))));
         let pct = |v: Option<f64>| v.map(|x| x * 100.0);
         r.accuracy.push(pct(cert.and_then(|c| f(c, "accuracy"))));
         for (j, (radius, _)) in RADII.iter().enumerate() {
@@ -475,6 +477,7 @@ struct RunCols {
     seed: Vec<Option<i64>>,
     attempts: Vec<Option<i64>>,
     status: Vec<String>,
+    reason: Vec<Option<String>>,
     accuracy: Vec<Option<f64>>,
     cra: [Vec<Option<f64>>; 4],
     lipschitz: Vec<Option<f64>>,
@@ -491,7 +494,7 @@ impl RunCols {
             "kernel" => self.kernel, "classes" => self.classes, "input_side" => self.input_side,
             "batch_size" => self.batch_size, "budget_hours" => self.budget_hours, "epochs" => self.epochs,
             "lr" => self.lr, "wd" => self.wd, "seed" => self.seed, "attempts" => self.attempts,
-            "status" => self.status, "accuracy" => self.accuracy, "cra_36" => c36,
+            "status" => self.status, "run_reason" => self.reason, "accuracy" => self.accuracy, "cra_36" => c36,
             "cra_72" => c72, "cra_108" => c108, "cra_255" => c255,
             "lipschitz_bound" => self.lipschitz, "margin_median" => self.margin,
             "train_seconds_per_epoch" => self.train_spe, "device" => self.device
@@ -692,7 +695,7 @@ pub fn derive(raw: Raw, paper: &Paper) -> Result<Tables> {
     let measure_sel = measures.clone().select(msel);
     let runs = join_left(raw.runs.clone().lazy(), measure_sel.clone(), &JOIN_MEASURE).with_columns([
         lit("train").alias("stage"),
-        col("m_error").alias("error"),
+        when(col("run_reason").is_not_null()).then(col("run_reason")).otherwise(col("m_error")).alias("error"),
         col("m_parameters").alias("parameters"),
         col("m_train_ms_per_batch").alias("train_ms_per_batch"),
         col("m_infer_ms_per_batch").alias("infer_ms_per_batch"),

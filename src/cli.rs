@@ -13,6 +13,11 @@ pub struct Cli {
     #[arg(long, global = true, env = "LIPCTL_ARTIFACTS", default_value = "artifacts")]
     pub artifacts: PathBuf,
 
+    /// Never download: an official dataset archive missing from `data/` is an error that says
+    /// where to put it (for machines without internet, such as cluster nodes).
+    #[arg(long, global = true, env = "LIPCTL_OFFLINE")]
+    pub offline: bool,
+
     #[command(subcommand)]
     pub command: Command,
 }

@@ -68,12 +68,24 @@ pub struct TrainOptions {
     /// Fixed epoch count, used when the pipeline has no `budgets`.
     #[serde(default, deserialize_with = "de_opt_positive_u32")]
     pub epochs: Option<u32>,
-    /// Peak learning rate of the OneCycle schedule (used when there is no `search`).
-    #[serde(deserialize_with = "de_positive_f64")]
-    pub lr: f64,
-    /// Weight decay (coupled L2), ≥ 0.
-    #[serde(deserialize_with = "de_nonnegative_f64")]
-    pub wd: f64,
+    /// Peak learning rate of the OneCycle schedule (used when there is no `search`; required unless
+    /// `hyperparameters: paper`).
+    #[serde(default, deserialize_with = "de_opt_positive_f64")]
+    pub lr: Option<f64>,
+    /// Weight decay (coupled L2), ≥ 0 (same rule as `lr`).
+    #[serde(default, deserialize_with = "de_opt_nonnegative_f64")]
+    pub wd: Option<f64>,
+    /// Where learning rate and weight decay come from: `pipeline` (`lr`, `wd`, `per_method`; the
+    /// default) or `paper`: the authors' published choice for each (dataset, method, size,
+    /// kernel), `data/paper/results.csv` (Tables 9–12; the same values for every budget), 16×
+    /// cheaper than a search and exactly the paper's protocol. `per_method` entries still replace
+    /// it: the only way to give values for models the paper never trained (Standard).
+    #[serde(default)]
+    pub hyperparameters: HyperSource,
+    /// Cap on every run's epochs, to run a long pipeline's shape in minutes (not the paper's
+    /// protocol; unset by default).
+    #[serde(default, deserialize_with = "de_opt_positive_u32")]
+    pub max_epochs: Option<u32>,
     #[serde(default = "default_batch", deserialize_with = "de_positive_u32")]
     pub batch_size: u32,
     /// Retries with a new seed after a diverged (NaN/inf) run.
@@ -84,6 +96,15 @@ pub struct TrainOptions {
     /// `search` to make it).
     #[serde(default, deserialize_with = "de_per_method")]
     pub per_method: Vec<(Method, MethodOverrides)>,
+}
+
+/// `train.hyperparameters`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HyperSource {
+    #[default]
+    Pipeline,
+    Paper,
 }
 
 /// `train.per_method.<METHOD>`: what replaces the pipeline-wide settings for one method.
@@ -100,10 +121,20 @@ pub struct MethodOverrides {
 }
 
 impl TrainOptions {
-    /// `(lr, wd)` of `method`: its `per_method` entry where set, else the pipeline-wide values.
-    pub fn hyper_for(&self, method: Method) -> (f64, f64) {
+    /// `(lr, wd)` of `method` at `size` on `dataset` (pipeline dataset name) with `kernel`: its
+    /// `per_method` entry where set, else the pipeline-wide values or, with `hyperparameters:
+    /// paper`, the paper's published ones. `None` when neither says (checked when the pipeline is
+    /// read: only for models the paper records as not fitting, which are never trained).
+    pub fn hyper_for(&self, dataset: &str, method: Method, size: ModelSize, kernel: i64) -> Option<(f64, f64)> {
         let o = self.overrides(method);
-        (o.lr.unwrap_or(self.lr), o.wd.unwrap_or(self.wd))
+        let (lr, wd) = match self.hyperparameters {
+            HyperSource::Pipeline => (self.lr, self.wd),
+            HyperSource::Paper => match paper_hyper(dataset, method, size, kernel) {
+                Some((lr, wd)) => (Some(lr), Some(wd)),
+                None => (None, None),
+            },
+        };
+        Some((o.lr.or(lr)?, o.wd.or(wd)?))
     }
 
     /// The epoch floor of `method` under budgets whose pipeline-wide floor is `budget_floor`.
@@ -173,6 +204,38 @@ pub struct SearchOptions {
     pub epochs: Option<u32>,
     #[serde(default)]
     pub seed: u64,
+}
+
+/// The paper's (lr, wd) for a pipeline dataset name, method, size and kernel (`results.csv`; the
+/// values are the same for every budget).
+fn paper_hyper(dataset: &str, method: Method, size: ModelSize, kernel: i64) -> Option<(f64, f64)> {
+    let dataset: crate::paper::Dataset = dataset.parse().ok()?;
+    let data = crate::paper::PaperData::shipped().ok()?;
+    data.results
+        .iter()
+        .find(|r| r.dataset == dataset && r.method == crate::paper::PaperMethod::Layer(method) && r.size == size && r.kernel as i64 == kernel)
+        .map(|r| (r.lr, r.wd))
+}
+
+/// Whether the paper records that `method`-`size` does not fit its GPU (Table 8 without an epoch
+/// count: LOT-L), so that it has no published hyper-parameters and is never trained.
+fn paper_says_does_not_fit(dataset: crate::paper::Dataset, method: Method, size: ModelSize) -> bool {
+    crate::paper::PaperData::shipped().is_ok_and(|data| {
+        data.epoch_budgets_2h
+            .iter()
+            .any(|r| r.dataset_kind == dataset.kind() && r.method == crate::paper::PaperMethod::Layer(method) && r.size == size && r.epochs.is_none())
+    })
+}
+
+/// Whether the paper's Table 8 (epoch budgets) has rows for `method` (not the Standard baseline).
+fn in_table_8(method: Method) -> bool {
+    crate::paper::PaperData::shipped()
+        .is_ok_and(|data| data.epoch_budgets_2h.iter().any(|r| r.method == crate::paper::PaperMethod::Layer(method)))
+}
+
+/// 1-based line of the first `key:` in YAML `text` (for messages about a key's value).
+fn line_of(text: &str, key: &str) -> Option<usize> {
+    text.lines().position(|l| l.trim_start().starts_with(&format!("{key}:"))).map(|i| i + 1)
 }
 
 fn default_kernel() -> i64 {
@@ -349,7 +412,75 @@ impl Pipeline {
     pub fn parse(path: &Path, text: &str) -> anyhow::Result<Pipeline> {
         let pipeline: Pipeline = serde_yaml::from_str(text).map_err(|e| yaml_error(path, &e))?;
         pipeline.check(path)?;
+        pipeline.check_hyperparameters(path, text)?;
         Ok(pipeline)
+    }
+
+    /// Every trained (dataset, method, size) has a learning rate and weight decay: from the pipeline,
+    /// or with `hyperparameters: paper` from the paper (or `per_method`). Errors name `file:line`.
+    fn check_hyperparameters(&self, path: &Path, text: &str) -> anyhow::Result<()> {
+        let at = |key: &str| match line_of(text, key) {
+            Some(line) => format!("{}:{line}: `train.{key}`", path.display()),
+            None => format!("{}: `train.{key}`", path.display()),
+        };
+        match self.train.hyperparameters {
+            HyperSource::Pipeline => {
+                if self.search.is_some() {
+                    return Ok(());
+                }
+                let unset: Vec<String> = self
+                    .methods
+                    .iter()
+                    .filter(|&&m| {
+                        let o = self.train.overrides(m);
+                        o.lr.or(self.train.lr).is_none() || o.wd.or(self.train.wd).is_none()
+                    })
+                    .map(|m| m.to_string())
+                    .collect();
+                if !unset.is_empty() {
+                    anyhow::bail!(
+                        "{}: no learning rate or weight decay for {}; set `train.lr` and `train.wd`, or `hyperparameters: paper`",
+                        path.display(),
+                        unset.join(", ")
+                    );
+                }
+            }
+            HyperSource::Paper => {
+                if self.search.is_some() {
+                    anyhow::bail!("{}: the paper's hyper-parameters replace the `search` section; remove one of the two", at("hyperparameters"));
+                }
+                for d in &self.datasets {
+                    let Ok(dataset) = d.name.parse::<crate::paper::Dataset>() else {
+                        anyhow::bail!(
+                            "{}: the paper published hyper-parameters for cifar10, cifar100 and tinyimagenet only, not `{}`; use `lr` and `wd`",
+                            at("hyperparameters"),
+                            d.name
+                        );
+                    };
+                    for &size in &self.sizes {
+                        for &method in &self.methods {
+                            // Models that are never trained need none: those the paper records
+                            // as not fitting, and with paper budgets those Table 8 lacks (Standard).
+                            let paper_budgets = self.budgets.as_ref().is_some_and(|b| b.mode == BudgetMode::Paper);
+                            if self.train.hyper_for(&d.name, method, size, self.kernel).is_some()
+                                || paper_says_does_not_fit(dataset, method, size)
+                                || (paper_budgets && !in_table_8(method))
+                            {
+                                continue;
+                            }
+                            anyhow::bail!(
+                                "{}: the paper published no learning rate and weight decay for {} {method}-{size} (kernel {}); \
+                                 give them in `train.per_method.{method}: {{lr: …, wd: …}}` or remove the combination",
+                                at("hyperparameters"),
+                                d.name,
+                                self.kernel
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Cross-field rules that serde cannot express.
@@ -455,11 +586,34 @@ train:
         }
     }
 
+    /// `hyperparameters: paper` reads results.csv: CIFAR-10 AOL-XS 6e-2 / 4e-5, CIFAR-100 SOC-M
+    /// 4e-2 / 3e-4 (k 3), CIFAR-10 AOL-XS with 1×1 kernels 8e-2 / 7e-6 (Table 12); `per_method`
+    /// still wins; Standard needs no value with paper budgets (it is never trained), but does with
+    /// measured ones.
+    #[test]
+    fn paper_hyperparameters_come_from_results_csv() {
+        let paper = GOOD
+            .replace("name: synthetic", "name: cifar10")
+            .replace("  lr: 0.01\n  wd: 1.0e-4\n", "  hyperparameters: paper\n  per_method:\n    SLL: {lr: 0.3}\n")
+            .replace("  epochs: 2\n", "");
+        let p = parse(&(paper.clone() + "budgets:\n  hours: [2]\n  mode: paper\n")).unwrap();
+        assert_eq!(p.train.hyper_for("cifar10", Method::Aol, ModelSize::XS, 3), Some((6e-2, 4e-5)));
+        assert_eq!(p.train.hyper_for("cifar100", Method::Soc, ModelSize::M, 3), Some((4e-2, 3e-4)));
+        assert_eq!(p.train.hyper_for("cifar10", Method::Aol, ModelSize::XS, 1), Some((8e-2, 7e-6)));
+        let (lr, _) = p.train.hyper_for("cifar10", Method::Sll, ModelSize::XS, 3).unwrap();
+        assert_eq!(lr, 0.3);
+        assert_eq!(p.train.hyper_for("cifar10", Method::Standard, ModelSize::XS, 3), None);
+        let with_standard = paper.replace("methods: [AOL, sll]", "methods: [AOL, sll, Standard]");
+        assert!(parse(&(with_standard.clone() + "budgets:\n  hours: [2]\n  mode: paper\n")).is_ok());
+        let err = parse(&(with_standard + "budgets:\n  hours: [2]\n  mode: measured\n")).unwrap_err().to_string();
+        assert!(err.contains("cifar10 Standard-XS") && err.contains("per_method.Standard") && err.starts_with("pipelines/t.yaml:"), "{err}");
+    }
+
     #[test]
     fn per_method_settings_replace_lr_and_wd_of_their_method_only() {
         let p = parse(&GOOD.replace("  wd: 1.0e-4\n", "  wd: 1.0e-4\n  per_method:\n    SLL: {lr: 0.3}\n")).unwrap();
-        assert_eq!(p.train.hyper_for(Method::Sll), (0.3, 1.0e-4));
-        assert_eq!(p.train.hyper_for(Method::Aol), (0.01, 1.0e-4));
+        assert_eq!(p.train.hyper_for("synthetic", Method::Sll, ModelSize::XS, 3), Some((0.3, 1.0e-4)));
+        assert_eq!(p.train.hyper_for("synthetic", Method::Aol, ModelSize::XS, 3), Some((0.01, 1.0e-4)));
         assert_eq!(p.train.min_epochs_for(Method::Sll, 1), 1);
         let text = GOOD.replace("  epochs: 2\n", "").replace("  wd: 1.0e-4\n", "  wd: 1.0e-4\n  per_method:\n    SLL: {min_epochs: 3}\n");
         assert!(parse(&text).unwrap_err().to_string().contains("budgets"));
@@ -499,7 +653,7 @@ train:
             checked.push(name);
         }
         checked.sort();
-        assert_eq!(checked, ["paper.yaml", "quick.yaml", "smoke.yaml"]);
+        assert_eq!(checked, ["gpu.yaml", "paper.yaml", "quick.yaml", "smoke.yaml"]);
     }
 
     #[test]

@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::Parser;
 use cli::{Cli, Command};
 use lipctl::pipeline::store::Store;
+use lipctl::pipeline::DataChoice;
 use lipctl::progress::Progress;
 use std::io::Write;
 use std::process::ExitCode;
@@ -73,7 +74,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 source: a.source,
                 name: a.name,
                 data_dir: a.data,
-                download: !a.no_download,
+                download: !(a.no_download || cli.offline),
                 synthetic: lipctl::data::SyntheticSpec::default(),
             };
             let summary = lipctl::data::prepare(&req, &store, &progress)?;
@@ -83,17 +84,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let progress = Progress::for_stderr();
             let store = Store::open(&cli.artifacts)?.with_progress(progress);
             match &a.pipeline {
-                Some(file) => lipctl::pipeline::status(file, a.data, a.tasks, &store, &progress, &mut out)?,
+                Some(file) => lipctl::pipeline::status(file, DataChoice::new(a.data, cli.offline), a.tasks, &store, &progress, &mut out)?,
                 None => lipctl::pipeline::store::print_status(&store, &mut out)?,
             }
         }
         Command::Aggregate(a) => {
-            let scope = lipctl::pipeline::scope(a.pipeline.as_deref(), a.data, &Progress::for_stderr())?;
+            let scope = lipctl::pipeline::scope(a.pipeline.as_deref(), DataChoice::new(a.data, cli.offline), &Progress::for_stderr())?;
             let art = lipctl::aggregate::run(&cli.artifacts, &scope)?;
             writeln!(out, "{}", art.dir.display())?;
         }
         Command::Report(a) => {
-            let scope = lipctl::pipeline::scope(a.pipeline.as_deref(), a.data, &Progress::for_stderr())?;
+            let scope = lipctl::pipeline::scope(a.pipeline.as_deref(), DataChoice::new(a.data, cli.offline), &Progress::for_stderr())?;
             let art = lipctl::aggregate::run(&cli.artifacts, &scope)?;
             let dest = a.out.unwrap_or_else(|| cli.artifacts.join("report"));
             let prov = lipctl::report::Provenance::current(a.pipeline.as_deref());
@@ -104,7 +105,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let progress = Progress::for_stderr();
             let store = Store::open(&cli.artifacts)?.with_progress(progress);
             let opts = lipctl::pipeline::runner::RunOptions { dry_run: a.dry_run, only: a.only, force: a.force };
-            if !lipctl::pipeline::run(&a.pipeline, a.data, &store, &opts, &progress, &mut out)? {
+            if !lipctl::pipeline::run(&a.pipeline, DataChoice::new(a.data, cli.offline), &store, &opts, &progress, &mut out)? {
                 return Ok(ExitCode::from(1));
             }
         }
@@ -126,7 +127,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Some(stage) => lipctl::pipeline::TaskRef::Wave(stage, a.offset + a.index),
                 None => lipctl::pipeline::TaskRef::Index(a.index),
             };
-            if !lipctl::pipeline::run_task(&a.pipeline, task, a.data, &store, &progress, &mut out)? {
+            if !lipctl::pipeline::run_task(&a.pipeline, task, DataChoice::new(a.data, cli.offline), &store, &progress, &mut out)? {
                 return Ok(ExitCode::from(1));
             }
         }
@@ -149,7 +150,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 pipeline: abs(&a.pipeline)?,
                 data: a.data.as_deref().map(abs).transpose()?,
             };
-            let script = lipctl::pipeline::slurm(&a.pipeline, &opts, a.data.clone(), &Progress::for_stderr())?;
+            let script = lipctl::pipeline::slurm(&a.pipeline, &opts, DataChoice::new(a.data.clone(), cli.offline), &Progress::for_stderr())?;
             if let Some(parent) = a.out.parent() {
                 lipctl::fsx::create_dir_all(parent)?;
             }

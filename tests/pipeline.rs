@@ -143,6 +143,12 @@ fn bad_pipeline_files_exit_2_with_file_and_line_and_run_nothing() {
         ("epochs", good.replace("  epochs: 1\n", "  epochs: -2\n"), "must be a positive whole number, got -2"),
         ("key", good.replace("  lr: 0.02\n", "  lr: 0.02\n  momentum: 0.9\n"), "unknown field `momentum`"),
         ("hours", good.replace("hours: [0.0025]", "hours: [2h, 9 apples]"), "invalid time budget \"9 apples\""),
+        // The paper published no hyper-parameters for synthetic data, nor for LOT-M with 1×1 kernels.
+        ("paper-data", good.replace("  lr: 0.02\n  wd: 1.0e-5\n", "  hyperparameters: paper\n").replace("search:\n  trials: 2\n  epochs: 1\n  seed: 0\n", ""),
+            "not `synthetic`"),
+        ("paper-combination", good.replace("  lr: 0.02\n  wd: 1.0e-5\n", "  hyperparameters: paper\n").replace("search:\n  trials: 2\n  epochs: 1\n  seed: 0\n", "")
+            .replace("  - name: synthetic\n", "  - name: cifar10\n").replace("methods: [AOL, SLL]", "methods: [AOL, LOT]\nkernel: 1").replace("sizes: [XS]", "sizes: [M]"),
+            "no learning rate and weight decay for cifar10 LOT-M (kernel 1)"),
     ];
     for (name, yaml, fragment) in cases {
         let file = dir.path().join(format!("{name}.yaml"));
@@ -440,4 +446,102 @@ fn slurm_waves_of_the_full_study_stay_within_max_array_size() {
     let o = lipctl_in(dir.path(), &root, &["run-task", paper, "36", "--wave", "search", "--offset", "1500"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).1.contains("the search wave of `paper` has 1536 tasks"), "{:?}", text(&o));
+}
+
+/// CIFAR-10 for the GPU-shaped run: the project machines' JPEG copy, else 10 classes of generated
+/// 32×32 images in the image-folder layout (so the test also runs on a clone without `../shared`).
+fn cifar10_source(dir: &Path) -> PathBuf {
+    let real = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/cifar10-jpeg.tar.gz");
+    if real.is_file() {
+        return real;
+    }
+    let root = dir.join("cifar10-like");
+    for split in ["train", "test"] {
+        for c in 0..10u32 {
+            let folder = root.join(split).join(format!("class{c}"));
+            std::fs::create_dir_all(&folder).unwrap();
+            for i in 0..3u32 {
+                let img = image::RgbImage::from_fn(32, 32, |x, y| image::Rgb([(x * 8 + c * 20) as u8, (y * 8 + i * 30) as u8, (c * 25) as u8]));
+                img.save(folder.join(format!("{i}.png"))).unwrap();
+            }
+        }
+    }
+    root
+}
+
+/// `pipelines/gpu.yaml`'s shape on a CPU, minutes long: all eight methods, paper-mode budgets (Table
+/// 8), the paper's published lr/wd, on a 20+20-image CIFAR-10 subset at XS with `max_epochs: 1`.
+/// Standard (no Table 8 count) is a committed result with status `no_epoch_count`, not a failed
+/// task, and the run exits 0; LOT-L (which the paper records as not fitting; a pipeline of its own,
+/// since training the other L models is hours on a CPU) is `does_not_fit`. The report lists every
+/// status with its reason.
+#[test]
+fn gpu_shaped_pipeline_runs_to_a_report_listing_every_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("artifacts");
+    let data = cifar10_source(dir.path());
+    let gpu = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/gpu.yaml")).unwrap();
+    for needle in ["sizes: [L]", "  - name: cifar10\n", "  batch_size: 256\n", "audit_iterations: 1000", "hyperparameters: paper", "mode: paper"] {
+        assert!(gpu.contains(needle), "gpu.yaml changed ({needle:?}); update this test");
+    }
+    let shaped = gpu
+        .replace("name: gpu\n", "name: gpu-shaped\n")
+        .replace("  - name: cifar10\n", "  - name: cifar10\n    train_per_class: 2\n    test_per_class: 2\n")
+        .replace("  batch_size: 256\n", "  batch_size: 20\n  max_epochs: 1\n")
+        .replace("audit_iterations: 1000", "audit_iterations: 5");
+    let xs = dir.path().join("gpu-shaped.yaml");
+    std::fs::write(&xs, shaped.replace("sizes: [L]", "sizes: [XS]")).unwrap();
+    let lot_l = dir.path().join("gpu-lot-l.yaml");
+    std::fs::write(&lot_l, shaped.replace("methods: all", "methods: [LOT]").replace("name: gpu-shaped", "name: gpu-lot-l")).unwrap();
+    let data_arg = data.to_str().unwrap();
+    // The second pipeline shares the prepared dataset.
+    for (file, counts) in [(&xs, "25 ran, 0 cached"), (&lot_l, "3 ran, 1 cached")] {
+        let o = lipctl(&root, &["run", file.to_str().unwrap(), "--data", data_arg]);
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "{out}\n{err}");
+        assert!(out.contains(&format!("{counts}, 0 failed, 0 blocked")), "{out}");
+    }
+    // The paper's lr/wd (results.csv: CIFAR-10 AOL-XS 6e-2 / 4e-5), one capped epoch.
+    let train_json = |label: &str| -> serde_json::Value {
+        for t in artifacts_of(&root, "train") {
+            let m: serde_json::Value = serde_json::from_slice(&std::fs::read(t.join("manifest.json")).unwrap()).unwrap();
+            if format!("{}-{}", m["config"]["method"].as_str().unwrap(), m["config"]["size"].as_str().unwrap()) == label {
+                return serde_json::from_slice(&std::fs::read(t.join("train.json")).unwrap()).unwrap();
+            }
+        }
+        panic!("no train artifact of {label}");
+    };
+    let aol = train_json("AOL-XS");
+    assert_eq!((aol["lr"].as_f64(), aol["wd"].as_f64(), aol["epochs"].as_u64()), (Some(0.06), Some(4e-5), Some(1)), "{aol}");
+    let standard = train_json("Standard-XS");
+    assert_eq!(standard["status"], "no_epoch_count", "{standard}");
+    let lot = train_json("LOT-L");
+    assert_eq!(lot["status"], "does_not_fit", "{lot}");
+    assert!(lot["reason"].as_str().unwrap().contains("as in the paper"), "{lot}");
+
+    let o = lipctl(&root, &["report"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let md = std::fs::read_to_string(root.join("report/report.md")).unwrap();
+    let row = |label: &str| md.lines().find(|l| l.contains(" | train | ") && l.contains(label)).map(str::to_string);
+    let standard_row = row("| Standard | XS |").unwrap_or_else(|| panic!("no Standard-XS row:\n{md}"));
+    assert!(standard_row.contains("no_epoch_count") && standard_row.contains("Table 8 has no epoch count"), "{standard_row}");
+    let lot_row = row("| LOT | L |").unwrap_or_else(|| panic!("no LOT-L row:\n{md}"));
+    assert!(lot_row.contains("does_not_fit") && lot_row.contains("out of memory"), "{lot_row}");
+    let ok_rows = md.lines().filter(|l| l.contains(" | train | ") && l.contains(" | ok | ")).count();
+    assert_eq!(ok_rows, 7, "{md}");
+}
+
+/// A pipeline whose dataset has no source, run without `--data` on a machine without the archive
+/// (and `--offline`: no download is attempted in tests): exit 2 before anything runs, saying where
+/// to put the archive.
+#[test]
+fn missing_official_archive_offline_says_where_to_put_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("artifacts");
+    let quick = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/quick.yaml");
+    let o = lipctl_in(dir.path(), &root, &["--offline", "run", quick.to_str().unwrap()]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("cifar-10-binary.tar.gz") && err.contains("into `data`") && err.contains("--data"), "{err}");
+    assert!(!root.exists() || std::fs::read_dir(&root).unwrap().next().is_none(), "something was written");
 }

@@ -185,7 +185,8 @@ fn resolve_source(req: &PrepareRequest, progress: &Progress) -> Result<Option<Pa
         return Ok(Some(folder));
     }
     let hint = format!(
-        "put `{}` (from {}) into `{}`, or pass --source PATH (the archive or its extracted `{}/` folder)",
+        "put `{}` (from {}) into `{}`, or pass the archive or its extracted `{}/` folder with --source PATH \
+         (`lipctl run`: --data PATH; `make reproduce DATA=PATH`)",
         off.file,
         off.url,
         req.data_dir.display(),
@@ -198,7 +199,8 @@ fn resolve_source(req: &PrepareRequest, progress: &Progress) -> Result<Option<Pa
     Ok(Some(archive_path))
 }
 
-/// Downloads with `curl` into a temporary name, verifies the MD5, then renames into place.
+/// Downloads with `curl` (showing its progress bar) into a temporary name, verifies the MD5, then
+/// renames into place.
 fn download(off: &Official, dest: &Path, progress: &Progress) -> Result<()> {
     if let Some(parent) = dest.parent() {
         fsx::create_dir_all(parent)?;
@@ -206,7 +208,8 @@ fn download(off: &Official, dest: &Path, progress: &Progress) -> Result<()> {
     let tmp = dest.with_extension(format!("part-{}", std::process::id()));
     progress.println(&format!("downloading {} …", off.url));
     let status = std::process::Command::new("curl")
-        .args(["--fail", "--location", "--silent", "--show-error", "--output"])
+        // curl's own progress bar on stderr: the archives are 160 MB to 250 MB.
+        .args(["--fail", "--location", "--progress-bar", "--output"])
         .arg(&tmp)
         .arg(off.url)
         .status()

@@ -23,23 +23,45 @@ pub struct Loaded {
     pub stages: StageRunner,
 }
 
+/// Where a pipeline's data comes from, beyond the pipeline file: `--data` (the first dataset's
+/// source) and whether an official archive missing from `data/` may be downloaded (`--offline`).
+#[derive(Clone, Debug, Default)]
+pub struct DataChoice {
+    pub data: Option<PathBuf>,
+    pub offline: bool,
+}
+
+impl DataChoice {
+    pub fn new(data: Option<PathBuf>, offline: bool) -> DataChoice {
+        DataChoice { data, offline }
+    }
+}
+
+impl From<Option<PathBuf>> for DataChoice {
+    /// `--data`, downloads allowed.
+    fn from(data: Option<PathBuf>) -> DataChoice {
+        DataChoice { data, offline: false }
+    }
+}
+
 /// Loads `file`, resolves the device and the datasets' keys (hashing their sources; nothing is
-/// decoded) and expands the plan.
-pub fn load(file: &Path, data_override: Option<PathBuf>, progress: &Progress) -> anyhow::Result<Loaded> {
+/// decoded, but an official archive missing from `data/` is downloaded unless `offline`) and
+/// expands the plan.
+pub fn load(file: &Path, data_override: impl Into<DataChoice>, progress: &Progress) -> anyhow::Result<Loaded> {
     bind(Pipeline::load(file)?, file, data_override, progress)
 }
 
 /// What `aggregate`/`report` read: the task keys of `file`'s plan, or the whole store without one.
-pub fn scope(file: Option<&Path>, data_override: Option<PathBuf>, progress: &Progress) -> anyhow::Result<crate::aggregate::Scope> {
+pub fn scope(file: Option<&Path>, data_override: impl Into<DataChoice>, progress: &Progress) -> anyhow::Result<crate::aggregate::Scope> {
     let Some(file) = file else { return Ok(crate::aggregate::Scope::All) };
     let loaded = load(file, data_override, progress)?;
     Ok(crate::aggregate::Scope::Keys(loaded.plan.tasks.iter().map(|t| t.key.as_str().to_string()).collect()))
 }
 
 /// Plans an in-memory pipeline; `file` names it in messages and anchors relative sources.
-pub fn bind(pipeline: Pipeline, file: &Path, data_override: Option<PathBuf>, progress: &Progress) -> anyhow::Result<Loaded> {
+pub fn bind(pipeline: Pipeline, file: &Path, data_override: impl Into<DataChoice>, progress: &Progress) -> anyhow::Result<Loaded> {
     let device = pipeline.device.resolve()?;
-    let stages = StageRunner::new(device, file, data_override);
+    let stages = StageRunner::new(device, file, data_override.into());
     let keys = pipeline
         .datasets
         .iter()
@@ -56,7 +78,7 @@ pub fn bind(pipeline: Pipeline, file: &Path, data_override: Option<PathBuf>, pro
 }
 
 /// `lipctl run PIPELINE`: runs what is missing; returns whether every task is done.
-pub fn run(file: &Path, data_override: Option<PathBuf>, store: &Store, opts: &runner::RunOptions, progress: &Progress, out: &mut dyn Write) -> anyhow::Result<bool> {
+pub fn run(file: &Path, data_override: impl Into<DataChoice>, store: &Store, opts: &runner::RunOptions, progress: &Progress, out: &mut dyn Write) -> anyhow::Result<bool> {
     let mut loaded = load(file, data_override, progress)?;
     writeln!(
         out,
@@ -83,7 +105,7 @@ pub fn run(file: &Path, data_override: Option<PathBuf>, store: &Store, opts: &ru
 }
 
 /// `lipctl status PIPELINE`: every task's state; with `tasks`, also its index (for `run-task`).
-pub fn status(file: &Path, data_override: Option<PathBuf>, every_task: bool, store: &Store, progress: &Progress, out: &mut dyn Write) -> anyhow::Result<()> {
+pub fn status(file: &Path, data_override: impl Into<DataChoice>, every_task: bool, store: &Store, progress: &Progress, out: &mut dyn Write) -> anyhow::Result<()> {
     let loaded = load(file, data_override, progress)?;
     let states = runner::states(&loaded.plan, store)?;
     let mut counts = std::collections::BTreeMap::<&str, usize>::new();
@@ -150,7 +172,7 @@ pub enum TaskRef {
 
 /// `lipctl run-task PIPELINE INDEX [--wave STAGE --offset K]`: one task of the plan (a Slurm array
 /// task). Its inputs must be done; a cached task returns at once.
-pub fn run_task(file: &Path, task: TaskRef, data_override: Option<PathBuf>, store: &Store, progress: &Progress, out: &mut dyn Write) -> anyhow::Result<bool> {
+pub fn run_task(file: &Path, task: TaskRef, data_override: impl Into<DataChoice>, store: &Store, progress: &Progress, out: &mut dyn Write) -> anyhow::Result<bool> {
     let mut loaded = load(file, data_override, progress)?;
     let count = loaded.plan.tasks.len();
     let index = match task {
@@ -164,7 +186,7 @@ pub fn run_task(file: &Path, task: TaskRef, data_override: Option<PathBuf>, stor
 }
 
 /// `lipctl slurm PIPELINE`: writes (and with `submit`, runs) the driver script.
-pub fn slurm(file: &Path, opts: &slurm::SlurmOptions, data_override: Option<PathBuf>, progress: &Progress) -> anyhow::Result<String> {
+pub fn slurm(file: &Path, opts: &slurm::SlurmOptions, data_override: impl Into<DataChoice>, progress: &Progress) -> anyhow::Result<String> {
     let loaded = load(file, data_override, progress)?;
     Ok(slurm::script(&loaded.plan, &loaded.pipeline, opts))
 }

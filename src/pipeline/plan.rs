@@ -114,6 +114,8 @@ pub struct TrainTask {
     pub test_per_class: Option<usize>,
     /// Search trials evaluate on the 10 % validation split, final runs on the test split.
     pub validation: bool,
+    /// `train.max_epochs`: cap on the resolved epoch count.
+    pub max_epochs: Option<u32>,
 }
 
 impl TrainTask {
@@ -130,13 +132,18 @@ impl TrainTask {
             Hyper::Fixed { lr, wd } => (json!(lr), json!(wd)),
             Hyper::Search { .. } => (json!("search"), json!("search")),
         };
-        json!({
+        let mut config = json!({
             "dataset": self.dataset, "method": self.method, "size": self.size, "kernel": self.kernel,
             "epochs": epochs, "lr": lr, "wd": wd, "seed": self.seed, "batch_size": self.batch_size,
             "max_retries": self.max_retries, "train_per_class": self.train_per_class,
             "test_per_class": self.test_per_class, "eval_split": if self.validation { "val" } else { "test" },
             "budget_hours": match &self.epochs { Epochs::Budget { hours, .. } => json!(hours), Epochs::Fixed(_) => Value::Null },
-        })
+        });
+        // The cap enters the key only when set, so keys of pipelines without it stay as they were.
+        if let Some(cap) = self.max_epochs {
+            config["max_epochs"] = json!(cap);
+        }
+        config
     }
 }
 
@@ -254,6 +261,7 @@ impl Builder {
         let base = |epochs: Epochs, hyper: Hyper, seed: u64, validation: bool| TrainTask {
             dataset: d.name.clone(), method, size, kernel: p.kernel, epochs, hyper, seed, batch_size,
             max_retries: p.train.max_retries, train_per_class: d.train_per_class, test_per_class: d.test_per_class, validation,
+            max_epochs: p.train.max_epochs,
         };
         // Budgets to train for: every configured one, or the fixed epoch count.
         let runs: Vec<(Epochs, Option<f64>)> = match (&budget, p.train.epochs) {
@@ -265,7 +273,9 @@ impl Builder {
         };
         let hyper = match &p.search {
             None => {
-                let (lr, wd) = p.train.hyper_for(method);
+                // None only for a model the paper records as not fitting (checked when the
+                // pipeline was read): it is never trained, and its key records lr = wd = 0.
+                let (lr, wd) = p.train.hyper_for(&d.name, method, size, p.kernel).unwrap_or((0.0, 0.0));
                 Hyper::Fixed { lr, wd }
             }
             Some(so) => {

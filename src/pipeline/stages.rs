@@ -30,8 +30,8 @@ pub const MARGINS: &str = "margins.csv";
 /// Resolved settings shared by every task of one run.
 pub struct StageRunner {
     device: Device,
-    /// `--data`: replaces the source of the pipeline's first dataset.
-    data_override: Option<PathBuf>,
+    /// `--data` (replaces the source of the pipeline's first dataset) and `--offline`.
+    data_choice: super::DataChoice,
     /// Folder where official archives are looked for (`prepare --data`).
     data_dir: PathBuf,
     /// Folder of the pipeline file: relative dataset sources are resolved against it.
@@ -40,9 +40,9 @@ pub struct StageRunner {
 }
 
 impl StageRunner {
-    pub fn new(device: Device, pipeline_file: &Path, data_override: Option<PathBuf>) -> Self {
+    pub fn new(device: Device, pipeline_file: &Path, data_choice: super::DataChoice) -> Self {
         let pipeline_dir = pipeline_file.parent().map(Path::to_path_buf).unwrap_or_default();
-        StageRunner { device, data_override, data_dir: PathBuf::from("data"), pipeline_dir, datasets: HashMap::new() }
+        StageRunner { device, data_choice, data_dir: PathBuf::from("data"), pipeline_dir, datasets: HashMap::new() }
     }
 
     pub fn device(&self) -> Device {
@@ -53,7 +53,7 @@ impl StageRunner {
     /// to the project root (the folder above `pipelines/`), as written in the shipped pipelines.
     pub fn prepare_request(&self, index: usize, d: &DatasetEntry) -> anyhow::Result<PrepareRequest> {
         let dataset: DatasetKind = d.name.parse()?;
-        let source = match (&self.data_override, index) {
+        let source = match (&self.data_choice.data, index) {
             (Some(path), 0) => Some(path.clone()),
             _ => d.source.as_ref().map(|s| {
                 if s.is_absolute() {
@@ -66,7 +66,7 @@ impl StageRunner {
         let mut req = PrepareRequest::new(dataset);
         req.source = source;
         req.data_dir = self.data_dir.clone();
-        req.download = true;
+        req.download = !self.data_choice.offline;
         Ok(req)
     }
 
@@ -144,10 +144,18 @@ impl StageRunner {
             }
             TaskSpec::Train(t) | TaskSpec::Search(t) => {
                 let inputs: Vec<Key> = task.deps.iter().map(|&d| plan.tasks[d].key.clone()).collect();
-                let epochs = resolve_epochs(store, plan, &t.epochs)?;
+                let info = manifest_info(task.stage.schema_version(), &task.config, &inputs, device);
+                let epochs = match resolve_epochs(store, plan, &t.epochs)? {
+                    BudgetEpochs::Train(e) => t.max_epochs.map_or(e, |cap| e.min(cap as u64)),
+                    BudgetEpochs::NotTrained(status, reason) => {
+                        // A committed result with its status (design §7), not a failed task.
+                        progress.println(&format!("{}: not trained ({reason})", task.label));
+                        let artifact = store.build(task.stage.name(), &task.key, &info, |tmp| publish_not_trained(status, &reason, tmp))?;
+                        return Ok(!artifact.cached);
+                    }
+                };
                 let (lr, wd) = resolve_hyper(store, plan, &t.hyper)?;
                 let data = self.dataset(store, &inputs[0], t.train_per_class, t.test_per_class)?;
-                let info = manifest_info(task.stage.schema_version(), &task.config, &inputs, device);
                 let cfg = train_config(t, data, epochs, lr, wd, device);
                 let split = if t.validation { EvalSplit::Validation } else { EvalSplit::Test };
                 let train_data = TrainData::select(
@@ -265,6 +273,21 @@ fn publish_training(outcome: &TrainOutcome, resolved: &serde_json::Value, work: 
     fsx::write(&tmp.join(TRAIN_OUTCOME), serde_json::to_vec_pretty(&json)?)
 }
 
+/// The `train.json` of a run that was not trained (no model, no statistics): its status and why.
+fn publish_not_trained(status: RunStatus, reason: &str, tmp: &Path) -> anyhow::Result<()> {
+    let outcome = TrainOutcome {
+        status,
+        attempts: Vec::new(),
+        model_file: None,
+        stats_file: TRAIN_STATS.into(),
+        last_epoch: None,
+        reason: Some(reason.to_string()),
+    };
+    let mut json = serde_json::to_value(&outcome).context("serialising the training outcome")?;
+    json["epochs"] = serde_json::Value::Null;
+    fsx::write(&tmp.join(TRAIN_OUTCOME), serde_json::to_vec_pretty(&json)?)
+}
+
 /// Reads a train artifact's outcome.
 pub fn read_outcome(trained: &Artifact) -> anyhow::Result<TrainOutcome> {
     let path = trained.path(TRAIN_OUTCOME);
@@ -274,8 +297,14 @@ pub fn read_outcome(trained: &Artifact) -> anyhow::Result<TrainOutcome> {
 /// Certifies a trained model on the test split; a diverged run yields a certificate that says so.
 fn certify_into(trained: &Artifact, spec: NetSpec, data: &Dataset, device: Device, opts: &AuditOptions, tmp: &Path) -> anyhow::Result<()> {
     let outcome = read_outcome(trained)?;
-    if outcome.status == RunStatus::Diverged {
-        let json = serde_json::json!({ "status": "diverged", "attempts": outcome.attempts });
+    let not_certified = match outcome.status {
+        RunStatus::Completed => None,
+        RunStatus::Diverged => Some(serde_json::json!({ "status": "diverged", "attempts": outcome.attempts })),
+        RunStatus::DoesNotFit | RunStatus::NoEpochCount => Some(serde_json::json!({
+            "status": serde_json::to_value(outcome.status)?, "reason": outcome.reason,
+        })),
+    };
+    if let Some(json) = not_certified {
         return fsx::write(&tmp.join(CERTIFICATE), serde_json::to_vec_pretty(&json)?.as_slice());
     }
     let started = std::time::Instant::now();
@@ -315,24 +344,43 @@ fn lookup(store: &Store, plan: &Plan, index: usize) -> anyhow::Result<Artifact> 
     store.lookup(task.stage.name(), &task.key)?.with_context(|| format!("input `{}` is not done", task.label))
 }
 
+/// What a run's budget says: train for so many epochs, or do not train (with the status and the
+/// reason the run's artifact records).
+enum BudgetEpochs {
+    Train(u64),
+    NotTrained(RunStatus, String),
+}
+
 /// A run's epoch count: fixed, or read from its budget artifact.
-fn resolve_epochs(store: &Store, plan: &Plan, epochs: &Epochs) -> anyhow::Result<u64> {
+fn resolve_epochs(store: &Store, plan: &Plan, epochs: &Epochs) -> anyhow::Result<BudgetEpochs> {
+    use crate::budgets::BudgetStatus;
     match epochs {
-        Epochs::Fixed(e) => Ok(*e as u64),
+        Epochs::Fixed(e) => Ok(BudgetEpochs::Train(*e as u64)),
         Epochs::Budget { task, hours, min_epochs } => {
             let artifact = lookup(store, plan, *task)?;
             let path = artifact.path(BUDGET);
             let budget: crate::budgets::Budget = serde_json::from_str(&fsx::read_to_string(&path)?)
                 .with_context(|| format!("{} is not a budget", path.display()))?;
-            let fits = budget.status == crate::budgets::BudgetStatus::Ok;
-            match budget.epochs_for(*hours) {
-                Some(e) if fits && e.max(*min_epochs as u64) > 0 => Ok(e.max(*min_epochs as u64)),
-                _ => anyhow::bail!(
-                    "does not fit: {} gives no epochs for {hours} h (status {:?}); the model is out of memory or too slow",
-                    plan.tasks[*task].label,
-                    budget.status
+            let label = &plan.tasks[*task].label;
+            Ok(match (budget.status, budget.epochs_for(*hours)) {
+                (BudgetStatus::Ok, Some(e)) if e.max(*min_epochs as u64) > 0 => BudgetEpochs::Train(e.max(*min_epochs as u64)),
+                (BudgetStatus::NoEpochCount, _) => BudgetEpochs::NotTrained(
+                    RunStatus::NoEpochCount,
+                    format!("{label}: the paper's Table 8 has no epoch count for this model; use budgets mode: measured to train it"),
                 ),
-            }
+                (BudgetStatus::DoesNotFit, _) if budget.mode == BudgetMode::Paper => BudgetEpochs::NotTrained(
+                    RunStatus::DoesNotFit,
+                    format!("{label}: does not fit, as in the paper (out of memory on its 80 GB A100)"),
+                ),
+                (BudgetStatus::DoesNotFit, _) => BudgetEpochs::NotTrained(
+                    RunStatus::DoesNotFit,
+                    format!("{label}: does not fit: training ran out of memory when measured on this device"),
+                ),
+                (_, e) => BudgetEpochs::NotTrained(
+                    RunStatus::DoesNotFit,
+                    format!("{label}: {} epochs fit into {hours} h on this device; the model is too slow for the budget", e.unwrap_or(0)),
+                ),
+            })
         }
     }
 }

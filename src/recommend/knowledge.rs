@@ -204,6 +204,9 @@ impl std::str::FromStr for RunStatus {
             "oom" => Ok(RunStatus::Oom),
             "diverged" => Ok(RunStatus::Diverged),
             "failed" => Ok(RunStatus::Failed),
+            // Not trained by the pipeline's rule (the paper's Table 8 has no count for the model,
+            // or says it does not fit an A100): nothing about this device; counted as not usable.
+            "does_not_fit" | "no_epoch_count" => Ok(RunStatus::Failed),
             _ => bail!("unknown status {s:?}; expected ok, oom, diverged or failed"),
         }
     }
