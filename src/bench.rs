@@ -118,11 +118,8 @@ pub fn measure(cfg: &BenchConfig, method: Method) -> anyhow::Result<BenchRow> {
 }
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    let msg = p
-        .downcast_ref::<String>()
-        .map(String::as_str)
-        .or_else(|| p.downcast_ref::<&str>().copied())
-        .unwrap_or("panic");
+    let msg = crate::measure::panic_message(p);
+    let msg = msg.as_str();
     if msg.contains("out of memory") {
         "out of memory".to_string()
     } else {

@@ -94,10 +94,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             writeln!(out, "{}", art.dir.display())?;
         }
         Command::Report(a) => {
-            let scope = lipctl::pipeline::scope(a.pipeline.as_deref(), DataChoice::new(a.data, cli.offline), &Progress::for_stderr())?;
+            let progress = Progress::for_stderr();
+            let store = Store::open(&cli.artifacts)?.with_progress(progress.clone());
+            let (scope, plan) =
+                lipctl::pipeline::report_inputs(a.pipeline.as_deref(), DataChoice::new(a.data, cli.offline), &store, &progress)?;
             let art = lipctl::aggregate::run(&cli.artifacts, &scope)?;
             let dest = a.out.unwrap_or_else(|| cli.artifacts.join("report"));
-            let prov = lipctl::report::Provenance::current(a.pipeline.as_deref());
+            let mut prov = lipctl::report::Provenance::current(a.pipeline.as_deref());
+            if let Some(p) = &plan {
+                writeln!(out, "{} of {} tasks done", p.done, p.total)?;
+            }
+            prov.plan = plan;
             let done = lipctl::report::render(&art.dir, &dest, &prov)?;
             writeln!(out, "{}\n{}", done.html.display(), done.markdown.display())?;
         }

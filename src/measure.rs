@@ -199,8 +199,17 @@ pub fn is_oom_message(message: &str) -> bool {
 }
 
 /// libtorch appends a C++ backtrace (`frame #0: …`) to its messages; `measure.json` keeps the text.
-fn without_backtrace(message: &str) -> String {
+pub fn without_backtrace(message: &str) -> String {
     message.split("\nframe #").next().unwrap_or(message).trim_end().to_string()
+}
+
+/// The message of a caught panic (tch's infallible ops panic with libtorch's error text).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "panic without a message".to_string())
 }
 
 /// Runs `f`, turning an error or a panic (tch's infallible ops panic on libtorch errors) into a
@@ -209,14 +218,7 @@ fn guarded<T>(f: impl FnOnce() -> anyhow::Result<T>) -> Result<T, MeasureError> 
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(MeasureError::classify(format!("{e:#}"))),
-        Err(payload) => {
-            let msg = payload
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "panic without a message".to_string());
-            Err(MeasureError::classify(msg))
-        }
+        Err(payload) => Err(MeasureError::classify(panic_message(payload.as_ref()))),
     }
 }
 

@@ -545,3 +545,57 @@ fn missing_official_archive_offline_says_where_to_put_it() {
     assert!(err.contains("cifar-10-binary.tar.gz") && err.contains("into `data`") && err.contains("--data"), "{err}");
     assert!(!root.exists() || std::fs::read_dir(&root).unwrap().next().is_none(), "something was written");
 }
+
+/// A real out-of-memory on the CPU, no mocked allocator: `lipctl run` under a data-size limit
+/// (`RLIMIT_DATA` 2.5 GB; the process starts with under 1 GB of data mappings) on a pipeline whose
+/// Standard-XS fits and whose Standard-M, at a 600-image batch, does not (libtorch's CPU allocator
+/// fails inside a convolution: a panic of tch's infallible op). The M training task is recorded as
+/// `oom` with the device and the bytes asked for, its certificate is blocked, the XS tasks are done,
+/// the run exits 1, and the report renders and lists the oom task.
+#[test]
+fn a_real_out_of_memory_is_recorded_and_the_run_goes_on() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("artifacts");
+    let pipeline = dir.path().join("oom.yaml");
+    std::fs::write(
+        &pipeline,
+        "name: oom\ndevice: cpu\ndatasets:\n  - name: synthetic\n    train_per_class: 60\n    test_per_class: 5\n\
+         methods: [Standard]\nsizes: [XS, M]\nseeds: [0]\ntrain:\n  epochs: 1\n  lr: 0.01\n  wd: 0\n  batch_size: 600\n\
+         certify:\n  audit_iterations: 5\n",
+    )
+    .unwrap();
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lipctl"));
+    c.arg("--artifacts").arg(&root).arg("run").arg(&pipeline).env("OMP_NUM_THREADS", "1");
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        c.pre_exec(|| {
+            let limit = libc::rlimit { rlim_cur: 2_500_000_000, rlim_max: 2_500_000_000 };
+            if libc::setrlimit(libc::RLIMIT_DATA, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let o = c.output().unwrap();
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}\n{err}");
+    let oom_line = out.lines().find(|l| l.starts_with("OOM")).unwrap_or_else(|| panic!("no OOM line:\n{out}\n{err}"));
+    assert!(oom_line.contains("Standard-M") && oom_line.contains("out of memory on cpu") && oom_line.contains("you tried to allocate"), "{oom_line}");
+    assert!(!oom_line.contains("frame #"), "the message keeps libtorch's backtrace: {oom_line}");
+    assert!(out.contains("done     train synthetic Standard-XS") && out.contains("done     certify synthetic Standard-XS"), "{out}");
+    assert!(out.contains("blocked  certify synthetic Standard-M"), "{out}");
+
+    let status = lipctl(&root, &["status", pipeline.to_str().unwrap(), "--tasks"]);
+    let line = text(&status).0.lines().find(|l| l.contains("train synthetic Standard-M")).unwrap().to_string();
+    assert!(line.contains(" oom "), "{line}");
+
+    let report = lipctl(&root, &["report", "--pipeline", pipeline.to_str().unwrap()]);
+    let (rout, rerr) = text(&report);
+    assert!(report.status.success(), "{rout}\n{rerr}");
+    assert!(rout.contains("3 of 5 tasks done"), "{rout}");
+    let md = std::fs::read_to_string(root.join("report/report.md")).unwrap();
+    let row = md.lines().find(|l| l.starts_with("| oom |")).unwrap_or_else(|| panic!("no oom row:\n{md}"));
+    assert!(row.contains("train synthetic Standard-M seed 0") && row.contains("out of memory on cpu"), "{row}");
+    assert!(md.contains("| missing | certify synthetic Standard-M seed 0 |"), "{md}");
+}

@@ -58,6 +58,20 @@ pub fn scope(file: Option<&Path>, data_override: impl Into<DataChoice>, progress
     Ok(crate::aggregate::Scope::Keys(loaded.plan.tasks.iter().map(|t| t.key.as_str().to_string()).collect()))
 }
 
+/// What `lipctl report --pipeline` needs: the scope of the pipeline's tasks and how far they are
+/// (never waiting for a lock the running process holds); the whole store without a pipeline.
+pub fn report_inputs(
+    file: Option<&Path>,
+    data_override: impl Into<DataChoice>,
+    store: &Store,
+    progress: &Progress,
+) -> anyhow::Result<(crate::aggregate::Scope, Option<runner::PlanProgress>)> {
+    let Some(file) = file else { return Ok((crate::aggregate::Scope::All, None)) };
+    let loaded = load(file, data_override, progress)?;
+    let scope = crate::aggregate::Scope::Keys(loaded.plan.tasks.iter().map(|t| t.key.as_str().to_string()).collect());
+    Ok((scope, Some(runner::plan_progress(&loaded.plan, store)?)))
+}
+
 /// Plans an in-memory pipeline; `file` names it in messages and anchors relative sources.
 pub fn bind(pipeline: Pipeline, file: &Path, data_override: impl Into<DataChoice>, progress: &Progress) -> anyhow::Result<Loaded> {
     let device = pipeline.device.resolve()?;

@@ -30,9 +30,13 @@ pub enum TaskState {
     /// Another process holds the task's lock.
     Running,
     Missing,
-    /// The last attempt failed with this message (cleared by a later success).
+    /// The last attempt failed with this message (cleared by a later success); an out-of-memory
+    /// failure's message starts with [`OOM_PREFIX`].
     Failed(String),
 }
+
+/// How a failure marker says that the task ran out of memory (status `oom`).
+pub const OOM_PREFIX: &str = "oom: ";
 
 impl TaskState {
     pub fn word(&self) -> &'static str {
@@ -40,6 +44,7 @@ impl TaskState {
             TaskState::Done => "done",
             TaskState::Running => "running",
             TaskState::Missing => "missing",
+            TaskState::Failed(msg) if msg.starts_with(OOM_PREFIX) => "oom",
             TaskState::Failed(_) => "failed",
         }
     }
@@ -92,6 +97,46 @@ pub fn states(plan: &Plan, store: &Store) -> anyhow::Result<Vec<TaskState>> {
         .collect()
 }
 
+/// How far a plan is (`lipctl report --pipeline`, also while it runs): computed from committed
+/// artifacts, failure markers and a non-blocking probe of the locks, so it never waits for the
+/// running process.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PlanProgress {
+    pub done: usize,
+    pub total: usize,
+    /// Every task that is not done, in plan order: its state word, label and (failed, oom) the
+    /// first line of its message.
+    pub not_done: Vec<TaskLine>,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TaskLine {
+    pub state: String,
+    pub label: String,
+    pub message: String,
+}
+
+/// [`PlanProgress`] of `plan` in `store`.
+pub fn plan_progress(plan: &Plan, store: &Store) -> anyhow::Result<PlanProgress> {
+    let states = states(plan, store)?;
+    let done = states.iter().filter(|s| **s == TaskState::Done).count();
+    let not_done = plan
+        .tasks
+        .iter()
+        .zip(&states)
+        .filter(|(_, s)| **s != TaskState::Done)
+        .map(|(t, s)| TaskLine {
+            state: s.word().to_string(),
+            label: t.label.clone(),
+            message: match s {
+                TaskState::Failed(m) => m.strip_prefix(OOM_PREFIX).unwrap_or(m).lines().next().unwrap_or("").to_string(),
+                _ => String::new(),
+            },
+        })
+        .collect();
+    Ok(PlanProgress { done, total: plan.tasks.len(), not_done })
+}
+
 /// Runs `plan`; per-task results go to `out` as one line each.
 pub fn run(
     plan: &Plan,
@@ -139,7 +184,7 @@ pub fn run(
             continue;
         }
         let result = execute(plan, i, task, store, stages, opts.force, progress);
-        ok[i] = record(task, result, store, progress, out, &mut report)?;
+        ok[i] = record(task, result, stages.device(), store, progress, out, &mut report)?;
         out.flush()?;
     }
     Ok(report)
@@ -152,7 +197,12 @@ fn execute(plan: &Plan, index: usize, task: &Task, store: &Store, stages: &mut S
             fsx::remove_dir_all(&dir)?;
         }
     }
-    stages.execute(plan, index, store, progress)
+    // A panic (tch's infallible ops panic on libtorch errors, a CUDA out-of-memory among them) is a
+    // failed task like an error, never the end of the run; the store removes the partial folder.
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| stages.execute(plan, index, store, progress))) {
+        Ok(result) => result,
+        Err(payload) => Err(anyhow::anyhow!("{}", crate::measure::panic_message(payload.as_ref()))),
+    }
 }
 
 /// Runs task `index` alone (its inputs `deps` must already be done): `lipctl run-task`.
@@ -178,8 +228,17 @@ pub fn run_one(
         }
     }
     let result = execute(plan, index, task, store, stages, false, progress);
-    record(task, result, store, progress, out, &mut report)?;
+    record(task, result, stages.device(), store, progress, out, &mut report)?;
     Ok(report)
+}
+
+/// A failure's message without libtorch's C++ backtrace, also where tch's panic shows it escaped
+/// inside `Torch("…\nframe #0: …")`, and without the `Result::unwrap()` wrapper of that panic.
+fn concise(message: &str) -> String {
+    let m = crate::measure::without_backtrace(message);
+    let m = m.split("\\nframe #").next().unwrap_or(&m);
+    let m = m.strip_prefix("called `Result::unwrap()` on an `Err` value: ").unwrap_or(m);
+    m.strip_prefix("Torch(\"").map(|r| r.trim_end_matches("\")")).unwrap_or(m).to_string()
 }
 
 /// Reports one executed task (built here, built meanwhile by another process, or failed), keeps
@@ -187,6 +246,7 @@ pub fn run_one(
 fn record(
     task: &Task,
     result: anyhow::Result<bool>,
+    stages_device: tch::Device,
     store: &Store,
     progress: &Progress,
     out: &mut dyn Write,
@@ -206,11 +266,18 @@ fn record(
             Ok(true)
         }
         Err(e) => {
-            let msg = format!("{e:#}");
+            let text = concise(&format!("{e:#}"));
+            // Out of memory: status `oom`, with the device (libtorch's message has the size asked for).
+            let msg = if crate::measure::is_oom_message(&text) {
+                format!("{OOM_PREFIX}out of memory on {}: {text}", super::stages::device_description(stages_device))
+            } else {
+                text
+            };
             if let Err(w) = fsx::create_dir_all(&store.stage_dir(task.stage.name())).and_then(|_| fsx::write(&marker, msg.as_bytes())) {
                 progress.println(&format!("warning: could not record the failure: {w:#}"));
             }
-            writeln!(out, "FAILED   {}: {msg}", task.label)?;
+            let word = if msg.starts_with(OOM_PREFIX) { "OOM     " } else { "FAILED  " };
+            writeln!(out, "{word} {}: {msg}", task.label)?;
             report.failed.push((task.label.clone(), msg));
             Ok(false)
         }

@@ -44,6 +44,9 @@ pub struct Provenance {
     pub pipeline: Option<String>,
     /// Seconds since the Unix epoch when rendered.
     pub rendered_unix: u64,
+    /// With a pipeline: how many of its tasks are done, and those that are not (a report renders
+    /// whatever exists, also while the pipeline runs or after it was interrupted).
+    pub plan: Option<crate::pipeline::runner::PlanProgress>,
 }
 
 impl Provenance {
@@ -78,6 +81,7 @@ impl Provenance {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
+            plan: None,
         }
     }
 }
