@@ -599,3 +599,29 @@ fn a_real_out_of_memory_is_recorded_and_the_run_goes_on() {
     assert!(row.contains("train synthetic Standard-M seed 0") && row.contains("out of memory on cpu"), "{row}");
     assert!(md.contains("| missing | certify synthetic Standard-M seed 0 |"), "{md}");
 }
+
+/// The plan's price, before anything runs: gpu.yaml trains six L models for Table 8's 2-hour
+/// counts, ~2 A100-hours each by the definition of the budget (the paper's own timings: 12 ± 1 h in
+/// all); quick.yaml's measured budgets are 8 × 0.05 h of wall clock on this device.
+#[test]
+fn dry_run_prices_the_plan_per_stage() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("artifacts");
+    let data = cifar10_source(dir.path());
+    let price = |pipeline: &str| -> (String, f64) {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines").join(pipeline);
+        let o = lipctl(&root, &["--offline", "run", file.to_str().unwrap(), "--dry-run", "--data", data.to_str().unwrap()]);
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "{out}\n{err}");
+        let train = out.lines().find(|l| l.starts_with("train ")).unwrap_or_else(|| panic!("{out}"));
+        let hours: f64 = train.split_whitespace().nth(3).unwrap().parse().unwrap();
+        (out, hours)
+    };
+    let (out, hours) = price("gpu.yaml");
+    assert!((11.0..=13.0).contains(&hours) && out.contains("from the paper's A100 timings"), "{out}");
+    assert!(out.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["train", "8", "8", &format!("{hours:.1}")]), "{out}");
+    let (out, hours) = price("quick.yaml");
+    assert_eq!(hours, 0.4, "{out}");
+    assert!(out.contains("measured budgets"), "{out}");
+    assert!(!root.join("train").exists(), "a dry run trained something");
+}

@@ -1,6 +1,7 @@
 //! The pipeline: the content-addressed artifact store every stage writes into (design §3), the
 //! plan that expands a pipeline file into tasks, and the runner that executes them.
 
+pub mod estimate;
 pub mod plan;
 pub mod runner;
 pub mod slurm;
@@ -101,6 +102,8 @@ pub fn run(file: &Path, data_override: impl Into<DataChoice>, store: &Store, opt
         loaded.plan.tasks.len(),
         stages::device_description(loaded.stages.device())
     )?;
+    let est = estimate::estimate(&loaded.plan, store, crate::device::kind_name(loaded.stages.device()))?;
+    estimate::print(&est, out)?;
     let report = runner::run(&loaded.plan, store, &mut loaded.stages, opts, progress, out)?;
     if !opts.dry_run {
         writeln!(
