@@ -68,7 +68,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Prepare(a) => {
             let progress = lipctl::progress::Progress::for_stderr();
-            let store = lipctl::pipeline::store::Store::open(&cli.artifacts)?.with_progress(progress);
+            let store = lipctl::pipeline::store::Store::open(&cli.artifacts)?.with_progress(progress.clone());
             let req = lipctl::data::PrepareRequest {
                 dataset: a.dataset,
                 source: a.source,
@@ -82,7 +82,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Status(a) => {
             let progress = Progress::for_stderr();
-            let store = Store::open(&cli.artifacts)?.with_progress(progress);
+            let store = Store::open(&cli.artifacts)?.with_progress(progress.clone());
             match &a.pipeline {
                 Some(file) => lipctl::pipeline::status(file, DataChoice::new(a.data, cli.offline), a.tasks, &store, &progress, &mut out)?,
                 None => lipctl::pipeline::store::print_status(&store, &mut out)?,
@@ -110,7 +110,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Run(a) => {
             let progress = Progress::for_stderr();
-            let store = Store::open(&cli.artifacts)?.with_progress(progress);
+            let store = Store::open(&cli.artifacts)?.with_progress(progress.clone());
             let opts = lipctl::pipeline::runner::RunOptions { dry_run: a.dry_run, only: a.only, force: a.force };
             if !lipctl::pipeline::run(&a.pipeline, DataChoice::new(a.data, cli.offline), &store, &opts, &progress, &mut out)? {
                 return Ok(ExitCode::from(1));
@@ -129,7 +129,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
             let progress = Progress::for_stderr();
-            let store = Store::open(&cli.artifacts)?.with_progress(progress);
+            let store = Store::open(&cli.artifacts)?.with_progress(progress.clone());
             let task = match a.wave {
                 Some(stage) => lipctl::pipeline::TaskRef::Wave(stage, a.offset + a.index),
                 None => lipctl::pipeline::TaskRef::Index(a.index),
@@ -196,7 +196,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// `lipctl train` and `lipctl certify`: the arguments become a one-run pipeline.
 fn single_run(a: cli::SingleRunArgs, certify: bool, artifacts: &std::path::Path, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     let progress = Progress::for_stderr();
-    let store = Store::open(artifacts)?.with_progress(progress);
+    let store = Store::open(artifacts)?.with_progress(progress.clone());
     let yaml = format!(
         "name: {method}-{size}\ndevice: {device:?}\ndatasets:\n  - name: {dataset:?}\n{train_pc}{test_pc}methods: [{method}]\nsizes: [{size}]\n\
          kernel: {kernel}\nseeds: [{seed}]\ntrain:\n  epochs: {epochs}\n  lr: {lr:e}\n  wd: {wd:e}\n  batch_size: {batch}\n  max_retries: {retries}\n",

@@ -2,7 +2,7 @@
 //! on stderr otherwise (CI logs, files), nothing at all in tests. Library code never creates its
 //! own bars; it receives a [`Progress`] and opens [`Task`]s on it.
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
@@ -13,27 +13,33 @@ enum Mode {
     Hidden,
 }
 
-/// How long work is reported; cheap to copy and pass down.
-#[derive(Clone, Copy, Debug)]
+/// How long work is reported; cheap to clone and pass down. On a terminal every bar of one
+/// `Progress` (and of its clones) is drawn by one indicatif `MultiProgress`, so an overall bar and
+/// the per-epoch bars below it stay on their own lines.
+#[derive(Clone, Debug)]
 pub struct Progress {
     mode: Mode,
+    multi: MultiProgress,
 }
 
 impl Progress {
+    fn with_mode(mode: Mode) -> Self {
+        Progress { mode, multi: MultiProgress::new() }
+    }
+
     /// Bars when stderr is a terminal, plain lines otherwise.
     pub fn for_stderr() -> Self {
-        let mode = if std::io::stderr().is_terminal() { Mode::Bars } else { Mode::Lines };
-        Progress { mode }
+        Progress::with_mode(if std::io::stderr().is_terminal() { Mode::Bars } else { Mode::Lines })
     }
 
     /// Reports nothing (tests).
     pub fn hidden() -> Self {
-        Progress { mode: Mode::Hidden }
+        Progress::with_mode(Mode::Hidden)
     }
 
     /// Plain lines on stderr, also on a terminal.
     pub fn lines() -> Self {
-        Progress { mode: Mode::Lines }
+        Progress::with_mode(Mode::Lines)
     }
 
     /// Opens a unit of work of `len` steps, labelled `label`.
@@ -47,7 +53,7 @@ impl Progress {
                         .progress_chars("=> "),
                 );
                 bar.set_prefix(label.to_string());
-                bar
+                self.multi.add(bar)
             }
             _ => ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::hidden()),
         };
@@ -58,7 +64,10 @@ impl Progress {
     pub fn println(&self, msg: &str) {
         match self.mode {
             Mode::Hidden => {}
-            _ => eprintln!("{msg}"),
+            Mode::Bars => {
+                let _ = self.multi.println(msg);
+            }
+            Mode::Lines => eprintln!("{msg}"),
         }
     }
 }
@@ -105,7 +114,13 @@ impl Task {
 
     pub fn finish(self, msg: &str) {
         match self.mode {
-            Mode::Bars => self.bar.finish_with_message(msg.to_string()),
+            // A finished bar becomes a plain line above the live ones, so a long run's screen
+            // shows the overall bar and the work under way, not a growing stack of full bars.
+            Mode::Bars => {
+                let line = format!("{} [{:.1}s] {msg}", self.label, self.started.elapsed().as_secs_f64());
+                self.bar.println(line);
+                self.bar.finish_and_clear();
+            }
             Mode::Lines => eprintln!("{}: {msg} ({:.1}s)", self.label, self.started.elapsed().as_secs_f64()),
             Mode::Hidden => {}
         }

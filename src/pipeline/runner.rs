@@ -149,6 +149,15 @@ pub fn run(
     let mut report = RunReport::default();
     // ok[i]: task i's artifact exists (cached or built in this run).
     let mut ok = vec![false; plan.tasks.len()];
+    // One bar over the tasks to run, with an ETA, above the per-epoch bars (committed artifacts
+    // are counted by their commit mark here; `lookup` verifies them in the loop).
+    let to_run = plan
+        .tasks
+        .iter()
+        .filter(|t| opts.only.is_none_or(|s| s == t.stage))
+        .filter(|t| opts.force || !store.artifact_dir(t.stage.name(), &t.key).join(super::store::MANIFEST).exists())
+        .count();
+    let mut overall = (!opts.dry_run && to_run > 0).then(|| progress.task(&plan.name, to_run as u64));
     for (i, task) in plan.tasks.iter().enumerate() {
         let selected = opts.only.is_none_or(|s| s == task.stage);
         let cached = store.lookup(task.stage.name(), &task.key)?.is_some();
@@ -183,9 +192,18 @@ pub fn run(
             ok[i] = true;
             continue;
         }
+        if let Some(bar) = overall.as_mut() {
+            bar.set_message(task.label.clone());
+        }
         let result = execute(plan, i, task, store, stages, opts.force, progress);
         ok[i] = record(task, result, stages.device(), store, progress, out, &mut report)?;
         out.flush()?;
+        if let Some(bar) = overall.as_mut() {
+            bar.inc(1);
+        }
+    }
+    if let Some(bar) = overall {
+        bar.finish(&format!("{} ran, {} failed, {} blocked", report.ran.len(), report.failed.len(), report.blocked.len()));
     }
     Ok(report)
 }
