@@ -238,6 +238,30 @@ pub struct RunArgs {
     /// Replace the source of the pipeline's first dataset (folder or archive).
     #[arg(long, value_name = "PATH")]
     pub data: Option<PathBuf>,
+
+    /// Run on this device instead of the pipeline's `device` (auto, cpu, cuda, cuda:N).
+    #[arg(long, conflicts_with = "devices")]
+    pub device: Option<lipctl::device::DeviceChoice>,
+
+    /// Run on several devices at once, one worker process per device, each taking its share of
+    /// the independent (dataset, method, size) chains: `all` (every CUDA device) or a list such as
+    /// `cuda:0,cuda:1`; `cpu,cpu` gives two CPU workers, which split the CPU threads.
+    #[arg(long, value_name = "LIST")]
+    pub devices: Option<lipctl::device::DeviceList>,
+
+    /// Internal: this process is worker K of N (`K/N`) of `--devices`.
+    #[arg(long, hide = true, value_parser = parse_worker)]
+    pub worker: Option<(usize, usize)>,
+}
+
+/// `K/N` with K < N.
+fn parse_worker(s: &str) -> Result<(usize, usize), String> {
+    let (k, n) = s.split_once('/').ok_or("expected K/N")?;
+    let (k, n) = (k.parse::<usize>().map_err(|e| e.to_string())?, n.parse::<usize>().map_err(|e| e.to_string())?);
+    if k >= n {
+        return Err(format!("worker {k} of {n}: K must be below N"));
+    }
+    Ok((k, n))
 }
 
 #[derive(clap::Args, Debug)]

@@ -31,6 +31,51 @@ impl FromStr for DeviceChoice {
     }
 }
 
+impl std::fmt::Display for DeviceChoice {
+    /// The spelling [`DeviceChoice::from_str`] reads back: `auto`, `cpu`, `cuda:N`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceChoice::Auto => f.write_str("auto"),
+            DeviceChoice::Cpu => f.write_str("cpu"),
+            DeviceChoice::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+/// `lipctl run --devices`: `all` (every visible CUDA device) or a comma-separated list
+/// (`cuda:0,cuda:1`; `cpu,cpu` gives two CPU workers).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeviceList {
+    All,
+    List(Vec<DeviceChoice>),
+}
+
+impl FromStr for DeviceList {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.trim().eq_ignore_ascii_case("all") {
+            return Ok(DeviceList::All);
+        }
+        let list = s.split(',').map(|d| d.parse::<DeviceChoice>()).collect::<Result<Vec<_>, _>>()?;
+        anyhow::ensure!(!list.is_empty(), "--devices needs `all` or a list such as cuda:0,cuda:1");
+        Ok(DeviceList::List(list))
+    }
+}
+
+impl DeviceList {
+    /// The devices, one worker each; `all` is every CUDA device libtorch sees.
+    pub fn resolve(&self) -> anyhow::Result<Vec<DeviceChoice>> {
+        match self {
+            DeviceList::List(l) => Ok(l.clone()),
+            DeviceList::All => {
+                let n = tch::Cuda::device_count() as usize;
+                anyhow::ensure!(n > 0, "--devices all: no CUDA device is visible; name devices instead, e.g. --devices cpu,cpu");
+                Ok((0..n).map(DeviceChoice::Cuda).collect())
+            }
+        }
+    }
+}
+
 impl DeviceChoice {
     /// Resolves to a concrete device; asking for a CUDA device that is not there is an error.
     pub fn resolve(self) -> anyhow::Result<Device> {

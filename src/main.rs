@@ -109,10 +109,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             writeln!(out, "{}\n{}", done.html.display(), done.markdown.display())?;
         }
         Command::Run(a) => {
+            if let Some(list) = &a.devices {
+                let devices = list.resolve()?;
+                if devices.len() > 1 && !a.dry_run {
+                    return run_workers(&cli.artifacts, cli.offline, &a, &devices);
+                }
+            }
             let progress = Progress::for_stderr();
             let store = Store::open(&cli.artifacts)?.with_progress(progress.clone());
-            let opts = lipctl::pipeline::runner::RunOptions { dry_run: a.dry_run, only: a.only, force: a.force };
-            if !lipctl::pipeline::run(&a.pipeline, DataChoice::new(a.data, cli.offline), &store, &opts, &progress, &mut out)? {
+            let opts =
+                lipctl::pipeline::runner::RunOptions { dry_run: a.dry_run, only: a.only, force: a.force, worker: a.worker };
+            let mut choice = DataChoice::new(a.data, cli.offline);
+            choice.device = a.device.or_else(|| a.devices.as_ref().and_then(|l| l.resolve().ok()?.first().copied()));
+            if !lipctl::pipeline::run(&a.pipeline, choice, &store, &opts, &progress, &mut out)? {
                 return Ok(ExitCode::from(1));
             }
         }
@@ -194,6 +203,47 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// `lipctl train` and `lipctl certify`: the arguments become a one-run pipeline.
+/// `lipctl run P --devices D1,D2,…`: one `lipctl run P --device Di --worker i/n` process per
+/// device, sharing the store (its per-key locks build each task once). CPU workers split this
+/// machine's threads (unless `OMP_NUM_THREADS` is set). Exit 1 when any worker reports a failure.
+fn run_workers(artifacts: &std::path::Path, offline: bool, a: &cli::RunArgs, devices: &[lipctl::device::DeviceChoice]) -> anyhow::Result<ExitCode> {
+    let exe = std::env::current_exe()?;
+    let n = devices.len();
+    let threads = std::thread::available_parallelism().map(|t| t.get()).unwrap_or(1);
+    eprintln!("{n} workers: {}", devices.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "));
+    let mut children = Vec::new();
+    for (k, device) in devices.iter().enumerate() {
+        let mut c = std::process::Command::new(&exe);
+        c.arg("--artifacts").arg(artifacts);
+        if offline {
+            c.arg("--offline");
+        }
+        c.arg("run").arg(&a.pipeline).arg("--device").arg(device.to_string()).arg("--worker").arg(format!("{k}/{n}"));
+        if let Some(d) = &a.data {
+            c.arg("--data").arg(d);
+        }
+        if let Some(stage) = a.only {
+            c.arg("--only").arg(stage.name());
+        }
+        if a.force {
+            c.arg("--force");
+        }
+        if *device == lipctl::device::DeviceChoice::Cpu && std::env::var_os("OMP_NUM_THREADS").is_none() {
+            c.env("OMP_NUM_THREADS", (threads / n).max(1).to_string());
+        }
+        children.push((device, c.spawn().map_err(|e| anyhow::anyhow!("cannot start worker {k} ({device}): {e}"))?));
+    }
+    let mut ok = true;
+    for (device, mut child) in children {
+        let status = child.wait()?;
+        if !status.success() {
+            eprintln!("worker on {device}: {status}");
+            ok = false;
+        }
+    }
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
 fn single_run(a: cli::SingleRunArgs, certify: bool, artifacts: &std::path::Path, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     let progress = Progress::for_stderr();
     let store = Store::open(artifacts)?.with_progress(progress.clone());

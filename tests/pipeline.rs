@@ -625,3 +625,69 @@ fn dry_run_prices_the_plan_per_stage() {
     assert!(out.contains("measured budgets"), "{out}");
     assert!(!root.join("train").exists(), "a dry run trained something");
 }
+
+/// `lipctl run --devices cpu,cpu`: two worker processes (one libtorch thread each here), each
+/// taking one of smoke.yaml's two (dataset, method, size) chains, end with the artifacts of one
+/// worker. Measurements are observations of the machine, not functions of their inputs, so the
+/// two-worker store starts from the one-worker store's prepared data and measurements; every
+/// budget, search trial, model and certificate must then be identical.
+#[test]
+fn two_cpu_workers_build_the_artifacts_of_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (one, two) = (dir.path().join("one"), dir.path().join("two"));
+    let o = lipctl(&one, &["run", "pipelines/smoke.yaml"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    for stage in ["prepare", "measure"] {
+        for src in artifacts_of(&one, stage) {
+            let dst = two.join(stage).join(src.file_name().unwrap());
+            std::fs::create_dir_all(&dst).unwrap();
+            for f in std::fs::read_dir(&src).unwrap() {
+                let f = f.unwrap().path();
+                std::fs::copy(&f, dst.join(f.file_name().unwrap())).unwrap();
+            }
+        }
+    }
+    let o = lipctl(&two, &["run", "pipelines/smoke.yaml", "--devices", "cpu,cpu"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(err.contains("2 workers: cpu, cpu"), "{err}");
+    // Each worker trains its own chain: both final runs are built, once each, by different workers.
+    assert_eq!(out.matches("done     train synthetic").count(), 2, "{out}");
+    assert_eq!(out.matches("pipeline smoke (13 tasks)").count(), 2, "{out}");
+    let name = |p: &PathBuf| p.file_name().unwrap().to_string_lossy().into_owned();
+    for stage in ["budget", "search", "train", "certify"] {
+        let mut a: Vec<PathBuf> = artifacts_of(&one, stage);
+        let mut b: Vec<PathBuf> = artifacts_of(&two, stage);
+        a.sort();
+        b.sort();
+        assert_eq!(a.iter().map(name).collect::<Vec<_>>(), b.iter().map(name).collect::<Vec<_>>(), "{stage}");
+        for (x, y) in a.iter().zip(&b) {
+            for file in ["budget.json", "model.safetensors", "epochs.csv"] {
+                if x.join(file).is_file() {
+                    let (fx, fy) = (std::fs::read(x.join(file)).unwrap(), std::fs::read(y.join(file)).unwrap());
+                    if file == "epochs.csv" {
+                        // Wall-clock seconds differ; the numbers do not.
+                        let strip = |t: Vec<u8>| {
+                            let text = String::from_utf8(t).unwrap();
+                            let at = text.lines().next().unwrap().split(',').position(|c| c == "seconds").unwrap();
+                            text.lines()
+                                .map(|l| l.split(',').enumerate().filter(|(i, _)| *i != at).map(|(_, c)| c).collect::<Vec<_>>().join(","))
+                                .collect::<Vec<_>>()
+                        };
+                        assert_eq!(strip(fx), strip(fy), "{stage}/{}/{file}", name(x));
+                    } else {
+                        assert!(fx == fy, "{stage}/{}/{file} differs", name(x));
+                    }
+                }
+            }
+            if x.join("certify.json").is_file() {
+                let read = |p: &PathBuf| {
+                    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(p.join("certify.json")).unwrap()).unwrap();
+                    v.as_object_mut().unwrap().remove("seconds");
+                    v
+                };
+                assert_eq!(read(x), read(y), "certify/{}", name(x));
+            }
+        }
+    }
+}

@@ -26,22 +26,24 @@ pub struct Loaded {
 
 /// Where a pipeline's data comes from, beyond the pipeline file: `--data` (the first dataset's
 /// source) and whether an official archive missing from `data/` may be downloaded (`--offline`).
+/// Also `--device`: replaces the pipeline's `device` (a worker of `run --devices`).
 #[derive(Clone, Debug, Default)]
 pub struct DataChoice {
     pub data: Option<PathBuf>,
     pub offline: bool,
+    pub device: Option<crate::device::DeviceChoice>,
 }
 
 impl DataChoice {
     pub fn new(data: Option<PathBuf>, offline: bool) -> DataChoice {
-        DataChoice { data, offline }
+        DataChoice { data, offline, device: None }
     }
 }
 
 impl From<Option<PathBuf>> for DataChoice {
     /// `--data`, downloads allowed.
     fn from(data: Option<PathBuf>) -> DataChoice {
-        DataChoice { data, offline: false }
+        DataChoice { data, offline: false, device: None }
     }
 }
 
@@ -75,8 +77,9 @@ pub fn report_inputs(
 
 /// Plans an in-memory pipeline; `file` names it in messages and anchors relative sources.
 pub fn bind(pipeline: Pipeline, file: &Path, data_override: impl Into<DataChoice>, progress: &Progress) -> anyhow::Result<Loaded> {
-    let device = pipeline.device.resolve()?;
-    let stages = StageRunner::new(device, file, data_override.into());
+    let choice: DataChoice = data_override.into();
+    let device = choice.device.unwrap_or(pipeline.device).resolve()?;
+    let stages = StageRunner::new(device, file, choice);
     let keys = pipeline
         .datasets
         .iter()
@@ -157,11 +160,7 @@ pub fn status(file: &Path, data_override: impl Into<DataChoice>, every_task: boo
 pub fn single(pipeline: Pipeline, source: Option<PathBuf>, certify: bool, store: &Store, progress: &Progress, out: &mut dyn Write) -> anyhow::Result<bool> {
     let file = PathBuf::from("<command line>");
     let mut loaded = bind(pipeline, &file, source, progress)?;
-    let opts = runner::RunOptions {
-        dry_run: false,
-        only: None,
-        force: false,
-    };
+    let opts = runner::RunOptions { dry_run: false, only: None, force: false, worker: None };
     // Without `certify`, stop after training: drop the certify task from the plan.
     if !certify {
         loaded.plan.tasks.retain(|t| t.stage != plan::Stage::Certify);

@@ -5,7 +5,7 @@
 //! makes each task build exactly once — a second process waits for the lock, then finds the
 //! artifact committed and counts it as cached.
 
-use super::plan::{Plan, Stage, Task};
+use super::plan::{Plan, Stage, Task, TaskSpec};
 use super::stages::StageRunner;
 use super::store::{Key, Store};
 use crate::fsx;
@@ -21,6 +21,34 @@ pub struct RunOptions {
     pub only: Option<Stage>,
     /// Rebuild the selected tasks even when cached.
     pub force: bool,
+    /// `(k, n)`: this process is worker `k` of `n` (`lipctl run --devices`) and runs only the
+    /// (dataset, method, size) chains whose number is `k` modulo `n`, plus the shared prepare
+    /// tasks (the store's per-key lock builds each once).
+    pub worker: Option<(usize, usize)>,
+}
+
+/// The chain of task `index`: the number of its (dataset, method, size) in order of first
+/// appearance in the plan; `None` for tasks every chain needs (prepare). Chains share nothing but
+/// the prepared data, so workers given disjoint chains never wait for each other.
+pub fn chains(plan: &Plan) -> Vec<Option<usize>> {
+    let mut ids: Vec<Option<usize>> = Vec::with_capacity(plan.tasks.len());
+    let mut seen: Vec<(usize, crate::nn::Method, crate::nn::ModelSize)> = Vec::new();
+    for task in &plan.tasks {
+        let identity = match &task.spec {
+            TaskSpec::Prepare { .. } => None,
+            TaskSpec::Measure { method, size, .. } | TaskSpec::Budget { method, size, .. } => Some((task.deps[0], *method, *size)),
+            TaskSpec::Search(t) | TaskSpec::Train(t) => Some((task.deps[0], t.method, t.size)),
+            TaskSpec::Certify { train, .. } => ids[*train].map(|c| seen[c]),
+        };
+        ids.push(identity.map(|id| match seen.iter().position(|s| *s == id) {
+            Some(c) => c,
+            None => {
+                seen.push(id);
+                seen.len() - 1
+            }
+        }));
+    }
+    ids
 }
 
 /// State of one task, as `lipctl status PIPELINE` shows it.
@@ -149,16 +177,27 @@ pub fn run(
     let mut report = RunReport::default();
     // ok[i]: task i's artifact exists (cached or built in this run).
     let mut ok = vec![false; plan.tasks.len()];
+    let chain = chains(plan);
+    let mine = |i: usize| match (opts.worker, chain[i]) {
+        (Some((k, n)), Some(c)) => c % n == k,
+        _ => true,
+    };
     // One bar over the tasks to run, with an ETA, above the per-epoch bars (committed artifacts
     // are counted by their commit mark here; `lookup` verifies them in the loop).
     let to_run = plan
         .tasks
         .iter()
+        .enumerate()
+        .filter(|(i, _)| mine(*i))
+        .map(|(_, t)| t)
         .filter(|t| opts.only.is_none_or(|s| s == t.stage))
         .filter(|t| opts.force || !store.artifact_dir(t.stage.name(), &t.key).join(super::store::MANIFEST).exists())
         .count();
     let mut overall = (!opts.dry_run && to_run > 0).then(|| progress.task(&plan.name, to_run as u64));
     for (i, task) in plan.tasks.iter().enumerate() {
+        if !mine(i) {
+            continue;
+        }
         let selected = opts.only.is_none_or(|s| s == task.stage);
         let cached = store.lookup(task.stage.name(), &task.key)?.is_some();
         for w in store.take_warnings() {
