@@ -19,7 +19,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Print versions, CUDA availability, threads and whether the folders are writable.
+    /// Print versions, CUDA availability, TF32 switches, threads and whether the folders are
+    /// writable.
     Doctor(DoctorArgs),
     /// Time and peak memory of one (method, size, batch size) on this device; prints measure.json.
     Measure(MeasureArgs),
@@ -136,6 +137,13 @@ pub struct MeasureArgs {
     /// Device: auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: lipctl::device::DeviceChoice,
+
+    /// TF32 while measuring: on (cuDNN convolutions in TF32, as training by default) or off.
+    #[arg(long, value_enum, default_value_t = lipctl::precision::Tf32Mode::On,
+          long_help = "TF32 while measuring, as the training the measurement budgets will use: on \
+                       (libtorch's and the paper's default: cuDNN convolutions in TF32, matrix products \
+                       in fp32) or off (full fp32). No effect on the CPU or before compute capability 8.0.")]
+    pub tf32: lipctl::precision::Tf32Mode,
 }
 
 #[derive(clap::Args, Debug)]
@@ -336,6 +344,14 @@ pub struct SingleRunArgs {
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
+
+    /// TF32 in training: on (default; cuDNN convolutions in TF32) or off (full fp32).
+    #[arg(long, value_enum, default_value_t = lipctl::precision::Tf32Mode::On,
+          long_help = "TF32 in the training passes: on (default: libtorch's and the paper's PyTorch 1.12 \
+                       setting, cuDNN convolutions in TF32 and matrix products in fp32) or off (full fp32). \
+                       Evaluation, certification and the Lipschitz audit always run in full fp32. No effect \
+                       on the CPU or before compute capability 8.0. Example: --tf32 off")]
+    pub tf32: lipctl::precision::Tf32Mode,
 }
 
 #[derive(clap::Args, Debug)]
@@ -347,6 +363,7 @@ pub struct DoctorArgs {
     /// Data folder to check (where `prepare` looks for archives by default).
     #[arg(long, default_value = "data")]
     pub data: PathBuf,
+
 }
 
 #[derive(clap::Args, Debug)]

@@ -18,6 +18,7 @@ pub mod measure;
 pub mod nn;
 pub mod paper;
 pub mod pipeline;
+pub mod precision;
 pub mod progress;
 pub mod recommend;
 pub mod search;

@@ -40,6 +40,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             req.batches = a.batches;
             req.warmup = a.warmup;
             req.memory_steps = a.memory_steps;
+            req.tf32 = a.tf32;
             let m = lipctl::measure::measure(&req, &lipctl::progress::Progress::for_stderr())?;
             print_json(&mut out, &m)?;
         }
@@ -185,7 +186,7 @@ fn single_run(a: cli::SingleRunArgs, certify: bool, artifacts: &std::path::Path,
     let store = Store::open(artifacts)?.with_progress(progress);
     let yaml = format!(
         "name: {method}-{size}\ndevice: {device:?}\ndatasets:\n  - name: {dataset:?}\n{train_pc}{test_pc}methods: [{method}]\nsizes: [{size}]\n\
-         kernel: {kernel}\nseeds: [{seed}]\ntrain:\n  epochs: {epochs}\n  lr: {lr:e}\n  wd: {wd:e}\n  batch_size: {batch}\n  max_retries: {retries}\n",
+         kernel: {kernel}\ntf32: {tf32}\nseeds: [{seed}]\ntrain:\n  epochs: {epochs}\n  lr: {lr:e}\n  wd: {wd:e}\n  batch_size: {batch}\n  max_retries: {retries}\n",
         method = a.method,
         size = a.size,
         device = a.device,
@@ -193,6 +194,7 @@ fn single_run(a: cli::SingleRunArgs, certify: bool, artifacts: &std::path::Path,
         train_pc = a.train_per_class.map(|n| format!("    train_per_class: {n}\n")).unwrap_or_default(),
         test_pc = a.test_per_class.map(|n| format!("    test_per_class: {n}\n")).unwrap_or_default(),
         kernel = a.kernel,
+        tf32 = a.tf32,
         seed = a.seed,
         epochs = a.epochs,
         lr = a.lr,

@@ -30,8 +30,11 @@ pub fn devices() -> Vec<Device> {
     d
 }
 
-/// Runs `test` on every device of [`devices`], naming the device if it panics.
+/// Runs `test` on every device of [`devices`], naming the device if it panics. The tests run in
+/// full fp32 (lipctl's numerics policy, src/precision.rs): on a GPU, TF32's ~1e-3 relative error
+/// would break tolerances of 1e-4.
 pub fn for_each_device(mut test: impl FnMut(Device)) {
+    let _fp32 = lipctl::precision::Fp32Guard::new().expect("libtorch's TF32 switches are readable");
     for device in devices() {
         eprintln!("-- device {device:?}");
         test(device);
