@@ -22,6 +22,7 @@ pub mod precision;
 pub mod progress;
 pub mod recommend;
 pub mod search;
+pub mod selftest;
 pub mod units;
 pub mod train;
 pub mod report;

@@ -32,6 +32,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if a.cuda_available {
                 return Ok(if tch::Cuda::is_available() { ExitCode::SUCCESS } else { ExitCode::from(1) });
             }
+            if a.selftest {
+                let mut opts = lipctl::selftest::SelftestOptions::new(a.device.resolve()?);
+                opts.inject_fault = a.inject_fault;
+                if !a.methods.is_empty() {
+                    opts.methods = a.methods;
+                }
+                let report = lipctl::selftest::run(&opts, &Progress::for_stderr())?;
+                report.print(&mut out)?;
+                return Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::from(1) });
+            }
             lipctl::doctor::run(&a.data, &cli.artifacts, &mut out)?;
         }
         Command::Measure(a) => {

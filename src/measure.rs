@@ -446,7 +446,7 @@ fn measure_cuda(req: &MeasureRequest, index: usize, m: &mut Measurement, task: &
 }
 
 /// The CUDA caching-allocator statistics (`src/shim/cuda_memory.cpp`).
-mod cuda_memory {
+pub(crate) mod cuda_memory {
     use super::MeasureError;
     use tch::{Device, Kind, Tensor};
 
@@ -666,7 +666,8 @@ pub fn child_main(job_path: &Path) -> anyhow::Result<()> {
     std::fs::write(&job.out, text).with_context(|| format!("cannot write {}", job.out.display()))
 }
 
-fn read_proc_status_kib(field: &str) -> anyhow::Result<u64> {
+/// A `/proc/self/status` field in KiB (`VmRSS`, `VmHWM`, …); Linux only.
+pub(crate) fn read_proc_status_kib(field: &str) -> anyhow::Result<u64> {
     let text = std::fs::read_to_string("/proc/self/status").context("cannot read /proc/self/status (Linux only)")?;
     parse_status_kib(&text, field).with_context(|| format!("/proc/self/status has no {field} line"))
 }
