@@ -22,9 +22,18 @@ pub const FROZEN_TOL: f64 = 1e-5;
 pub const ESTIMATOR_TOL: f64 = 1e-5;
 
 /// CPU, plus CUDA device 0 when libtorch sees one. Every numerical test runs through this.
+/// `LIPCTL_TEST_DEVICE=cuda` makes CUDA mandatory (the GPU check must not pass by testing the CPU
+/// alone), `LIPCTL_TEST_DEVICE=cpu` leaves it out.
 pub fn devices() -> Vec<Device> {
+    let cuda = tch::Cuda::is_available();
+    match std::env::var("LIPCTL_TEST_DEVICE").unwrap_or_default().as_str() {
+        "" | "auto" => {}
+        "cpu" => return vec![Device::Cpu],
+        "cuda" => assert!(cuda, "LIPCTL_TEST_DEVICE=cuda but libtorch sees no CUDA device"),
+        other => panic!("LIPCTL_TEST_DEVICE={other:?}: use cpu, cuda or auto"),
+    }
     let mut d = vec![Device::Cpu];
-    if tch::Cuda::is_available() {
+    if cuda {
         d.push(Device::Cuda(0));
     }
     d
