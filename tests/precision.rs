@@ -66,6 +66,11 @@ fn tf32_switches_round_trip_and_certify_forces_them_off_then_restores() {
     let audit = certify::audit(&[layer], Device::Cpu, &AuditOptions { max_iterations: 5, ..Default::default() }).unwrap();
     assert!((audit.layers[0].sigma - 0.5).abs() < 1e-6, "{:?}", audit.layers);
     assert_eq!(precision::current().unwrap(), ALL_ON, "the audit did not restore the switches");
+    {
+        let mut seen = seen.lock().unwrap();
+        assert!(!seen.is_empty() && seen.iter().all(|t| *t == Tf32::OFF), "an audit forward ran with TF32 allowed: {seen:?}");
+        seen.clear();
+    }
 
     // Certification of a model: its forward sees TF32 off, the certificate records it, and the
     // caller's switches come back.
@@ -77,8 +82,7 @@ fn tf32_switches_round_trip_and_certify_forces_them_off_then_restores() {
     assert_eq!((cert.precision.tf32_cudnn, cert.precision.tf32_cublas, cert.precision.effective.as_str()), (false, false, "fp32"));
     assert_eq!(precision::current().unwrap(), ALL_ON, "certify did not restore the switches");
     let seen = seen.lock().unwrap();
-    assert!(seen.len() >= 2, "the forwards were not observed: {seen:?}");
-    assert!(seen.iter().all(|t| *t == Tf32::OFF), "a forward ran with TF32 allowed: {seen:?}");
+    assert!(!seen.is_empty() && seen.iter().all(|t| *t == Tf32::OFF), "a certify forward ran with TF32 allowed: {seen:?}");
     drop(seen);
 
     // The certify stage's own path (build, load, audit, certify, write) on a real ConvNet.
