@@ -81,6 +81,10 @@ step selftest "f32 GPU vs f64 CPU, all methods" "$LIPCTL" doctor --selftest --de
 cat "$WORK/logs/selftest.log"
 
 if command -v cargo >/dev/null 2>&1 && [ -f Cargo.toml ] && [ -d tests ]; then
+  # As the Makefile does: torch-sys finds libtorch through the project's virtual environment.
+  if [ -d .venv ]; then
+    export LIBTORCH_USE_PYTORCH=1 VIRTUAL_ENV="$PWD/.venv" PATH="$PWD/.venv/bin:$PATH"
+  fi
   step tests-cuda "tests/layers.rs + tests/networks.rs on CUDA" \
     env LIPCTL_TEST_DEVICE=cuda cargo test --release --locked --test layers --test networks
 else
