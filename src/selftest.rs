@@ -243,7 +243,8 @@ fn max_relative(a: &Tensor, b: &Tensor) -> anyhow::Result<f64> {
 
 /// A measured difference as a failure when above `tol` (NaN fails too).
 fn exceeds(what: &str, value: f64, tol: f64) -> Option<String> {
-    (!(value <= tol)).then(|| format!("{what} differs from the reference by {value:.2e} (tolerance {tol:.0e})"))
+    let within = value <= tol;
+    (!within).then(|| format!("{what} differs from the reference by {value:.2e} (tolerance {tol:.0e})"))
 }
 
 fn check_method(method: Method, opts: &SelftestOptions) -> anyhow::Result<MethodCheck> {
@@ -312,7 +313,7 @@ fn check_method(method: Method, opts: &SelftestOptions) -> anyhow::Result<Method
         let _no_grad = tch::no_grad_guard();
         let mut f_dev = net_dev.freeze().forward(&x_dev);
         if opts.inject_fault {
-            f_dev = f_dev * FAULT_SCALE;
+            f_dev *= FAULT_SCALE;
         }
         let f_ref = net_ref.freeze().forward(&x_ref);
         max_relative(&f_dev, &f_ref)?
@@ -414,7 +415,7 @@ fn gradient_difference(dev: &nn::VarStore, reference: &nn::VarStore, failures: &
         let floor = (GRAD_FLOOR * largest).max(f64::MIN_POSITIVE);
         let d = diff / scale.max(floor);
         // Keep the worst; a NaN is the worst and stays.
-        if !worst.0.is_nan() && !(d <= worst.0) {
+        if !worst.0.is_nan() && (d.is_nan() || d > worst.0) {
             worst = (d, name);
         }
     }
