@@ -3,7 +3,8 @@
 #
 #   1. doctor                            versions, the device, the TF32 switches
 #   2. doctor --selftest --device cuda   every method's numerics on the GPU against float64 on the CPU
-#   3. layer and network tests on CUDA   only from a source checkout with cargo (LIPCTL_TEST_DEVICE=cuda)
+#   3. layer and network tests on CUDA   only from a source checkout with cargo (LIPCTL_TEST_DEVICE=cuda:
+#                                        CUDA only; CI covers the CPU)
 #   4. measure two methods               time and the CUDA allocator's peak memory (the C++ shim)
 #   5. train 2 epochs + certify two methods on synthetic data
 #   then one summary table.

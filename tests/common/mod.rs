@@ -22,21 +22,25 @@ pub const FROZEN_TOL: f64 = 1e-5;
 pub const ESTIMATOR_TOL: f64 = 1e-5;
 
 /// CPU, plus CUDA device 0 when libtorch sees one. Every numerical test runs through this.
-/// `LIPCTL_TEST_DEVICE=cuda` makes CUDA mandatory (the GPU check must not pass by testing the CPU
-/// alone), `LIPCTL_TEST_DEVICE=cpu` leaves it out.
+/// `LIPCTL_TEST_DEVICE` picks one instead: `cpu`, or `cuda`, which makes CUDA mandatory (the GPU
+/// check, scripts/gpu-check.sh, must not pass by testing the CPU alone, which CI covers).
 pub fn devices() -> Vec<Device> {
     let cuda = tch::Cuda::is_available();
     match std::env::var("LIPCTL_TEST_DEVICE").unwrap_or_default().as_str() {
-        "" | "auto" => {}
-        "cpu" => return vec![Device::Cpu],
-        "cuda" => assert!(cuda, "LIPCTL_TEST_DEVICE=cuda but libtorch sees no CUDA device"),
+        "" | "auto" => {
+            let mut d = vec![Device::Cpu];
+            if cuda {
+                d.push(Device::Cuda(0));
+            }
+            d
+        }
+        "cpu" => vec![Device::Cpu],
+        "cuda" => {
+            assert!(cuda, "LIPCTL_TEST_DEVICE=cuda but libtorch sees no CUDA device");
+            vec![Device::Cuda(0)]
+        }
         other => panic!("LIPCTL_TEST_DEVICE={other:?}: use cpu, cuda or auto"),
     }
-    let mut d = vec![Device::Cpu];
-    if cuda {
-        d.push(Device::Cuda(0));
-    }
-    d
 }
 
 /// Runs `test` on every device of [`devices`], naming the device if it panics. The tests run in
