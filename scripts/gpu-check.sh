@@ -37,7 +37,7 @@ mkdir -p "$WORK/logs"
 ART="$WORK/artifacts"
 echo "gpu-check: $LIPCTL, work folder $WORK"
 
-names=() results=() seconds=() notes=()
+names=() results=() seconds=() notes=() reasons=()
 failed=0
 
 # step NAME NOTE COMMAND...: runs the command with its output in $WORK/logs/NAME.log.
@@ -47,9 +47,9 @@ step() {
   local log="$WORK/logs/$name.log" start=$SECONDS
   echo "== $name: $*"
   if "$@" >"$log" 2>&1; then
-    results+=(ok)
+    results+=(ok) reasons+=("")
   else
-    results+=("FAILED (exit $?)")
+    results+=(FAILED) reasons+=("exit $?, see $log")
     failed=1
     tail -n 20 "$log" | sed 's/^/   | /'
   fi
@@ -57,7 +57,7 @@ step() {
 }
 
 skip() {
-  names+=("$1") results+=(skipped) seconds+=(0) notes+=("$2")
+  names+=("$1") results+=(skipped) reasons+=("") seconds+=(0) notes+=("$2")
   echo "== $1: skipped ($2)"
 }
 
@@ -65,10 +65,13 @@ skip() {
 expect() {
   local log="$WORK/logs/$1.log"
   shift
+  local last=$((${#results[@]} - 1))
+  [ "${results[$last]}" = ok ] || return
   for pattern in "$@"; do
     if ! grep -Eq -- "$pattern" "$log"; then
-      results[${#results[@]}-1]="FAILED (no /$pattern/ in $log)"
+      results[$last]=FAILED reasons[$last]="output lacks /$pattern/, see $log"
       failed=1
+      echo "   | output lacks /$pattern/"
       return
     fi
   done
@@ -87,7 +90,7 @@ if command -v cargo >/dev/null 2>&1 && [ -f Cargo.toml ] && [ -d tests ]; then
     export LIBTORCH_USE_PYTORCH=1 VIRTUAL_ENV="$PWD/.venv" PATH="$PWD/.venv/bin:$PATH"
   fi
   step tests-cuda "tests/layers.rs + tests/networks.rs on CUDA" \
-    env LIPCTL_TEST_DEVICE=cuda cargo test --release --locked --test layers --test networks
+    env LIPCTL_TEST_DEVICE=cuda cargo test --release --locked --no-fail-fast --test layers --test networks
 else
   skip tests-cuda "needs a source checkout and cargo (run from the project root)"
 fi
@@ -106,10 +109,14 @@ for m in $METHODS; do
 done
 
 echo
-echo "gpu-check summary ($LIPCTL on $("$LIPCTL" doctor --data "$WORK/data" --artifacts "$ART" | grep -m1 'cuda:' | sed 's/^ *//'))"
-printf '%-16s %-28s %6s  %s\n' step result seconds what
+device=$("$LIPCTL" doctor --data "$WORK/data" --artifacts "$ART" | grep -m1 'cuda:' | sed 's/^ *//')
+echo "gpu-check summary: $LIPCTL on ${device:-an unnamed CUDA device}"
+printf '%-14s %-8s %7s  %s\n' step result seconds what
 for i in "${!names[@]}"; do
-  printf '%-16s %-28s %6s  %s\n' "${names[$i]}" "${results[$i]}" "${seconds[$i]}" "${notes[$i]}"
+  printf '%-14s %-8s %7s  %s\n' "${names[$i]}" "${results[$i]}" "${seconds[$i]}" "${notes[$i]}"
+done
+for i in "${!names[@]}"; do
+  [ -n "${reasons[$i]}" ] && echo "${names[$i]}: ${reasons[$i]}"
 done
 echo "logs and artifacts: $WORK"
 exit $failed
