@@ -16,7 +16,7 @@ export LIBTORCH_USE_PYTORCH := 1
 export VIRTUAL_ENV := $(VENV)
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: all build test test-slurm slurm-packages reproduce bench clean-artifacts
+.PHONY: all build test test-slurm slurm-packages reproduce bench clean-artifacts dist gpu-check
 
 all: build
 
@@ -65,6 +65,17 @@ reproduce: build
 	$(LIPCTL) run "$$pipeline" $${data:+--data "$$data"} || status=$$?; \
 	$(LIPCTL) report --pipeline "$$pipeline" $${data:+--data "$$data"} || status=$$?; \
 	exit $$status
+
+# A stripped release binary for another machine (dist/lipctl, < 64 MiB) and a note on running it
+# there with that machine's torch 2.11.0 libraries (dist/README).
+dist: build
+	scripts/dist.sh $(LIPCTL) dist
+
+# The GPU check: doctor, the self-test, the layer and network tests on CUDA, measure, train and
+# certify on CUDA, one summary table (scripts/gpu-check.sh). Exit 2 without a CUDA device.
+# Another binary: make gpu-check LIPCTL=dist/lipctl, or run the script directly.
+gpu-check: build
+	LIPCTL=$(LIPCTL) scripts/gpu-check.sh
 
 bench: build
 	$(LIPCTL) bench --size XS --batch 64

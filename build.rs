@@ -5,16 +5,20 @@
 //! * `libtorch_cuda.so` registers the CUDA backend from static initialisers; nothing in our binary
 //!   references its symbols, so a default `--as-needed` link drops it and CUDA is silently unused.
 //!   We link it between `--no-as-needed` / `--as-needed`.
-//! * `src/shim/cuda_memory.cpp` reads the CUDA caching allocator's peak statistics, which tch does
-//!   not expose (`lipctl measure`, reference-protocol §8.2). It needs only the torch headers and
-//!   libc10 (see the file for why not the `c10/cuda` headers), so it is compiled on every machine;
-//!   without CUDA it is linked and never called.
+//! * The C++ shim `src/shim/` wraps what tch does not expose:
+//!   - `cuda_memory.cpp` reads the CUDA caching allocator's peak statistics (`lipctl measure`,
+//!     reference-protocol §8.2). It needs only the torch headers and libc10 (see the file for why
+//!     not the `c10/cuda` headers); without CUDA it is linked and never called.
+//!   - `precision.cpp` reads and sets libtorch's TF32 switches (`src/precision.rs`). It needs the
+//!     ATen headers and libtorch_cpu, and works without CUDA (the switches are then inert flags).
+//!
+//!   Both are compiled on every machine; `cfg(lipctl_shim)` tells the Rust side they are linked.
 
 use std::path::PathBuf;
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
-    println!("cargo::rustc-check-cfg=cfg(lipctl_cuda_shim)");
+    println!("cargo::rustc-check-cfg=cfg(lipctl_shim)");
     let Ok(lib_dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
         println!("cargo:warning=torch-sys did not report its library folder; no rpath embedded");
         return;
@@ -39,25 +43,29 @@ fn main() {
         println!("cargo:rustc-link-arg=-ltorch_cuda");
         println!("cargo:rustc-link-arg=-Wl,--as-needed");
     }
-    build_cuda_memory_shim(&lib_dir);
+    build_shim(&lib_dir);
 }
 
-fn build_cuda_memory_shim(lib_dir: &std::path::Path) {
-    const SHIM: &str = "src/shim/cuda_memory.cpp";
-    println!("cargo:rerun-if-changed={SHIM}");
+fn build_shim(lib_dir: &std::path::Path) {
+    const SHIM: [&str; 2] = ["src/shim/cuda_memory.cpp", "src/shim/precision.cpp"];
+    for file in SHIM {
+        println!("cargo:rerun-if-changed={file}");
+    }
     let include = lib_dir.join("..").join("include");
     cc::Build::new()
         .cpp(true)
         .std("c++17")
-        .file(SHIM)
+        .files(SHIM)
         .include(&include)
         .include(include.join("torch").join("csrc").join("api").join("include"))
         // The string ABI torch-sys also compiles with (PyPI wheels since torch 2.7 use the C++11 one).
         .define("_GLIBCXX_USE_CXX11_ABI", "1")
-        // -Wextra flags unused parameters inside the torch headers; our file is four small functions.
+        // -Wextra flags unused parameters inside the torch headers; our files are small functions.
         .warnings(false)
-        .compile("lipctl_cuda_memory");
+        .compile("lipctl_shim");
     println!("cargo:rustc-link-search=native={}", lib_dir.display());
+    // c10: the allocator interface; torch_cpu: `at::globalContext()`.
     println!("cargo:rustc-link-lib=dylib=c10");
-    println!("cargo:rustc-cfg=lipctl_cuda_shim");
+    println!("cargo:rustc-link-lib=dylib=torch_cpu");
+    println!("cargo:rustc-cfg=lipctl_shim");
 }

@@ -38,7 +38,12 @@
 //!   `diff = ours − paper` and `ratio = ours / paper`.
 //! * `radar`: the six Figure 1 scores computed from our data by [`radar_scores`].
 //! * `curves`: every run's `epochs.csv`, long format, with the run key.
-//! * `provenance.json`: datasets (name, kind, checksum, source SHA-256), budget modes, devices.
+//! * `provenance.json`: datasets (name, kind, checksum, source SHA-256), budget modes, devices,
+//!   and the numerics each stage ran with (`precisions`, from the `precision` records).
+//!
+//! `precision` (results) says what a row ran with, from the records of [`crate::precision`]:
+//! `train tf32 conv, certify fp32` for a run, `measure fp32` for a measurement; empty for
+//! artifacts written before lipctl recorded it.
 //!
 //! Units: accuracies and CRAs in percent (as the paper prints them), times in seconds or ms,
 //! memory in GB (training) and MB (inference), as in the paper's figures.
@@ -55,11 +60,11 @@ use std::path::{Path, PathBuf};
 /// Stage name in the store.
 pub const STAGE: &str = "aggregate";
 /// Bump when a table's columns or meaning change.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 /// The tables written, in the order the report shows them.
 pub const TABLES: [&str; 8] = ["results", "settings", "table2", "budgets", "cost", "vs_paper", "radar", "curves"];
 /// Columns of `results`, in order.
-pub const RESULT_COLUMNS: [&str; 33] = [
+pub const RESULT_COLUMNS: [&str; 34] = [
     "key",
     "stage",
     "dataset",
@@ -91,6 +96,7 @@ pub const RESULT_COLUMNS: [&str; 33] = [
     "infer_peak_bytes",
     "parameters",
     "device",
+    "precision",
     "attempts",
     "memory_source",
 ];
@@ -312,6 +318,7 @@ pub fn collect(store: &Store, scope: &Scope) -> Result<Raw> {
         }
     }
     let mut devices = BTreeSet::new();
+    let mut precisions = BTreeSet::new();
 
     // Certify artifacts by the train key they certify.
     let mut certs: BTreeMap<String, Value> = BTreeMap::new();
@@ -380,6 +387,9 @@ pub fn collect(store: &Store, scope: &Scope) -> Result<Raw> {
         r.lipschitz.push(cert.and_then(|c| c.get("lipschitz")).and_then(|l| f(l, "bound")));
         r.margin.push(cert.and_then(|c| f(c, "margin_median")));
         r.train_spe.push(f(&tj, "seconds_per_epoch"));
+        let stages = [("train", tj.get("precision")), ("certify", cert.and_then(|c| c.get("precision")))];
+        let words: Vec<String> = stages.iter().filter_map(|(stage, p)| precision_words(stage, (*p)?, &mut precisions)).collect();
+        r.precision.push((!words.is_empty()).then(|| words.join(", ")));
 
         let epochs_csv = art.path("epochs.csv");
         if epochs_csv.is_file() {
@@ -440,6 +450,7 @@ pub fn collect(store: &Store, scope: &Scope) -> Result<Raw> {
         m.train_bytes.push(f(&mj, "peak_train_bytes").map(|b| b as i64));
         m.infer_bytes.push(f(&mj, "peak_infer_bytes").map(|b| b as i64));
         m.memory_source.push(s(&mj, "memory_source"));
+        m.precision.push(mj.get("precision").and_then(|p| precision_words("measure", p, &mut precisions)));
         m.created.push(art.manifest.created_unix as i64);
     }
     let measures = m.frame()?;
@@ -454,10 +465,26 @@ pub fn collect(store: &Store, scope: &Scope) -> Result<Raw> {
         "datasets": datasets,
         "budget_modes": budget_modes,
         "devices": devices,
+        "precisions": precisions,
         "artifacts_read": inputs.len(),
     });
     let datasets = df!("dataset" => ds_name, "input_side" => ds_side, "classes" => ds_classes)?;
     Ok(Raw { runs, measures, curves, datasets, provenance, inputs })
+}
+
+/// `<stage> <effective>` of a `precision` record (e.g. `train tf32 conv`); adds the record's
+/// long form (`train on NVIDIA H100 …: tf32 conv (cuDNN TF32 on, cuBLAS TF32 off)`) to `all`.
+fn precision_words(stage: &str, record: &Value, all: &mut BTreeSet<String>) -> Option<String> {
+    let effective = s(record, "effective")?;
+    let onoff = |k: &str| if record.get(k).and_then(Value::as_bool).unwrap_or(false) { "on" } else { "off" };
+    all.insert(format!(
+        "{stage} on {} {}: {effective} (cuDNN TF32 {}, cuBLAS TF32 {})",
+        s(record, "device").unwrap_or_default(),
+        s(record, "device_name").unwrap_or_default(),
+        onoff("tf32_cudnn"),
+        onoff("tf32_cublas")
+    ));
+    Some(format!("{stage} {effective}"))
 }
 
 #[derive(Default)]
@@ -484,6 +511,7 @@ struct RunCols {
     margin: Vec<Option<f64>>,
     train_spe: Vec<Option<f64>>,
     device: Vec<Option<String>>,
+    precision: Vec<Option<String>>,
 }
 
 impl RunCols {
@@ -497,7 +525,8 @@ impl RunCols {
             "status" => self.status, "run_reason" => self.reason, "accuracy" => self.accuracy, "cra_36" => c36,
             "cra_72" => c72, "cra_108" => c108, "cra_255" => c255,
             "lipschitz_bound" => self.lipschitz, "margin_median" => self.margin,
-            "train_seconds_per_epoch" => self.train_spe, "device" => self.device
+            "train_seconds_per_epoch" => self.train_spe, "device" => self.device,
+            "precision" => self.precision
         )?)
     }
 }
@@ -523,6 +552,7 @@ struct MeasureCols {
     train_bytes: Vec<Option<i64>>,
     infer_bytes: Vec<Option<i64>>,
     memory_source: Vec<Option<String>>,
+    precision: Vec<Option<String>>,
     created: Vec<i64>,
 }
 
@@ -537,7 +567,7 @@ impl MeasureCols {
             "peak_infer_mb" => self.peak_infer_mb,
             "train_peak_bytes" => self.train_bytes,
             "infer_peak_bytes" => self.infer_bytes, "memory_source" => self.memory_source,
-            "created" => self.created
+            "precision" => self.precision, "created" => self.created
         )?)
     }
 }
@@ -689,6 +719,7 @@ pub fn derive(raw: Raw, paper: &Paper) -> Result<Tables> {
         "infer_peak_bytes",
         "memory_source",
         "seconds_per_epoch",
+        "precision",
     ];
     let mut msel: Vec<Expr> = JOIN_MEASURE.iter().map(|c| col(*c)).collect();
     msel.extend(mcols.iter().map(|c| col(*c).alias(format!("m_{c}"))));
@@ -745,6 +776,7 @@ pub fn derive(raw: Raw, paper: &Paper) -> Result<Tables> {
             "infer_peak_bytes",
             "parameters",
             "device",
+            "precision",
             "memory_source",
         ],
     )
@@ -810,7 +842,8 @@ pub fn derive(raw: Raw, paper: &Paper) -> Result<Tables> {
 
 fn typed_dtype(name: &str) -> DataType {
     match name {
-        "key" | "stage" | "dataset" | "method" | "size" | "status" | "error" | "device" | "memory_source" => {
+        "key" | "stage" | "dataset" | "method" | "size" | "status" | "error" | "device" | "precision"
+        | "memory_source" => {
             DataType::String
         }
         "kernel" | "classes" | "input_side" | "batch_size" | "epochs" | "seed" | "parameters"

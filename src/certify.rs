@@ -23,6 +23,10 @@
 //! never claims a radius that the audit does not support. The power iteration approaches `σ_max`
 //! from below, so for the unconstrained baseline (Standard) `Π σ̂_i` is an estimate, not a proof;
 //! the certificate records the per-layer values and whether each iteration converged.
+//!
+//! **Precision.** [`evaluate`], [`audit`] and [`certify`] run in full fp32 whatever the caller's
+//! TF32 switches are ([`crate::precision::Fp32Guard`]): TF32 convolutions would put about 1e-3
+//! relative error into margins and bounds. The certificate records the settings it ran with.
 
 use crate::nn::{ConvNet, LipLayer};
 use anyhow::Context;
@@ -107,6 +111,7 @@ pub fn evaluate(
     model_device: Device,
 ) -> anyhow::Result<Evaluation> {
     anyhow::ensure!(batch_size > 0, "batch size must be positive, got {batch_size}");
+    let _fp32 = crate::precision::Fp32Guard::new()?;
     let _guard = tch::no_grad_guard();
     let n = images.size().first().copied().context("images must be [N, 3, H, W]")?;
     anyhow::ensure!(labels.size() == [n], "{} labels for {n} images", labels.numel());
@@ -213,6 +218,7 @@ pub fn spectral_norm_at(f: &dyn Fn(&Tensor) -> Tensor, point: &Tensor, opts: &Au
 
 /// Audits `layers` (module doc) and derives the bound `L = max(1, Π σ̂_i)`.
 pub fn audit(layers: &[AuditLayer<'_>], device: Device, opts: &AuditOptions) -> anyhow::Result<Audit> {
+    let _fp32 = crate::precision::Fp32Guard::new()?;
     tch::manual_seed(opts.seed);
     let mut out = Vec::new();
     for layer in layers {
@@ -272,11 +278,13 @@ pub struct Certificate {
     /// The bound used (`audit.lipschitz`).
     pub lipschitz: f64,
     pub audit: Audit,
+    /// The device and TF32 switches the evaluation ran with (full fp32 by construction).
+    pub precision: crate::precision::PrecisionRecord,
     #[serde(skip)]
     pub evaluation: Evaluation,
 }
 
-/// Certifies `model` (eval mode) on a split, using the bound of `audit`.
+/// Certifies `model` (eval mode) on a split, using the bound of `audit`, in full fp32.
 pub fn certify(
     model: &dyn nn::Module,
     images: &Tensor,
@@ -286,6 +294,8 @@ pub fn certify(
     device: Device,
     audit: Audit,
 ) -> anyhow::Result<Certificate> {
+    let _fp32 = crate::precision::Fp32Guard::new()?;
+    let precision = crate::precision::PrecisionRecord::observe(device)?;
     let ev = evaluate(model, images, labels, channel_mean, batch_size, device)?;
     let l = audit.lipschitz;
     anyhow::ensure!(l >= 1.0 && l.is_finite(), "audited Lipschitz bound {l} is not a finite number ≥ 1");
@@ -297,6 +307,7 @@ pub fn certify(
         loss: ev.loss,
         lipschitz: l,
         audit,
+        precision,
         evaluation: ev,
     })
 }

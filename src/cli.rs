@@ -24,7 +24,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Print versions, CUDA availability, threads and whether the folders are writable.
+    /// Print versions, CUDA availability, TF32 switches, threads and whether the folders are
+    /// writable; with --selftest, check every method's numerics on the device.
     Doctor(DoctorArgs),
     /// Time and peak memory of one (method, size, batch size) on this device; prints measure.json.
     Measure(MeasureArgs),
@@ -133,6 +134,13 @@ pub struct MeasureArgs {
     /// Device: auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: lipctl::device::DeviceChoice,
+
+    /// TF32 while measuring: on (cuDNN convolutions in TF32, as training by default) or off.
+    #[arg(long, value_enum, default_value_t = lipctl::precision::Tf32Mode::On,
+          long_help = "TF32 while measuring, as the training the measurement budgets will use: on \
+                       (libtorch's and the paper's default: cuDNN convolutions in TF32, matrix products \
+                       in fp32) or off (full fp32). No effect on the CPU or before compute capability 8.0.")]
+    pub tf32: lipctl::precision::Tf32Mode,
 }
 
 #[derive(clap::Args, Debug)]
@@ -375,6 +383,14 @@ pub struct SingleRunArgs {
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
+
+    /// TF32 in training: on (default; cuDNN convolutions in TF32) or off (full fp32).
+    #[arg(long, value_enum, default_value_t = lipctl::precision::Tf32Mode::On,
+          long_help = "TF32 in the training passes: on (default: libtorch's and the paper's PyTorch 1.12 \
+                       setting, cuDNN convolutions in TF32 and matrix products in fp32) or off (full fp32). \
+                       Evaluation, certification and the Lipschitz audit always run in full fp32. No effect \
+                       on the CPU or before compute capability 8.0. Example: --tf32 off")]
+    pub tf32: lipctl::precision::Tf32Mode,
 }
 
 #[derive(clap::Args, Debug)]
@@ -386,6 +402,34 @@ pub struct DoctorArgs {
     /// Data folder to check (where `prepare` looks for archives by default).
     #[arg(long, default_value = "data")]
     pub data: PathBuf,
+
+    /// Check every method's numerics on the device against a float64 CPU reference; exit 1 when
+    /// a check fails.
+    #[arg(long, conflicts_with = "cuda_available",
+          long_help = "Check every method's numerics on the device: for each method at size XS, one \
+                       network's training forward and backward and its frozen inference forward on \
+                       the device are compared with the same network in float64 on the CPU (largest \
+                       relative difference of logits and gradients); the Lipschitz audit runs on the \
+                       device; the device's peak-memory statistics are read; two training steps must \
+                       give finite losses. Prints a table; exits 1 listing the failures when any check \
+                       fails. Tolerances: src/selftest.rs. Takes seconds on a GPU, a few minutes on a \
+                       small CPU. Example: lipctl doctor --selftest --device cuda")]
+    pub selftest: bool,
+
+    /// With --selftest: the device to check (auto, cpu, cuda or cuda:N).
+    #[arg(long, default_value = "auto", requires = "selftest")]
+    pub device: lipctl::device::DeviceChoice,
+
+    /// With --selftest: the methods to check (comma-separated; default all).
+    #[arg(long, value_delimiter = ',', requires = "selftest",
+          long_help = "With --selftest: the methods to check, comma-separated, in the paper's spelling \
+                       (case-insensitive). Default: every method of the registry. Example: --methods LOT,SOC")]
+    pub methods: Vec<lipctl::nn::Method>,
+
+    /// Test-only: with --selftest, scale the device's frozen head output by 1.01 (a deliberate
+    /// fault the self-test must catch).
+    #[arg(long, hide = true, requires = "selftest")]
+    pub inject_fault: bool,
 }
 
 #[derive(clap::Args, Debug)]

@@ -6,6 +6,7 @@
 //! Stages never see this YAML: [`crate::pipeline::plan`] turns a [`Pipeline`] into typed tasks.
 
 use crate::device::DeviceChoice;
+use crate::precision::Tf32Mode;
 use crate::nn::{Method, ModelSize};
 use serde::{Deserialize, Deserializer};
 use std::path::{Path, PathBuf};
@@ -21,6 +22,11 @@ pub struct Pipeline {
     /// `auto`, `cpu`, `cuda` or `cuda:N`.
     #[serde(default, deserialize_with = "de_device")]
     pub device: DeviceChoice,
+    /// TF32 in training, search and `measure`: `on` (default; libtorch's and the paper's PyTorch
+    /// 1.12 setting: cuDNN convolutions in TF32, matrix products in fp32) or `off` (full fp32).
+    /// Certification and the Lipschitz audit always run in full fp32 (`crate::precision`).
+    #[serde(default, deserialize_with = "de_tf32")]
+    pub tf32: Tf32Mode,
     pub datasets: Vec<DatasetEntry>,
     /// Method names in the paper's spelling, or `all`.
     #[serde(deserialize_with = "de_methods")]
@@ -282,6 +288,21 @@ fn de_dataset_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> 
 fn de_device<'de, D: Deserializer<'de>>(d: D) -> Result<DeviceChoice, D::Error> {
     let s = String::deserialize(d)?;
     s.parse().map_err(|e: anyhow::Error| serde::de::Error::custom(e.to_string()))
+}
+
+/// `on` / `off`, or a YAML boolean (`true` / `false`).
+fn de_tf32<'de, D: Deserializer<'de>>(d: D) -> Result<Tf32Mode, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Spelling {
+        Bool(bool),
+        Word(String),
+    }
+    match Spelling::deserialize(d)? {
+        Spelling::Bool(true) => Ok(Tf32Mode::On),
+        Spelling::Bool(false) => Ok(Tf32Mode::Off),
+        Spelling::Word(w) => w.parse().map_err(|e: anyhow::Error| serde::de::Error::custom(e.to_string())),
+    }
 }
 
 /// Deserializes `all`, one name, or a list of names into values parsed with `FromStr`. A visitor
@@ -654,6 +675,15 @@ train:
         }
         checked.sort();
         assert_eq!(checked, ["gpu.yaml", "paper.yaml", "quick.yaml", "smoke.yaml"]);
+    }
+
+    #[test]
+    fn tf32_is_on_unless_switched_off() {
+        assert_eq!(parse(GOOD).unwrap().tf32, Tf32Mode::On);
+        assert_eq!(parse(&format!("tf32: off\n{GOOD}")).unwrap().tf32, Tf32Mode::Off);
+        assert_eq!(parse(&format!("tf32: false\n{GOOD}")).unwrap().tf32, Tf32Mode::Off);
+        let err = parse(&format!("tf32: fast\n{GOOD}")).unwrap_err().to_string();
+        assert!(err.starts_with("pipelines/t.yaml:1:") && err.contains("on or off"), "{err}");
     }
 
     #[test]

@@ -128,13 +128,29 @@ mod tests {
     }
 }
 
-/// Name and total memory of CUDA device `index`, read from the CUDA driver (`libcuda.so.1`,
-/// loaded at run time so that CPU-only machines need no driver). `None` when unavailable.
-pub fn cuda_device_info(index: i64) -> Option<(String, u64)> {
+/// What the CUDA driver says about one device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CudaDeviceInfo {
+    /// The product name, e.g. "NVIDIA H100 80GB HBM3".
+    pub name: String,
+    /// Total device memory, bytes.
+    pub total_bytes: u64,
+    /// Compute capability (major, minor); TF32 tensor cores exist from 8.0 (Ampere) on.
+    pub compute_capability: (i32, i32),
+}
+
+/// Name, total memory and compute capability of CUDA device `index`, read from the CUDA driver
+/// (`libcuda.so.1`, loaded at run time so that CPU-only machines need no driver). `None` when
+/// unavailable.
+pub fn cuda_device_info(index: i64) -> Option<CudaDeviceInfo> {
     type CuInit = unsafe extern "C" fn(u32) -> i32;
     type CuDeviceGet = unsafe extern "C" fn(*mut i32, i32) -> i32;
     type CuDeviceGetName = unsafe extern "C" fn(*mut libc::c_char, i32, i32) -> i32;
     type CuDeviceTotalMem = unsafe extern "C" fn(*mut usize, i32) -> i32;
+    type CuDeviceGetAttribute = unsafe extern "C" fn(*mut i32, i32, i32) -> i32;
+    // CUdevice_attribute values of cuda.h (stable across CUDA releases).
+    const COMPUTE_CAPABILITY_MAJOR: i32 = 75;
+    const COMPUTE_CAPABILITY_MINOR: i32 = 76;
     // SAFETY: dlopen/dlsym with NUL-terminated names; each symbol is cast to the signature the
     // CUDA driver API documents for it, and only called when it was found.
     unsafe {
@@ -143,15 +159,21 @@ pub fn cuda_device_info(index: i64) -> Option<(String, u64)> {
             return None;
         }
         let sym = |name: &std::ffi::CStr| libc::dlsym(lib, name.as_ptr());
-        let (init, get, get_name, total) =
-            (sym(c"cuInit"), sym(c"cuDeviceGet"), sym(c"cuDeviceGetName"), sym(c"cuDeviceTotalMem_v2"));
-        if init.is_null() || get.is_null() || get_name.is_null() || total.is_null() {
+        let (init, get, get_name, total, attribute) = (
+            sym(c"cuInit"),
+            sym(c"cuDeviceGet"),
+            sym(c"cuDeviceGetName"),
+            sym(c"cuDeviceTotalMem_v2"),
+            sym(c"cuDeviceGetAttribute"),
+        );
+        if init.is_null() || get.is_null() || get_name.is_null() || total.is_null() || attribute.is_null() {
             return None;
         }
         let init: CuInit = std::mem::transmute(init);
         let get: CuDeviceGet = std::mem::transmute(get);
         let get_name: CuDeviceGetName = std::mem::transmute(get_name);
         let total: CuDeviceTotalMem = std::mem::transmute(total);
+        let attribute: CuDeviceGetAttribute = std::mem::transmute(attribute);
         let mut dev = 0i32;
         if init(0) != 0 || get(&mut dev, index as i32) != 0 {
             return None;
@@ -161,7 +183,20 @@ pub fn cuda_device_info(index: i64) -> Option<(String, u64)> {
         if get_name(name.as_mut_ptr(), name.len() as i32, dev) != 0 || total(&mut bytes, dev) != 0 {
             return None;
         }
+        let (mut major, mut minor) = (0i32, 0i32);
+        if attribute(&mut major, COMPUTE_CAPABILITY_MAJOR, dev) != 0 || attribute(&mut minor, COMPUTE_CAPABILITY_MINOR, dev) != 0 {
+            return None;
+        }
         let name = std::ffi::CStr::from_ptr(name.as_ptr()).to_string_lossy().into_owned();
-        Some((name, bytes as u64))
+        Some(CudaDeviceInfo { name, total_bytes: bytes as u64, compute_capability: (major, minor) })
     }
+}
+
+/// The CPU's model name (the first `model name` line of `/proc/cpuinfo`), or `None` where that
+/// file has none (not Linux, some ARM kernels).
+pub fn cpu_model_name() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("model name")?.trim_start().strip_prefix(':').map(|v| v.trim().to_string()))
+        .filter(|v| !v.is_empty())
 }

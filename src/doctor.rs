@@ -26,12 +26,30 @@ pub fn run(data: &Path, artifacts: &Path, out: &mut dyn Write) -> anyhow::Result
         writeln!(out, "cuda        available, {count} device(s), cudnn {}", tch::Cuda::cudnn_is_available())?;
         for i in 0..count {
             match crate::device::cuda_device_info(i) {
-                Some((name, bytes)) => writeln!(out, "  cuda:{i}    {name}, {:.1} GiB", bytes as f64 / (1u64 << 30) as f64)?,
+                Some(d) => writeln!(
+                    out,
+                    "  cuda:{i}    {}, {:.1} GiB, compute capability {}.{}",
+                    d.name,
+                    d.total_bytes as f64 / (1u64 << 30) as f64,
+                    d.compute_capability.0,
+                    d.compute_capability.1
+                )?,
                 None => writeln!(out, "  cuda:{i}    (name unavailable)")?,
             }
         }
     } else {
         writeln!(out, "cuda        not available (training and measurements run on the CPU)")?;
+    }
+    let onoff = |b: bool| if b { "on" } else { "off" };
+    match crate::precision::current() {
+        Ok(t) => writeln!(
+            out,
+            "tf32        cuDNN {}, cuBLAS {} now; training `tf32: {}` by default, certify and audit always fp32",
+            onoff(t.cudnn),
+            onoff(t.cublas),
+            crate::precision::Tf32Mode::default()
+        )?,
+        Err(e) => writeln!(out, "tf32        unknown ({e:#})")?,
     }
     writeln!(out, "threads     {} (libtorch intra-op)", tch::get_num_threads())?;
     for (label, dir) in [("data", data), ("artifacts", artifacts)] {

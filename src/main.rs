@@ -33,6 +33,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if a.cuda_available {
                 return Ok(if tch::Cuda::is_available() { ExitCode::SUCCESS } else { ExitCode::from(1) });
             }
+            if a.selftest {
+                let mut opts = lipctl::selftest::SelftestOptions::new(a.device.resolve()?);
+                opts.inject_fault = a.inject_fault;
+                if !a.methods.is_empty() {
+                    opts.methods = a.methods;
+                }
+                let report = lipctl::selftest::run(&opts, &Progress::for_stderr())?;
+                report.print(&mut out)?;
+                return Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::from(1) });
+            }
             lipctl::doctor::run(&a.data, &cli.artifacts, &mut out)?;
         }
         Command::Measure(a) => {
@@ -41,6 +51,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             req.batches = a.batches;
             req.warmup = a.warmup;
             req.memory_steps = a.memory_steps;
+            req.tf32 = a.tf32;
             let m = lipctl::measure::measure(&req, &lipctl::progress::Progress::for_stderr())?;
             print_json(&mut out, &m)?;
         }
@@ -249,7 +260,7 @@ fn single_run(a: cli::SingleRunArgs, certify: bool, artifacts: &std::path::Path,
     let store = Store::open(artifacts)?.with_progress(progress.clone());
     let yaml = format!(
         "name: {method}-{size}\ndevice: {device:?}\ndatasets:\n  - name: {dataset:?}\n{train_pc}{test_pc}methods: [{method}]\nsizes: [{size}]\n\
-         kernel: {kernel}\nseeds: [{seed}]\ntrain:\n  epochs: {epochs}\n  lr: {lr:e}\n  wd: {wd:e}\n  batch_size: {batch}\n  max_retries: {retries}\n",
+         kernel: {kernel}\ntf32: {tf32}\nseeds: [{seed}]\ntrain:\n  epochs: {epochs}\n  lr: {lr:e}\n  wd: {wd:e}\n  batch_size: {batch}\n  max_retries: {retries}\n",
         method = a.method,
         size = a.size,
         device = a.device,
@@ -257,6 +268,7 @@ fn single_run(a: cli::SingleRunArgs, certify: bool, artifacts: &std::path::Path,
         train_pc = a.train_per_class.map(|n| format!("    train_per_class: {n}\n")).unwrap_or_default(),
         test_pc = a.test_per_class.map(|n| format!("    test_per_class: {n}\n")).unwrap_or_default(),
         kernel = a.kernel,
+        tf32 = a.tf32,
         seed = a.seed,
         epochs = a.epochs,
         lr = a.lr,

@@ -29,6 +29,9 @@
 //! memory" on CUDA, "not enough memory" on the CPU), or a child killed by SIGKILL (the kernel's
 //! OOM killer), gives `status: oom` with the message. Any other failure gives `status: failed`.
 //!
+//! **Precision**: the work runs under the request's TF32 mode (the training option, since a
+//! measurement sets training budgets; [`crate::precision`]) and `measure.json` records it.
+//!
 //! `measure.json` is [`Measurement`] (docs/artifacts.md).
 
 use crate::device;
@@ -71,6 +74,8 @@ pub struct MeasureRequest {
     pub seed: i64,
     /// How to start a memory child on the CPU; `None`: this executable's `measure-child`.
     pub child: Option<ChildLauncher>,
+    /// TF32 switches while measuring (those of the training the measurement budgets).
+    pub tf32: crate::precision::Tf32Mode,
 }
 
 impl MeasureRequest {
@@ -84,6 +89,7 @@ impl MeasureRequest {
             memory_steps: DEFAULT_MEMORY_STEPS,
             seed: 0,
             child: None,
+            tf32: crate::precision::Tf32Mode::default(),
         }
     }
 }
@@ -166,6 +172,10 @@ pub struct Measurement {
     pub memory_source: MemorySource,
     /// The device in words: the GPU's name, or `cpu (N threads)`.
     pub device: String,
+    /// Device and TF32 switches the measurement ran with (absent in files written before lipctl
+    /// recorded them).
+    #[serde(default)]
+    pub precision: Option<crate::precision::PrecisionRecord>,
 }
 
 /// A failure while measuring: out of memory (a result) or anything else.
@@ -225,7 +235,7 @@ fn guarded<T>(f: impl FnOnce() -> anyhow::Result<T>) -> Result<T, MeasureError> 
 /// The device in words, for `measure.json`.
 pub fn describe_device(device: Device) -> String {
     match device {
-        Device::Cuda(i) => device::cuda_device_info(i as i64).map(|(name, _)| name).unwrap_or_else(|| format!("cuda:{i}")),
+        Device::Cuda(i) => device::cuda_device_info(i as i64).map(|d| d.name).unwrap_or_else(|| format!("cuda:{i}")),
         Device::Cpu => format!("cpu ({} threads)", tch::get_num_threads()),
         other => device::kind_name(other).to_string(),
     }
@@ -295,6 +305,7 @@ pub fn measure(req: &MeasureRequest, progress: &Progress) -> anyhow::Result<Meas
         anyhow::bail!("at least one memory step is needed (got {})", req.memory_steps);
     }
     let (parameters, non_trainable) = count_parameters(req.net)?;
+    let _tf32 = crate::precision::ModeGuard::new(req.tf32)?;
     let mut m = Measurement {
         status: MeasureStatus::Ok,
         error: None,
@@ -306,6 +317,7 @@ pub fn measure(req: &MeasureRequest, progress: &Progress) -> anyhow::Result<Meas
         peak_infer_bytes: None,
         memory_source: MemorySource::CpuRssChild,
         device: describe_device(req.device),
+        precision: Some(crate::precision::PrecisionRecord::observe(req.device)?),
     };
     let label = format!("measure {}-{} b{}", req.net.method, req.net.size, req.batch_size);
     let mut task = progress.task(&label, 2 * u64::from(req.warmup + req.batches));
@@ -436,11 +448,11 @@ fn measure_cuda(req: &MeasureRequest, index: usize, m: &mut Measurement, task: &
 }
 
 /// The CUDA caching-allocator statistics (`src/shim/cuda_memory.cpp`).
-mod cuda_memory {
+pub(crate) mod cuda_memory {
     use super::MeasureError;
     use tch::{Device, Kind, Tensor};
 
-    #[cfg(lipctl_cuda_shim)]
+    #[cfg(lipctl_shim)]
     mod ffi {
         extern "C" {
             pub fn lipctl_cuda_reset_peak(device: i32) -> i32;
@@ -458,7 +470,7 @@ mod cuda_memory {
     impl Probe {
         /// Initialises the device's allocator (its statistics exist only after a first allocation).
         pub fn new(index: usize) -> Result<Self, MeasureError> {
-            if !cfg!(lipctl_cuda_shim) {
+            if !cfg!(lipctl_shim) {
                 return Err(MeasureError::Failed(
                     "this lipctl was built without the CUDA memory shim; rebuild with libtorch's headers present".into(),
                 ));
@@ -489,7 +501,7 @@ mod cuda_memory {
             u64::try_from(v).map_err(|_| anyhow::anyhow!("cannot read the CUDA allocator statistics of cuda:{}", self.index))
         }
 
-        #[cfg(lipctl_cuda_shim)]
+        #[cfg(lipctl_shim)]
         fn raw(&self, peak: bool) -> i64 {
             // SAFETY: plain C functions taking a device index; they catch every C++ exception.
             unsafe {
@@ -500,23 +512,23 @@ mod cuda_memory {
                 }
             }
         }
-        #[cfg(not(lipctl_cuda_shim))]
+        #[cfg(not(lipctl_shim))]
         fn raw(&self, _peak: bool) -> i64 {
             -1
         }
 
-        #[cfg(lipctl_cuda_shim)]
+        #[cfg(lipctl_shim)]
         fn reset_peak(&self) -> i32 {
             // SAFETY: as in `raw`.
             unsafe { ffi::lipctl_cuda_reset_peak(self.index) }
         }
-        #[cfg(not(lipctl_cuda_shim))]
+        #[cfg(not(lipctl_shim))]
         fn reset_peak(&self) -> i32 {
             -1
         }
 
         pub fn empty_cache(&self) {
-            #[cfg(lipctl_cuda_shim)]
+            #[cfg(lipctl_shim)]
             // SAFETY: as in `raw`; a failure only leaves cached blocks in place.
             unsafe {
                 ffi::lipctl_cuda_empty_cache();
@@ -656,7 +668,8 @@ pub fn child_main(job_path: &Path) -> anyhow::Result<()> {
     std::fs::write(&job.out, text).with_context(|| format!("cannot write {}", job.out.display()))
 }
 
-fn read_proc_status_kib(field: &str) -> anyhow::Result<u64> {
+/// A `/proc/self/status` field in KiB (`VmRSS`, `VmHWM`, …); Linux only.
+pub(crate) fn read_proc_status_kib(field: &str) -> anyhow::Result<u64> {
     let text = std::fs::read_to_string("/proc/self/status").context("cannot read /proc/self/status (Linux only)")?;
     parse_status_kib(&text, field).with_context(|| format!("/proc/self/status has no {field} line"))
 }
@@ -718,6 +731,7 @@ mod tests {
             peak_infer_bytes: None,
             memory_source: MemorySource::CpuRssChild,
             device: "cpu (2 threads)".into(),
+            precision: Some(crate::precision::PrecisionRecord::describe(Device::Cpu, crate::precision::Tf32Mode::On.switches())),
         };
         let v = serde_json::to_value(&m).unwrap();
         assert_eq!(v["status"], "oom");
@@ -725,7 +739,12 @@ mod tests {
         assert_eq!(v["train_seconds_per_batch"]["median"], 0.5);
         assert_eq!(v["train_seconds_per_batch"]["n"], 1);
         assert!(v["infer_seconds_per_batch"].is_null());
+        assert_eq!(v["precision"]["effective"], "fp32");
         assert_eq!(serde_json::to_value(MemorySource::CudaAllocator).unwrap(), "cuda_allocator");
+        // measure.json written before precision was recorded still reads.
+        let mut old = v.clone();
+        old.as_object_mut().unwrap().remove("precision");
+        assert!(serde_json::from_value::<Measurement>(old).unwrap().precision.is_none());
         let back: Measurement = serde_json::from_value(v).unwrap();
         assert_eq!(back, m);
     }

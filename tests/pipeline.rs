@@ -82,6 +82,16 @@ fn smoke_pipeline_runs_every_stage_once_and_feeds_report_and_recommend() {
         assert!(outcome["epochs"].as_u64().unwrap() >= 1, "{outcome}");
         let lr = outcome["lr"].as_f64().unwrap();
         assert!((1e-4..=1e-1).contains(&lr), "searched lr {lr} outside the search range");
+        // Training records its device and switches: `tf32: on` (the default) sets cuDNN's
+        // switch, which the CPU ignores.
+        let p = &outcome["precision"];
+        assert_eq!((p["device"].as_str(), p["dtype"].as_str(), p["effective"].as_str()), (Some("cpu"), Some("float32"), Some("fp32")), "{outcome}");
+        assert_eq!((p["tf32_cudnn"].as_bool(), p["tf32_cublas"].as_bool()), (Some(true), Some(false)), "{outcome}");
+        assert!(!p["device_name"].as_str().unwrap().is_empty());
+    }
+    for measured in artifacts_of(&root, "measure") {
+        let m: serde_json::Value = serde_json::from_slice(&std::fs::read(measured.join("measure.json")).unwrap()).unwrap();
+        assert_eq!((m["precision"]["device"].as_str(), m["precision"]["tf32_cudnn"].as_bool()), (Some("cpu"), Some(true)), "{m}");
     }
     for cert in artifacts_of(&root, "certify") {
         let c: serde_json::Value = serde_json::from_slice(&std::fs::read(cert.join("certify.json")).unwrap()).unwrap();
@@ -92,6 +102,9 @@ fn smoke_pipeline_runs_every_stage_once_and_feeds_report_and_recommend() {
         assert_eq!(cra[0], c["accuracy"].as_f64().unwrap());
         assert!(cra.windows(2).all(|w| w[0] >= w[1]), "{cra:?}");
         assert!(cert.join("margins.csv").is_file());
+        // Certification always runs in full fp32.
+        let p = &c["precision"];
+        assert_eq!((p["tf32_cudnn"].as_bool(), p["tf32_cublas"].as_bool(), p["effective"].as_str()), (Some(false), Some(false), Some("fp32")), "{c}");
     }
     assert_no_partial(&root);
 
@@ -122,6 +135,15 @@ fn smoke_pipeline_runs_every_stage_once_and_feeds_report_and_recommend() {
     assert_eq!(train_rows(&std::fs::read_to_string(root.join("report/report.md")).unwrap()), 2);
     let html = std::fs::read_to_string(root.join("report/index.html")).unwrap();
     assert!(!html.contains("{{") && !html.contains("{%"), "template placeholders left");
+    // The report shows what each stage ran with: a provenance line and a results column.
+    let md = std::fs::read_to_string(root.join("report/report.md")).unwrap();
+    let line = md.lines().find(|l| l.starts_with("| precision |")).expect("a precision line in the provenance");
+    for stage in ["train on cpu", "certify on cpu", "measure on cpu"] {
+        assert!(line.contains(stage), "{stage} missing: {line}");
+    }
+    assert!(line.contains("cuDNN TF32 off") && line.contains("cuDNN TF32 on"), "{line}");
+    assert!(md.lines().any(|l| l.contains(" | train | ") && l.contains("train fp32, certify fp32")), "no precision column:\n{md}");
+    assert!(html.contains("certify on cpu"), "the HTML report lacks the precision line");
     assert!(html.contains("<svg") && html.contains("AOL") && html.contains("SLL"));
 
     // The recommender overlays this device's measurements on the paper's knowledge.

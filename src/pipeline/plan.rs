@@ -10,6 +10,7 @@
 use crate::config::{BudgetMode, DatasetEntry, Pipeline};
 use crate::nn::{Method, ModelSize};
 use crate::pipeline::store::Key;
+use crate::precision::Tf32Mode;
 use serde_json::{json, Value};
 
 /// The stages of design §2, in dependency order.
@@ -73,7 +74,7 @@ impl std::fmt::Display for Stage {
 pub enum TaskSpec {
     Prepare { dataset: DatasetEntry },
     /// Time and memory of one network on this device (inputs: the prepared dataset, for its shape).
-    Measure { method: Method, size: ModelSize, kernel: i64, batch_size: u32, batches: u32 },
+    Measure { method: Method, size: ModelSize, kernel: i64, batch_size: u32, batches: u32, tf32: Tf32Mode },
     /// Epochs per budget (inputs: the measurement in measured mode, the prepared dataset in paper mode).
     Budget { method: Method, size: ModelSize, kernel: i64, hours: Vec<f64>, mode: BudgetMode, batch_size: u32 },
     /// One random-search trial (a training run on the 90 % split, scored on the 10 % split).
@@ -114,6 +115,8 @@ pub struct TrainTask {
     pub test_per_class: Option<usize>,
     /// Search trials evaluate on the 10 % validation split, final runs on the test split.
     pub validation: bool,
+    /// TF32 switches of the training passes.
+    pub tf32: Tf32Mode,
     /// `train.max_epochs`: cap on the resolved epoch count.
     pub max_epochs: Option<u32>,
 }
@@ -143,7 +146,16 @@ impl TrainTask {
         if let Some(cap) = self.max_epochs {
             config["max_epochs"] = json!(cap);
         }
+        with_tf32(&mut config, self.tf32);
         config
+    }
+}
+
+/// Adds the TF32 mode to a task's config when it is not the default, so keys of runs with the
+/// default (libtorch's own setting, under which every earlier artifact was made) stay as they were.
+fn with_tf32(config: &mut Value, tf32: Tf32Mode) {
+    if tf32 != Tf32Mode::default() {
+        config["tf32"] = json!(tf32);
     }
 }
 
@@ -245,10 +257,11 @@ impl Builder {
             let basis = match bo.mode {
                 BudgetMode::Measured => {
                     let batches = p.measure.as_ref().map(|m| m.batches).unwrap_or(crate::measure::DEFAULT_BATCHES);
-                    let config = json!({ "method": method, "size": size, "kernel": p.kernel, "batch_size": batch_size,
-                                         "batches": batches, "device_kind": self.device_kind });
+                    let mut config = json!({ "method": method, "size": size, "kernel": p.kernel, "batch_size": batch_size,
+                                             "batches": batches, "device_kind": self.device_kind });
+                    with_tf32(&mut config, p.tf32);
                     self.push(Stage::Measure, format!("measure {name}"), config, vec![di],
-                        TaskSpec::Measure { method, size, kernel: p.kernel, batch_size, batches })
+                        TaskSpec::Measure { method, size, kernel: p.kernel, batch_size, batches, tf32: p.tf32 })
                 }
                 BudgetMode::Paper => di,
             };
@@ -261,6 +274,7 @@ impl Builder {
         let base = |epochs: Epochs, hyper: Hyper, seed: u64, validation: bool| TrainTask {
             dataset: d.name.clone(), method, size, kernel: p.kernel, epochs, hyper, seed, batch_size,
             max_retries: p.train.max_retries, train_per_class: d.train_per_class, test_per_class: d.test_per_class, validation,
+            tf32: p.tf32,
             max_epochs: p.train.max_epochs,
         };
         // Budgets to train for: every configured one, or the fixed epoch count.

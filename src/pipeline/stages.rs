@@ -88,7 +88,7 @@ impl StageRunner {
                 );
                 Ok(built)
             }
-            TaskSpec::Measure { method, size, kernel, batch_size, batches } => {
+            TaskSpec::Measure { method, size, kernel, batch_size, batches, tf32 } => {
                 let prepare_key = plan.tasks[task.deps[0]].key.clone();
                 let data = self.dataset(store, &prepare_key, None, None)?;
                 let net = NetSpec {
@@ -100,6 +100,7 @@ impl StageRunner {
                 };
                 let mut req = crate::measure::MeasureRequest::new(net, *batch_size as i64, device);
                 req.batches = *batches;
+                req.tf32 = *tf32;
                 let info = manifest_info(task.stage.schema_version(), &task.config, &[prepare_key], device);
                 let artifact = store.build(task.stage.name(), &task.key, &info, |tmp| {
                     let m = crate::measure::measure(&req, progress)?;
@@ -231,7 +232,7 @@ fn manifest_info(schema_version: u32, config: &serde_json::Value, inputs: &[Key]
 pub fn device_description(device: Device) -> String {
     match device {
         Device::Cuda(i) => match crate::device::cuda_device_info(i as i64) {
-            Some((name, _)) => format!("cuda:{i} {name}"),
+            Some(d) => format!("cuda:{i} {}", d.name),
             None => format!("cuda:{i}"),
         },
         _ => format!("cpu ({} threads)", tch::get_num_threads()),
@@ -248,6 +249,7 @@ fn train_config(t: &TrainTask, data: &Dataset, epochs: u64, lr: f64, wd: f64, de
     cfg.kernel = t.kernel;
     cfg.batch_size = t.batch_size as i64;
     cfg.max_retries = t.max_retries as usize;
+    cfg.tf32 = t.tf32;
     cfg
 }
 
@@ -281,6 +283,7 @@ fn publish_not_trained(status: RunStatus, reason: &str, tmp: &Path) -> anyhow::R
         model_file: None,
         stats_file: TRAIN_STATS.into(),
         last_epoch: None,
+        precision: None,
         reason: Some(reason.to_string()),
     };
     let mut json = serde_json::to_value(&outcome).context("serialising the training outcome")?;
@@ -334,6 +337,7 @@ fn certify_into(trained: &Artifact, spec: NetSpec, data: &Dataset, device: Devic
                        "method": "power iteration on each frozen layer's Jacobian (zero input and random points); bound = max(1, product)" },
         "margin_median": cert.median_margin,
         "seconds": started.elapsed().as_secs_f64(),
+        "precision": cert.precision,
     });
     fsx::write(&tmp.join(CERTIFICATE), serde_json::to_vec_pretty(&json)?.as_slice())
 }

@@ -239,12 +239,12 @@ fn build_tables(t: &Tables) -> Result<Vec<Table>> {
                 .collect()?,
             "results",
             "All runs",
-            "Every training run and every measurement no run used, with its status (ok, diverged, uncertified, oom, failed, does_not_fit, no_epoch_count) and, where it is not ok, the reason (`error`). `train seconds per epoch` is the time the run took; `seconds per epoch` is the measured batch time × the batches of a full epoch (Figure 2's convention). The same rows are in results.parquet / results.csv of the aggregate (memory there in bytes).",
+            "Every training run and every measurement no run used, with its status (ok, diverged, uncertified, oom, failed, does_not_fit, no_epoch_count) and, where it is not ok, the reason (`error`). `train seconds per epoch` is the time the run took; `seconds per epoch` is the measured batch time × the batches of a full epoch (Figure 2's convention). `precision` is what each stage ran with: `fp32`, or `tf32 conv` where cuDNN convolutions ran in TF32 (training on a GPU of compute capability ≥ 8.0 with `tf32: on`); certification is always fp32. The same rows are in results.parquet / results.csv of the aggregate (memory there in bytes).",
             &[
                 "key", "stage", "dataset", "method", "size", "kernel", "budget_hours", "epochs", "lr", "wd", "seed",
                 "status", "error", "accuracy", "cra_36", "cra_72", "cra_108", "cra_255",
                 "lipschitz_bound", "train_seconds_per_epoch", "seconds_per_epoch", "infer_ms_per_batch",
-                "peak_train_gb", "peak_infer_mb", "parameters", "device",
+                "peak_train_gb", "peak_infer_mb", "parameters", "device", "precision",
             ],
         )
         .map(|mut table| {

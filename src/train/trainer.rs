@@ -24,6 +24,9 @@
 //! end of the epoch) or evaluation loss stops the attempt. It is recorded and the run restarts
 //! from scratch with the next attempt seed, up to `max_retries` times; an exhausted run ends with
 //! status `Diverged` and no model (a result, not an error).
+//!
+//! **Precision.** The run holds the TF32 switches of `cfg.tf32` ([`crate::precision`]); the
+//! per-epoch evaluation runs in full fp32, as `certify` does. The outcome records both.
 
 use super::augment::{Augmentation, Centering};
 use super::loss::lipschitz_loss;
@@ -92,6 +95,8 @@ pub struct TrainConfig {
     pub device: Device,
     pub eval_split: EvalSplit,
     pub augmentation: Augmentation,
+    /// TF32 switches of the training passes (the evaluation is always fp32).
+    pub tf32: crate::precision::Tf32Mode,
 }
 
 impl TrainConfig {
@@ -113,6 +118,7 @@ impl TrainConfig {
             device,
             eval_split: EvalSplit::Test,
             augmentation: Augmentation::CIFAR,
+            tf32: crate::precision::Tf32Mode::default(),
         }
     }
 
@@ -288,6 +294,10 @@ pub struct TrainOutcome {
     pub stats_file: String,
     /// The last epoch's statistics of the completed attempt.
     pub last_epoch: Option<EpochStats>,
+    /// Device and TF32 switches of the training passes (absent in outcomes written before
+    /// lipctl recorded them).
+    #[serde(default)]
+    pub precision: Option<crate::precision::PrecisionRecord>,
     /// Why a run was not trained (with [`RunStatus::DoesNotFit`] / [`RunStatus::NoEpochCount`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -371,6 +381,8 @@ pub fn train_with(
         return serde_json::from_slice(&text).with_context(|| format!("parsing {}", outcome_path.display()));
     }
 
+    let _tf32 = crate::precision::ModeGuard::new(cfg.tf32)?;
+    let precision = Some(crate::precision::PrecisionRecord::observe(cfg.device)?);
     let data = TrainData {
         train_images: data.train_images.f_to_device(cfg.device)?,
         train_labels: data.train_labels.f_to_device(cfg.device)?,
@@ -395,6 +407,7 @@ pub fn train_with(
                 model_file: None,
                 stats_file: STATS_FILE.into(),
                 last_epoch: None,
+                precision,
                 reason: None,
             };
             write_atomic(&outcome_path, &serde_json::to_vec_pretty(&outcome)?)?;
@@ -414,6 +427,7 @@ pub fn train_with(
                     model_file: Some(MODEL_FILE.into()),
                     stats_file: STATS_FILE.into(),
                     last_epoch: last,
+                    precision,
                     reason: None,
                 };
                 write_atomic(&outcome_path, &serde_json::to_vec_pretty(&outcome)?)?;

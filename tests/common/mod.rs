@@ -22,16 +22,32 @@ pub const FROZEN_TOL: f64 = 1e-5;
 pub const ESTIMATOR_TOL: f64 = 1e-5;
 
 /// CPU, plus CUDA device 0 when libtorch sees one. Every numerical test runs through this.
+/// `LIPCTL_TEST_DEVICE` picks one instead: `cpu`, or `cuda`, which makes CUDA mandatory (the GPU
+/// check, scripts/gpu-check.sh, must not pass by testing the CPU alone, which CI covers).
 pub fn devices() -> Vec<Device> {
-    let mut d = vec![Device::Cpu];
-    if tch::Cuda::is_available() {
-        d.push(Device::Cuda(0));
+    let cuda = tch::Cuda::is_available();
+    match std::env::var("LIPCTL_TEST_DEVICE").unwrap_or_default().as_str() {
+        "" | "auto" => {
+            let mut d = vec![Device::Cpu];
+            if cuda {
+                d.push(Device::Cuda(0));
+            }
+            d
+        }
+        "cpu" => vec![Device::Cpu],
+        "cuda" => {
+            assert!(cuda, "LIPCTL_TEST_DEVICE=cuda but libtorch sees no CUDA device");
+            vec![Device::Cuda(0)]
+        }
+        other => panic!("LIPCTL_TEST_DEVICE={other:?}: use cpu, cuda or auto"),
     }
-    d
 }
 
-/// Runs `test` on every device of [`devices`], naming the device if it panics.
+/// Runs `test` on every device of [`devices`], naming the device if it panics. The tests run in
+/// full fp32 (lipctl's numerics policy, src/precision.rs): on a GPU, TF32's ~1e-3 relative error
+/// would break tolerances of 1e-4.
 pub fn for_each_device(mut test: impl FnMut(Device)) {
+    let _fp32 = lipctl::precision::Fp32Guard::new().expect("libtorch's TF32 switches are readable");
     for device in devices() {
         eprintln!("-- device {device:?}");
         test(device);

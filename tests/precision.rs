@@ -1,0 +1,103 @@
+//! The numerics policy (src/precision.rs): libtorch's TF32 switches round-trip through the C++
+//! shim, the guards restore them, and certification (its audit and its evaluation) runs with TF32
+//! off whatever the caller set, then gives the caller's switches back.
+//!
+//! The switches are process-global, so this file holds a single test: no other test of this
+//! binary can flip them in between. It runs on the CPU, where the switches are inert flags
+//! (libtorch keeps them on every build), so CI checks the policy without a GPU.
+
+use lipctl::certify::{self, AuditLayer, AuditOptions};
+use lipctl::nn::{ConvNet, Method, ModelSize, NetSpec};
+use lipctl::precision::{self, Fp32Guard, ModeGuard, Tf32, Tf32Mode};
+use std::sync::{Arc, Mutex};
+use tch::{nn, Device, Kind, Tensor};
+
+const ALL_ON: Tf32 = Tf32 { cudnn: true, cublas: true };
+
+#[test]
+fn tf32_switches_round_trip_and_certify_forces_them_off_then_restores() {
+    let original = precision::current().expect("the shim reads the switches");
+
+    // Every combination is read back as set.
+    for cudnn in [false, true] {
+        for cublas in [false, true] {
+            let t = Tf32 { cudnn, cublas };
+            precision::set(t).unwrap();
+            assert_eq!(precision::current().unwrap(), t);
+        }
+    }
+
+    // Fp32 sections nest: off inside, the caller's switches back after the outermost.
+    precision::set(ALL_ON).unwrap();
+    {
+        let _outer = Fp32Guard::new().unwrap();
+        assert_eq!(precision::current().unwrap(), Tf32::OFF);
+        {
+            let _inner = Fp32Guard::new().unwrap();
+            assert_eq!(precision::current().unwrap(), Tf32::OFF);
+        }
+        assert_eq!(precision::current().unwrap(), Tf32::OFF, "an inner section restored too early");
+    }
+    assert_eq!(precision::current().unwrap(), ALL_ON);
+
+    // A training mode holds its switches and gives the previous ones back.
+    {
+        let _mode = ModeGuard::new(Tf32Mode::Off).unwrap();
+        assert_eq!(precision::current().unwrap(), Tf32::OFF);
+    }
+    {
+        precision::set(Tf32::OFF).unwrap();
+        let _mode = ModeGuard::new(Tf32Mode::On).unwrap();
+        assert_eq!(precision::current().unwrap(), Tf32 { cudnn: true, cublas: false });
+    }
+    assert_eq!(precision::current().unwrap(), Tf32::OFF);
+
+    // The audit: every layer forward sees TF32 off, and the caller's switches come back.
+    precision::set(ALL_ON).unwrap();
+    let seen = Arc::new(Mutex::new(Vec::<Tf32>::new()));
+    let record = {
+        let seen = Arc::clone(&seen);
+        move |x: &Tensor| {
+            seen.lock().unwrap().push(precision::current().unwrap());
+            x * 0.5
+        }
+    };
+    let layer = AuditLayer { name: "half".into(), input_shape: vec![1, 2, 2, 2], forward: Box::new(record.clone()) };
+    let audit = certify::audit(&[layer], Device::Cpu, &AuditOptions { max_iterations: 5, ..Default::default() }).unwrap();
+    assert!((audit.layers[0].sigma - 0.5).abs() < 1e-6, "{:?}", audit.layers);
+    assert_eq!(precision::current().unwrap(), ALL_ON, "the audit did not restore the switches");
+    {
+        let mut seen = seen.lock().unwrap();
+        assert!(!seen.is_empty() && seen.iter().all(|t| *t == Tf32::OFF), "an audit forward ran with TF32 allowed: {seen:?}");
+        seen.clear();
+    }
+
+    // Certification of a model: its forward sees TF32 off, the certificate records it, and the
+    // caller's switches come back.
+    let model = nn::func(move |x: &Tensor| record(&x.flatten(1, -1)));
+    let images = Tensor::from_slice(&[255u8, 0, 0, 0, 255, 0]).view([2, 3, 1, 1]);
+    let labels = Tensor::from_slice(&[0i64, 1]);
+    let cert = certify::certify(&model, &images, &labels, [0.0; 3], 2, Device::Cpu, audit).unwrap();
+    assert_eq!(cert.accuracy, 1.0);
+    assert_eq!((cert.precision.tf32_cudnn, cert.precision.tf32_cublas, cert.precision.effective.as_str()), (false, false, "fp32"));
+    assert_eq!(precision::current().unwrap(), ALL_ON, "certify did not restore the switches");
+    let seen = seen.lock().unwrap();
+    assert!(!seen.is_empty() && seen.iter().all(|t| *t == Tf32::OFF), "a certify forward ran with TF32 allowed: {seen:?}");
+    drop(seen);
+
+    // The certify stage's own path (build, load, audit, certify, write) on a real ConvNet.
+    let dir = tempfile::tempdir().unwrap();
+    let spec = NetSpec::new(Method::Aol, ModelSize::XS, 8, 2);
+    let vs = nn::VarStore::new(Device::Cpu);
+    ConvNet::new(&vs.root(), spec).unwrap();
+    let model_file = dir.path().join("model.safetensors");
+    vs.save(&model_file).unwrap();
+    let images = Tensor::randint(256, [4, 3, 8, 8], (Kind::Uint8, Device::Cpu));
+    let labels = Tensor::from_slice(&[0i64, 1, 0, 1]);
+    let opts = AuditOptions { max_iterations: 5, ..Default::default() };
+    let cert = certify::certify_model_file(spec, &model_file, &images, &labels, [0.5; 3], 4, Device::Cpu, dir.path(), &opts).unwrap();
+    assert_eq!((cert.precision.tf32_cudnn, cert.precision.tf32_cublas), (false, false));
+    assert_eq!(precision::current().unwrap(), ALL_ON);
+
+    precision::set(original).unwrap();
+}
