@@ -52,17 +52,17 @@ test-slurm: build slurm-packages
 # this project's machines the JPEG copy beside the checkout is passed as DATA when it exists.
 LOCAL_CIFAR10 := $(wildcard ../shared/data/cifar10-jpeg.tar.gz)
 reproduce: build
-	@pipeline="$(PIPELINE)"; data="$(DATA)"; \
+	@pipeline="$(PIPELINE)"; data="$(DATA)"; workers=""; \
 	if [ -z "$$pipeline" ]; then \
 	  if $(LIPCTL) doctor --cuda-available >/dev/null 2>&1; then \
-	    pipeline=pipelines/gpu.yaml; echo "CUDA available: running the one-GPU study $$pipeline"; \
+	    pipeline=pipelines/gpu.yaml; workers="--devices all"; echo "CUDA available: running $$pipeline on every visible GPU"; \
 	  else \
 	    pipeline=pipelines/quick.yaml; echo "no CUDA: running the CPU-sized $$pipeline"; \
 	  fi; \
 	  if [ -z "$$data" ] && [ -n "$(LOCAL_CIFAR10)" ]; then data="$(LOCAL_CIFAR10)"; echo "data: $$data"; fi; \
 	fi; \
 	status=0; \
-	$(LIPCTL) run "$$pipeline" $${data:+--data "$$data"} || status=$$?; \
+	$(LIPCTL) run "$$pipeline" $${data:+--data "$$data"} $$workers || status=$$?; \
 	$(LIPCTL) report --pipeline "$$pipeline" $${data:+--data "$$data"} || status=$$?; \
 	exit $$status
 
