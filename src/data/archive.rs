@@ -78,11 +78,16 @@ fn normalise(name: &str) -> Option<String> {
     Some(trimmed.to_string())
 }
 
-/// An archive entry's raw name as a tree name: `\` read as `/` (module doc), then
-/// [`fsx::name_from_bytes`] and [`normalise`].
-fn archive_name(raw: &[u8]) -> Option<String> {
+/// An archive entry's raw name or link target as text: `\` read as `/` (module doc), then
+/// [`fsx::name_from_bytes`].
+fn archive_text(raw: &[u8]) -> String {
     let slashed: Vec<u8> = raw.iter().map(|&b| if b == b'\\' { b'/' } else { b }).collect();
-    normalise(&fsx::name_from_bytes(&slashed))
+    fsx::name_from_bytes(&slashed)
+}
+
+/// An archive entry's raw name as a tree name: [`archive_text`], then [`normalise`].
+fn archive_name(raw: &[u8]) -> Option<String> {
+    normalise(&archive_text(raw))
 }
 
 /// A link entry of an archive, waiting to be resolved once every entry has been read.
@@ -99,8 +104,7 @@ impl ArchiveLink {
     /// `raw_target` of a symbolic link is relative to the link's folder; of a hard link, to the
     /// archive's top.
     fn new(name: String, raw_target: &[u8], symbolic: bool) -> ArchiveLink {
-        let slashed: Vec<u8> = raw_target.iter().map(|&b| if b == b'\\' { b'/' } else { b }).collect();
-        let stored = fsx::name_from_bytes(&slashed);
+        let stored = archive_text(raw_target);
         let base = match (symbolic, name.rsplit_once('/')) {
             (true, Some((parent, _))) => parent.to_string(),
             _ => String::new(),
@@ -296,8 +300,9 @@ fn read_zip(path: &Path, want: &dyn Fn(&str) -> bool, tree: &mut Tree) -> Result
             tree.add_dir_with_parents(&name);
             continue;
         }
-        let mut data = Vec::with_capacity(entry.size() as usize);
+        let mut data = Vec::new();
         if entry.is_symlink() || want(&name) {
+            data.reserve(entry.size() as usize);
             entry
                 .read_to_end(&mut data)
                 .with_context(|| format!("`{}`: cannot decompress `{name}`", path.display()))?;
