@@ -157,6 +157,12 @@ pub fn paper_epochs_2h(dataset: DatasetKind, method: Method, size: ModelSize, ke
     Ok(row.epochs.map(u64::from))
 }
 
+/// Whether the paper's Table 8 has epoch counts for `method` (the seven compared layers; not the
+/// Standard baseline, nor methods added since the paper).
+pub fn in_table_8(method: Method) -> anyhow::Result<bool> {
+    Ok(PaperData::shipped()?.epoch_budgets_2h.iter().any(|r| r.method == PaperMethod::Layer(method)))
+}
+
 /// Paper-mode budgets: Table 8's count scaled to each budget as `⌊epochs_2h · hours / 2⌋`;
 /// [`BudgetStatus::DoesNotFit`] where the paper records that the model does not fit (LOT-L) and
 /// [`BudgetStatus::NoEpochCount`] for a method Table 8 does not cover (Standard): results with a
@@ -164,7 +170,7 @@ pub fn paper_epochs_2h(dataset: DatasetKind, method: Method, size: ModelSize, ke
 pub fn paper_budget(hours: &[f64], dataset: DatasetKind, method: Method, size: ModelSize, kernel: i64) -> anyhow::Result<Budget> {
     check_hours(hours)?;
     let not_trained = |status| Ok(Budget { mode: BudgetMode::Paper, status, epochs: BTreeMap::new(), seconds_per_batch: None });
-    if kernel == 3 && !PaperData::shipped()?.epoch_budgets_2h.iter().any(|r| r.method == PaperMethod::Layer(method)) {
+    if kernel == 3 && !in_table_8(method)? {
         return not_trained(BudgetStatus::NoEpochCount);
     }
     let Some(e2) = paper_epochs_2h(dataset, method, size, kernel)? else {

@@ -226,17 +226,7 @@ fn paper_hyper(dataset: &str, method: Method, size: ModelSize, kernel: i64) -> O
 /// Whether the paper records that `method`-`size` does not fit its GPU (Table 8 without an epoch
 /// count: LOT-L), so that it has no published hyper-parameters and is never trained.
 fn paper_says_does_not_fit(dataset: crate::paper::Dataset, method: Method, size: ModelSize) -> bool {
-    crate::paper::PaperData::shipped().is_ok_and(|data| {
-        data.epoch_budgets_2h
-            .iter()
-            .any(|r| r.dataset_kind == dataset.kind() && r.method == crate::paper::PaperMethod::Layer(method) && r.size == size && r.epochs.is_none())
-    })
-}
-
-/// Whether the paper's Table 8 (epoch budgets) has rows for `method` (not the Standard baseline).
-fn in_table_8(method: Method) -> bool {
-    crate::paper::PaperData::shipped()
-        .is_ok_and(|data| data.epoch_budgets_2h.iter().any(|r| r.method == crate::paper::PaperMethod::Layer(method)))
+    matches!(crate::budgets::paper_epochs_2h(dataset.kind(), method, size, 3), Ok(None))
 }
 
 /// 1-based line of the first `key:` in YAML `text` (for messages about a key's value).
@@ -478,14 +468,14 @@ impl Pipeline {
                             d.name
                         );
                     };
+                    // Models that are never trained need none: those the paper records as not
+                    // fitting, and with paper budgets those Table 8 lacks (Standard).
+                    let paper_budgets = self.budgets.as_ref().is_some_and(|b| b.mode == BudgetMode::Paper);
                     for &size in &self.sizes {
                         for &method in &self.methods {
-                            // Models that are never trained need none: those the paper records
-                            // as not fitting, and with paper budgets those Table 8 lacks (Standard).
-                            let paper_budgets = self.budgets.as_ref().is_some_and(|b| b.mode == BudgetMode::Paper);
                             if self.train.hyper_for(&d.name, method, size, self.kernel).is_some()
                                 || paper_says_does_not_fit(dataset, method, size)
-                                || (paper_budgets && !in_table_8(method))
+                                || (paper_budgets && !crate::budgets::in_table_8(method).unwrap_or(true))
                             {
                                 continue;
                             }

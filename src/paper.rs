@@ -294,9 +294,19 @@ const RADAR: &str = include_str!("../data/paper/radar_scores.csv");
 const ALL_RADII: &str = include_str!("../data/paper/cra_all_radii_cifar10_24h.csv");
 
 impl PaperData {
-    /// Parses the embedded CSVs. Cheap (≈40 kB of text); an error here means a shipped file was
+    /// The embedded CSVs, parsed once per process (≈40 kB of text; the plan checks, budgets and the
+    /// price of a 2,000-task plan ask thousands of times). An error here means a shipped file was
     /// edited into an invalid state, and it names the file and line.
-    pub fn shipped() -> Result<PaperData> {
+    pub fn shipped() -> Result<&'static PaperData> {
+        static PARSED: std::sync::OnceLock<PaperData> = std::sync::OnceLock::new();
+        if let Some(data) = PARSED.get() {
+            return Ok(data);
+        }
+        let data = PaperData::parse_shipped()?;
+        Ok(PARSED.get_or_init(|| data))
+    }
+
+    fn parse_shipped() -> Result<PaperData> {
         Ok(PaperData {
             results: parse_table("results.csv", RESULTS, |r| {
                 Ok(ResultRow {

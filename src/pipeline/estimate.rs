@@ -48,6 +48,7 @@ impl PlanEstimate {
 /// Prices `plan` against what `store` already holds (module doc).
 pub fn estimate(plan: &Plan, store: &Store, device_kind: &str) -> anyhow::Result<PlanEstimate> {
     let paper = PaperData::shipped()?;
+    let measured = measurements(store, device_kind);
     let mut est = PlanEstimate { stages: BTreeMap::new(), bases: BTreeSet::new() };
     for task in &plan.tasks {
         let entry = est.stages.entry(task.stage).or_insert((0, 0, 0.0, 0));
@@ -57,7 +58,7 @@ pub fn estimate(plan: &Plan, store: &Store, device_kind: &str) -> anyhow::Result
         }
         entry.1 += 1;
         let (TaskSpec::Train(t) | TaskSpec::Search(t)) = &task.spec else { continue };
-        match train_seconds(plan, t, store, device_kind, &paper) {
+        match train_seconds(plan, t, &measured, paper) {
             Some(e) => {
                 entry.2 += e.seconds;
                 if e.basis != NOT_TRAINED {
@@ -70,7 +71,7 @@ pub fn estimate(plan: &Plan, store: &Store, device_kind: &str) -> anyhow::Result
     Ok(est)
 }
 
-fn train_seconds(plan: &Plan, t: &TrainTask, store: &Store, device_kind: &str, paper: &PaperData) -> Option<TaskEstimate> {
+fn train_seconds(plan: &Plan, t: &TrainTask, measured: &[(serde_json::Value, f64)], paper: &PaperData) -> Option<TaskEstimate> {
     let dataset: Option<crate::paper::Dataset> = t.dataset.parse().ok();
     let epochs = match &t.epochs {
         Epochs::Fixed(e) => *e as f64,
@@ -86,7 +87,13 @@ fn train_seconds(plan: &Plan, t: &TrainTask, store: &Store, device_kind: &str, p
     };
     let epochs = t.max_epochs.map_or(epochs, |cap| epochs.min(cap as f64));
     // This device's measurement of the same network and batch size, if the store has one.
-    if let Some(seconds_per_batch) = measured_seconds_per_batch(store, t, device_kind) {
+    let same = |c: &serde_json::Value| {
+        c["method"] == serde_json::json!(t.method)
+            && c["size"] == serde_json::json!(t.size)
+            && c["kernel"] == serde_json::json!(t.kernel)
+            && c["batch_size"] == serde_json::json!(t.batch_size)
+    };
+    if let Some(&(_, seconds_per_batch)) = measured.iter().find(|(c, _)| same(c)) {
         let images = train_images(t, dataset)?;
         let batches = crate::budgets::batches_per_epoch(images as u64, t.batch_size as u64) as f64;
         return Some(TaskEstimate { seconds: epochs * batches * seconds_per_batch, basis: MEASURED_HERE });
@@ -122,27 +129,20 @@ fn full_train_images(dataset: crate::paper::Dataset) -> f64 {
     }
 }
 
-/// Median training seconds per batch of a committed measurement of `t`'s network on this device
-/// kind at `t`'s batch size.
-fn measured_seconds_per_batch(store: &Store, t: &TrainTask, device_kind: &str) -> Option<f64> {
-    for key in store.list("measure").ok()? {
-        let dir = store.artifact_dir("measure", &key);
+/// Every committed measurement on this device kind that has a training time: (its manifest's
+/// config, median training seconds per batch). Read once per estimate.
+fn measurements(store: &Store, device_kind: &str) -> Vec<(serde_json::Value, f64)> {
+    let read = |key: &super::store::Key| -> Option<(serde_json::Value, f64)> {
+        let dir = store.artifact_dir("measure", key);
         let manifest: serde_json::Value = serde_json::from_str(&crate::fsx::read_to_string(&dir.join(super::store::MANIFEST)).ok()?).ok()?;
-        let c = &manifest["config"];
-        let same = c["method"] == serde_json::json!(t.method)
-            && c["size"] == serde_json::json!(t.size)
-            && c["kernel"] == serde_json::json!(t.kernel)
-            && c["batch_size"] == serde_json::json!(t.batch_size)
-            && c["device_kind"] == serde_json::json!(device_kind);
-        if !same {
-            continue;
+        let config = manifest.get("config")?.clone();
+        if config["device_kind"] != serde_json::json!(device_kind) {
+            return None;
         }
         let m: crate::measure::Measurement = serde_json::from_str(&crate::fsx::read_to_string(&dir.join(MEASUREMENT)).ok()?).ok()?;
-        if let Some(t) = m.train_seconds_per_batch {
-            return Some(t.median);
-        }
-    }
-    None
+        Some((config, m.train_seconds_per_batch?.median))
+    };
+    store.list("measure").unwrap_or_default().iter().filter_map(read).collect()
 }
 
 /// The estimate as a table: tasks and tasks to run per stage, device-hours, and the bases used.

@@ -389,7 +389,7 @@ impl Knowledge {
             let rows = parse_measured_csv(&path.display().to_string(), &text)?;
             Ok(Knowledge::measured(&rows, &path.display().to_string()))
         };
-        let paper = || -> Result<Knowledge> { Knowledge::paper(&PaperData::shipped()?) };
+        let paper = || -> Result<Knowledge> { Knowledge::paper(PaperData::shipped()?) };
         match (mode, path) {
             (KnowledgeMode::Paper, _) => paper(),
             (KnowledgeMode::Measured, Some(p)) => read(&p),
