@@ -120,18 +120,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             writeln!(out, "{}\n{}", done.html.display(), done.markdown.display())?;
         }
         Command::Run(a) => {
-            if let Some(list) = &a.devices {
-                let devices = list.resolve()?;
-                if devices.len() > 1 && !a.dry_run {
-                    return run_workers(&cli.artifacts, cli.offline, &a, &devices);
-                }
+            let devices = a.devices.as_ref().map(|l| l.resolve()).transpose()?;
+            if let Some(devices) = devices.as_ref().filter(|d| d.len() > 1 && !a.dry_run) {
+                return run_workers(&cli.artifacts, cli.offline, &a, devices);
             }
             let progress = Progress::for_stderr();
             let store = Store::open(&cli.artifacts)?.with_progress(progress.clone());
             let opts =
                 lipctl::pipeline::runner::RunOptions { dry_run: a.dry_run, only: a.only, force: a.force, worker: a.worker };
             let mut choice = DataChoice::new(a.data, cli.offline);
-            choice.device = a.device.or_else(|| a.devices.as_ref().and_then(|l| l.resolve().ok()?.first().copied()));
+            choice.device = a.device.or_else(|| devices.and_then(|d| d.first().copied()));
             if !lipctl::pipeline::run(&a.pipeline, choice, &store, &opts, &progress, &mut out)? {
                 return Ok(ExitCode::from(1));
             }

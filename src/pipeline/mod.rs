@@ -57,8 +57,12 @@ pub fn load(file: &Path, data_override: impl Into<DataChoice>, progress: &Progre
 /// What `aggregate`/`report` read: the task keys of `file`'s plan, or the whole store without one.
 pub fn scope(file: Option<&Path>, data_override: impl Into<DataChoice>, progress: &Progress) -> anyhow::Result<crate::aggregate::Scope> {
     let Some(file) = file else { return Ok(crate::aggregate::Scope::All) };
-    let loaded = load(file, data_override, progress)?;
-    Ok(crate::aggregate::Scope::Keys(loaded.plan.tasks.iter().map(|t| t.key.as_str().to_string()).collect()))
+    Ok(plan_scope(&load(file, data_override, progress)?.plan))
+}
+
+/// The aggregate scope of exactly `plan`'s tasks.
+fn plan_scope(plan: &Plan) -> crate::aggregate::Scope {
+    crate::aggregate::Scope::Keys(plan.tasks.iter().map(|t| t.key.as_str().to_string()).collect())
 }
 
 /// What `lipctl report --pipeline` needs: the scope of the pipeline's tasks and how far they are
@@ -71,8 +75,7 @@ pub fn report_inputs(
 ) -> anyhow::Result<(crate::aggregate::Scope, Option<runner::PlanProgress>)> {
     let Some(file) = file else { return Ok((crate::aggregate::Scope::All, None)) };
     let loaded = load(file, data_override, progress)?;
-    let scope = crate::aggregate::Scope::Keys(loaded.plan.tasks.iter().map(|t| t.key.as_str().to_string()).collect());
-    Ok((scope, Some(runner::plan_progress(&loaded.plan, store)?)))
+    Ok((plan_scope(&loaded.plan), Some(runner::plan_progress(&loaded.plan, store)?)))
 }
 
 /// Plans an in-memory pipeline; `file` names it in messages and anchors relative sources.
