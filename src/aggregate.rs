@@ -50,7 +50,7 @@
 
 use crate::nn::convnet::ModelSize;
 use crate::nn::registry::Method;
-use crate::pipeline::store::{Artifact, Key, ManifestInfo, Store};
+use crate::store::{Artifact, Key, ManifestInfo, Store};
 use anyhow::{Context, Result};
 use polars::prelude::*;
 use serde_json::{json, Value};

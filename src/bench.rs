@@ -12,7 +12,6 @@ use crate::nn::{ConvNet, Method, ModelSize, NetSpec};
 use crate::progress::Progress;
 use anyhow::Context;
 use std::io::Write;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
 use tch::nn::{Module, ModuleT, OptimizerConfig};
 use tch::{nn, Device, Kind, Tensor};
@@ -60,19 +59,6 @@ pub struct BenchRow {
     pub error: Option<String>,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        0.5 * (v[n / 2 - 1] + v[n / 2])
-    }
-}
-
 /// Times `step` `warmup + iters` times, synchronising the device around each timed call, and
 /// returns the median in milliseconds.
 fn time_ms(device: Device, warmup: usize, iters: usize, mut step: impl FnMut()) -> f64 {
@@ -80,7 +66,7 @@ fn time_ms(device: Device, warmup: usize, iters: usize, mut step: impl FnMut()) 
         step();
     }
     synchronize(device);
-    let times = (0..iters.max(1))
+    let times: Vec<f64> = (0..iters.max(1))
         .map(|_| {
             let t = Instant::now();
             step();
@@ -88,7 +74,7 @@ fn time_ms(device: Device, warmup: usize, iters: usize, mut step: impl FnMut()) 
             t.elapsed().as_secs_f64() * 1e3
         })
         .collect();
-    median(times)
+    crate::stats::median(&times)
 }
 
 /// Measures one method. Panics inside libtorch (out of memory) are the caller's to catch.
@@ -117,9 +103,8 @@ pub fn measure(cfg: &BenchConfig, method: Method) -> anyhow::Result<BenchRow> {
     Ok(BenchRow { method, train_ms: Some(train_ms), infer_ms: Some(infer_ms), error: None })
 }
 
-fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    let msg = crate::measure::panic_message(p);
-    let msg = msg.as_str();
+/// A table cell for a failed method: "out of memory", or the first line of the message.
+fn short_failure(msg: &str) -> String {
     if msg.contains("out of memory") {
         "out of memory".to_string()
     } else {
@@ -148,11 +133,12 @@ pub fn run(cfg: &BenchConfig, progress: &Progress, out: &mut dyn Write) -> anyho
     let mut rows = Vec::new();
     for &m in &cfg.methods {
         task.set_message(m.name());
-        let row = match catch_unwind(AssertUnwindSafe(|| measure(cfg, m))) {
-            Ok(Ok(row)) => row,
-            Ok(Err(e)) => BenchRow { method: m, train_ms: None, infer_ms: None, error: Some(format!("{:#}", e)) },
-            Err(p) => BenchRow { method: m, train_ms: None, infer_ms: None, error: Some(panic_message(p.as_ref())) },
-        };
+        let row = crate::failure::catch(|| measure(cfg, m)).unwrap_or_else(|e| BenchRow {
+            method: m,
+            train_ms: None,
+            infer_ms: None,
+            error: Some(short_failure(&format!("{e:#}"))),
+        });
         print_row(&row, compare, out)?;
         out.flush()?;
         rows.push(row);
@@ -185,13 +171,6 @@ fn print_row(r: &BenchRow, compare: bool, out: &mut dyn Write) -> anyhow::Result
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn median_of_odd_and_even_counts() {
-        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
-        assert!(median(vec![]).is_nan());
-    }
 
     #[test]
     fn every_method_has_an_authors_reference_time() {

@@ -12,13 +12,21 @@
 //!
 //! `budget.json` is [`Budget`] (docs/artifacts.md).
 
-use crate::config::BudgetMode;
 use crate::measure::{MeasureStatus, Measurement};
 use crate::nn::{Method, ModelSize};
 use crate::paper::{DatasetKind, PaperData, PaperMethod};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BudgetMode {
+    /// Epochs from this device's measured seconds per batch.
+    Measured,
+    /// The paper's A100 epoch counts (exact replication on other hardware).
+    Paper,
+}
 
 /// The budgets of the paper, in hours.
 pub const DEFAULT_HOURS: [f64; 3] = [2.0, 10.0, 24.0];

@@ -28,120 +28,13 @@
 //! TF32 switches are ([`crate::precision::Fp32Guard`]): TF32 convolutions would put about 1e-3
 //! relative error into margins and bounds. The certificate records the settings it ran with.
 
+use crate::eval::{cra, evaluate, Evaluation, EPSILONS};
+use crate::stats::median;
 use crate::nn::{ConvNet, LipLayer};
 use anyhow::Context;
 use serde::Serialize;
 use std::path::Path;
 use tch::{nn, Device, Kind, Tensor};
-
-/// The radii tracked during training (R1's list, as exact fractions).
-pub const RADII: [f64; 4] = [36.0 / 255.0, 72.0 / 255.0, 108.0 / 255.0, 1.0];
-
-/// The radii reported by `certify`: 0 (clean accuracy without ties) and [`RADII`].
-pub const EPSILONS: [f64; 5] = [0.0, 36.0 / 255.0, 72.0 / 255.0, 108.0 / 255.0, 1.0];
-
-/// Per-sample correctness (`argmax z = y`, first index on ties) and margin (`top1 − top2`, or 0
-/// when wrong), reference-protocol §7.1. `logits` `[B, K]` with `K ≥ 2`, `labels` `[B]` int64.
-/// The margin is returned in f64 so that comparisons with f64 radii do not round the radius.
-pub fn correct_and_margin(logits: &Tensor, labels: &Tensor) -> anyhow::Result<(Tensor, Tensor)> {
-    let (top, _) = logits.f_topk(2, -1, true, true).context("margins need at least two classes")?;
-    let top = top.f_to_kind(Kind::Double)?;
-    let gap = top.f_select(1, 0)? - top.f_select(1, 1)?;
-    let correct = logits.f_argmax(-1, false)?.f_eq_tensor(labels)?;
-    let margin = gap.f_where_self(&correct, &Tensor::f_zeros_like(&gap)?)?;
-    Ok((correct, margin))
-}
-
-/// Whether each point is certified at radius `eps` for Lipschitz bound `lipschitz`:
-/// correct and `margin > √2·eps·lipschitz` (strict).
-pub fn is_certified(correct: bool, margin: f64, eps: f64, lipschitz: f64) -> bool {
-    correct && margin > std::f64::consts::SQRT_2 * eps * lipschitz
-}
-
-/// Fraction of points certified at `eps`.
-pub fn cra(correct: &[bool], margins: &[f64], eps: f64, lipschitz: f64) -> f64 {
-    if correct.is_empty() {
-        return f64::NAN;
-    }
-    let n = correct.iter().zip(margins).filter(|(c, m)| is_certified(**c, **m, eps, lipschitz)).count();
-    n as f64 / correct.len() as f64
-}
-
-/// Median with linear interpolation (pandas' `quantile(0.5)`, as R1's `margin_at_50`).
-pub fn median(values: &[f64]) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    let mut v = values.to_vec();
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-/// Outputs of one pass of a network over a split.
-#[derive(Clone, Debug, Default)]
-pub struct Evaluation {
-    /// Mean over batches of the batch-mean training loss (unweighted, reference-protocol §7.2).
-    pub loss: f64,
-    pub labels: Vec<i64>,
-    pub predictions: Vec<i64>,
-    pub correct: Vec<bool>,
-    pub margins: Vec<f64>,
-}
-
-impl Evaluation {
-    pub fn accuracy(&self) -> f64 {
-        self.correct.iter().filter(|c| **c).count() as f64 / self.correct.len().max(1) as f64
-    }
-}
-
-/// Runs `model` (an eval-mode module, e.g. a frozen ConvNet) over uint8 `images` `[N, 3, H, W]`
-/// with int64 `labels` `[N]`, centred with `channel_mean`, in batches on `model_device`. No
-/// gradients are recorded. Results are moved to the host once, at the end.
-pub fn evaluate(
-    model: &dyn nn::Module,
-    images: &Tensor,
-    labels: &Tensor,
-    channel_mean: [f64; 3],
-    batch_size: i64,
-    model_device: Device,
-) -> anyhow::Result<Evaluation> {
-    anyhow::ensure!(batch_size > 0, "batch size must be positive, got {batch_size}");
-    let _fp32 = crate::precision::Fp32Guard::new()?;
-    let _guard = tch::no_grad_guard();
-    let n = images.size().first().copied().context("images must be [N, 3, H, W]")?;
-    anyhow::ensure!(labels.size() == [n], "{} labels for {n} images", labels.numel());
-    let centering = crate::train::augment::Centering::new(channel_mean, model_device)?;
-    let (mut losses, mut preds, mut corrects, mut margins) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut start = 0;
-    while start < n {
-        let len = batch_size.min(n - start);
-        let x = images.f_narrow(0, start, len)?.f_to_device(model_device)?;
-        let y = labels.f_narrow(0, start, len)?.f_to_device(model_device)?;
-        let logits = model.forward(&centering.apply(&x)?);
-        losses.push(crate::train::loss::lipschitz_loss(&logits, &y)?.f_to_kind(Kind::Double)?);
-        let (c, m) = correct_and_margin(&logits, &y)?;
-        preds.push(logits.f_argmax(-1, false)?);
-        corrects.push(c);
-        margins.push(m);
-        start += len;
-    }
-    if n == 0 {
-        return Ok(Evaluation { loss: f64::NAN, ..Default::default() });
-    }
-    let loss = Tensor::f_stack(&losses, 0)?.f_mean(Kind::Double)?.f_double_value(&[])?;
-    Ok(Evaluation {
-        loss,
-        labels: Vec::<i64>::try_from(labels.f_to_device(Device::Cpu)?.f_to_kind(Kind::Int64)?)?,
-        predictions: Vec::<i64>::try_from(Tensor::f_cat(&preds, 0)?.f_to_device(Device::Cpu)?)?,
-        correct: Vec::<bool>::try_from(Tensor::f_cat(&corrects, 0)?.f_to_device(Device::Cpu)?)?,
-        margins: Vec::<f64>::try_from(Tensor::f_cat(&margins, 0)?.f_to_device(Device::Cpu)?)?,
-    })
-}
 
 /// Power-iteration settings of the audit.
 #[derive(Clone, Copy, Debug, Serialize)]
@@ -322,7 +215,7 @@ impl Certificate {
             let radius = if ev.correct[i] { ev.margins[i] / (std::f64::consts::SQRT_2 * self.lipschitz) } else { 0.0 };
             s.push_str(&format!("{i},{},{},{},{:e},{:e}\n", ev.labels[i], ev.predictions[i], ev.correct[i] as u8, ev.margins[i], radius));
         }
-        crate::train::write_atomic(path, s.as_bytes())
+        crate::fsx::write_atomic(path, s.as_bytes())
     }
 }
 
@@ -343,14 +236,14 @@ pub fn certify_model_file(
 ) -> anyhow::Result<Certificate> {
     let mut vs = nn::VarStore::new(device);
     let net = ConvNet::new(&vs.root(), spec)?;
-    vs.load(model_file).with_context(|| format!("loading model {}", model_file.display()))?;
+    crate::nn::checkpoint::load_strict(&mut vs, model_file).with_context(|| format!("loading model {}", model_file.display()))?;
     let audit = audit(&convnet_layers(&net), device, opts)?;
     let frozen = net.freeze();
     let cert = certify(&frozen, images, labels, channel_mean, batch_size, device, audit)?;
     std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     cert.write_margins_csv(&out_dir.join("margins.csv"))?;
     let json = serde_json::to_vec_pretty(&cert).context("serialising the certificate")?;
-    crate::train::write_atomic(&out_dir.join("certificate.json"), &json)?;
+    crate::fsx::write_atomic(&out_dir.join("certificate.json"), &json)?;
     Ok(cert)
 }
 
@@ -358,6 +251,7 @@ pub fn certify_model_file(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::eval::{correct_and_margin, is_certified};
 
     /// f64 comparisons of values computed in f32 (logits of a 3×3 map): f32 rounding of O(1).
     const TOL_F32: f64 = 1e-6;

@@ -5,6 +5,7 @@
 //! fix, e.g. `pipelines/paper.yaml:14:11: unknown method "Cayly"; expected one of Standard, AOL, …`.
 //! Stages never see this YAML: [`crate::pipeline::plan`] turns a [`Pipeline`] into typed tasks.
 
+use crate::budgets::BudgetMode;
 use crate::device::DeviceChoice;
 use crate::precision::Tf32Mode;
 use crate::nn::{Method, ModelSize};
@@ -175,15 +176,6 @@ pub struct MeasureOptions {
     pub batches: u32,
     #[serde(default = "default_measure_batch_sizes")]
     pub batch_sizes: Vec<u32>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BudgetMode {
-    /// Epochs from this device's measured seconds per batch.
-    Measured,
-    /// The paper's A100 epoch counts (exact replication on other hardware).
-    Paper,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -95,6 +95,20 @@ impl DeviceChoice {
     }
 }
 
+/// The device in words, for manifests, `measure.json` and failure messages: `cuda:0 NVIDIA H200`
+/// (or `cuda:0` where the driver gives no name), `cpu (N threads)` with libtorch's intra-op thread
+/// count, or the device kind's name.
+pub fn describe(device: Device) -> String {
+    match device {
+        Device::Cuda(i) => match cuda_device_info(i as i64) {
+            Some(d) => format!("cuda:{i} {}", d.name),
+            None => format!("cuda:{i}"),
+        },
+        Device::Cpu => format!("cpu ({} threads)", tch::get_num_threads()),
+        other => kind_name(other).to_string(),
+    }
+}
+
 /// Short, stable name of a device kind for cache keys and reports ("cpu", "cuda").
 pub fn kind_name(device: Device) -> &'static str {
     match device {

@@ -4,6 +4,9 @@
 //! `io::Error` in the chain so callers can still inspect its kind.
 
 use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::io::Read;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -44,6 +47,30 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Copies a file, naming both paths on failure.
+/// One file's checksum in the manifest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileSum {
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+/// SHA-256 and size of a file, streamed (artifacts can be hundreds of MB).
+pub fn checksum_file(path: &Path) -> Result<FileSum> {
+    let mut file = open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut bytes = 0u64;
+    loop {
+        let n = file.read(&mut buf).with_context(|| format!("failed to read `{}`", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        bytes += n as u64;
+    }
+    Ok(FileSum { sha256: hex::encode(hasher.finalize()), bytes })
+}
+
 pub fn copy(from: &Path, to: &Path) -> Result<u64> {
     fs::copy(from, to).with_context(|| format!("failed to copy `{}` to `{}`", from.display(), to.display()))
 }

@@ -6,7 +6,7 @@ mod cli;
 use anyhow::Context;
 use clap::Parser;
 use cli::{Cli, Command};
-use lipctl::pipeline::store::Store;
+use lipctl::store::Store;
 use lipctl::pipeline::DataChoice;
 use lipctl::progress::Progress;
 use std::io::Write;
@@ -79,7 +79,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Prepare(a) => {
             let progress = lipctl::progress::Progress::for_stderr();
-            let store = lipctl::pipeline::store::Store::open(&cli.artifacts)?.with_progress(progress.clone());
+            let store = lipctl::store::Store::open(&cli.artifacts)?.with_progress(progress.clone());
             let req = lipctl::data::PrepareRequest {
                 dataset: a.dataset,
                 source: a.source,
@@ -96,7 +96,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let store = Store::open(&cli.artifacts)?.with_progress(progress.clone());
             match &a.pipeline {
                 Some(file) => lipctl::pipeline::status(file, DataChoice::new(a.data, cli.offline), a.tasks, &store, &progress, &mut out)?,
-                None => lipctl::pipeline::store::print_status(&store, &mut out)?,
+                None => lipctl::store::print_status(&store, &mut out)?,
             }
         }
         Command::Aggregate(a) => {

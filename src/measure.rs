@@ -146,12 +146,10 @@ impl TimingStats {
         if seconds.is_empty() {
             return None;
         }
-        let mut sorted = seconds.to_vec();
-        sorted.sort_by(f64::total_cmp);
-        let n = sorted.len();
-        let median = if n % 2 == 1 { sorted[n / 2] } else { (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0 };
-        let mean = sorted.iter().sum::<f64>() / n as f64;
-        let var = sorted.iter().map(|t| (t - mean) * (t - mean)).sum::<f64>() / n as f64;
+        let n = seconds.len();
+        let median = crate::stats::median(seconds);
+        let mean = seconds.iter().sum::<f64>() / n as f64;
+        let var = seconds.iter().map(|t| (t - mean) * (t - mean)).sum::<f64>() / n as f64;
         Some(TimingStats { median, mean, std: var.sqrt(), n: n as u32 })
     }
 }
@@ -189,8 +187,8 @@ pub enum MeasureError {
 
 impl MeasureError {
     fn classify(message: String) -> Self {
-        let message = without_backtrace(&message);
-        if is_oom_message(&message) {
+        let message = crate::failure::without_backtrace(&message);
+        if crate::failure::is_oom_message(&message) {
             MeasureError::OutOfMemory(message)
         } else {
             MeasureError::Failed(message)
@@ -198,47 +196,10 @@ impl MeasureError {
     }
 }
 
-/// libtorch's allocation-failure messages: CUDA ("CUDA out of memory", "CUDA error: out of
-/// memory"), the CPU allocator ("DefaultCPUAllocator: can't allocate memory … Error code 12
-/// (Cannot allocate memory)" in 2.11, "not enough memory" in older releases), and C++ `bad_alloc`.
-pub fn is_oom_message(message: &str) -> bool {
-    let m = message.to_ascii_lowercase();
-    ["out of memory", "not enough memory", "can't allocate memory", "cannot allocate memory", "bad_alloc"]
-        .iter()
-        .any(|pattern| m.contains(pattern))
-}
-
-/// libtorch appends a C++ backtrace (`frame #0: …`) to its messages; `measure.json` keeps the text.
-pub fn without_backtrace(message: &str) -> String {
-    message.split("\nframe #").next().unwrap_or(message).trim_end().to_string()
-}
-
-/// The message of a caught panic (tch's infallible ops panic with libtorch's error text).
-pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_else(|| "panic without a message".to_string())
-}
-
 /// Runs `f`, turning an error or a panic (tch's infallible ops panic on libtorch errors) into a
 /// classified [`MeasureError`].
 fn guarded<T>(f: impl FnOnce() -> anyhow::Result<T>) -> Result<T, MeasureError> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(MeasureError::classify(format!("{e:#}"))),
-        Err(payload) => Err(MeasureError::classify(panic_message(payload.as_ref()))),
-    }
-}
-
-/// The device in words, for `measure.json`.
-pub fn describe_device(device: Device) -> String {
-    match device {
-        Device::Cuda(i) => device::cuda_device_info(i as i64).map(|d| d.name).unwrap_or_else(|| format!("cuda:{i}")),
-        Device::Cpu => format!("cpu ({} threads)", tch::get_num_threads()),
-        other => device::kind_name(other).to_string(),
-    }
+    crate::failure::catch(f).map_err(|e| MeasureError::classify(format!("{e:#}")))
 }
 
 /// A model, its optimizer and one random batch on the request's device.
@@ -316,7 +277,7 @@ pub fn measure(req: &MeasureRequest, progress: &Progress) -> anyhow::Result<Meas
         peak_train_bytes: None,
         peak_infer_bytes: None,
         memory_source: MemorySource::CpuRssChild,
-        device: describe_device(req.device),
+        device: device::describe(req.device),
         precision: Some(crate::precision::PrecisionRecord::observe(req.device)?),
     };
     let label = format!("measure {}-{} b{}", req.net.method, req.net.size, req.batch_size);
@@ -685,6 +646,7 @@ fn parse_status_kib(status: &str, field: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::failure::{is_oom_message, without_backtrace};
 
     #[test]
     fn timing_stats_match_hand_computation() {

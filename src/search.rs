@@ -17,6 +17,7 @@
 //! Selection: the highest final validation CRA at 36/255 over the trials that completed (diverged
 //! or unfinished trials are ignored, as R1 `eval_best_lr_wd.py` keeps only `epoch == epochs`).
 
+use crate::stats::SplitMix64;
 use serde::{Deserialize, Serialize};
 
 /// Exponent range of the peak learning rate, `lr = 10^U[LR_LOG10.0, LR_LOG10.1]` (§6.5).
@@ -25,35 +26,6 @@ pub const LR_LOG10: (f64, f64) = (-4.0, -1.0);
 pub const WD_LOG10: (f64, f64) = (-5.5, -3.5);
 /// Trials per (method, size, dataset) in the paper (App. E.5).
 pub const DEFAULT_TRIALS: u32 = 16;
-
-/// SplitMix64 (Steele, Lea, Flood 2014; Vigna's public-domain `splitmix64.c`): a 64-bit state
-/// advanced by the golden-ratio increment and passed through a bijective finaliser. Statistically
-/// good enough for drawing a handful of hyper-parameters, tiny, and exactly specified.
-#[derive(Clone, Debug)]
-pub struct SplitMix64 {
-    state: u64,
-}
-
-impl SplitMix64 {
-    const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
-
-    pub fn new(seed: u64) -> Self {
-        SplitMix64 { state: seed }
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(Self::GAMMA);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[0, 1)` with 53 random bits (every value is an exact multiple of 2^−53).
-    pub fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-    }
-}
 
 /// One sampled trial of the search.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -129,27 +101,6 @@ pub fn select_best(trials: &[TrialResult]) -> Option<(f64, f64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Reference outputs of SplitMix64 for seed 1234567, from this independent Python version:
-    /// ```text
-    /// M = 2**64 - 1
-    /// def sm(s):
-    ///     while True:
-    ///         s = (s + 0x9E3779B97F4A7C15) & M; z = s
-    ///         z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M
-    ///         z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M
-    ///         yield z ^ (z >> 31)
-    /// ```
-    /// (the same numbers as the test vector of Vigna's `splitmix64.c`).
-    #[test]
-    fn splitmix64_matches_reference_vector() {
-        let mut rng = SplitMix64::new(1_234_567);
-        let got: Vec<u64> = (0..5).map(|_| rng.next_u64()).collect();
-        assert_eq!(
-            got,
-            [6457827717110365317, 3203168211198807973, 9817491932198370423, 4593380528125082431, 16408922859458223821]
-        );
-    }
 
     #[test]
     fn trials_are_reproducible_and_independent_of_order() {

@@ -34,7 +34,7 @@ use crate::certify::{audit, convnet_layers, AuditOptions};
 use crate::nn::{ConvNet, Method, ModelSize, NetSpec};
 use crate::precision::{Fp32Guard, ModeGuard, Tf32Mode};
 use crate::progress::Progress;
-use crate::train::loss::lipschitz_loss;
+use crate::eval::lipschitz_loss;
 use crate::train::sgd::Sgd;
 use anyhow::Context;
 use std::io::Write;

@@ -5,7 +5,7 @@
 use image::{ImageFormat, Luma, Rgb, RgbImage};
 use lipctl::data::cifar::{self, Variant};
 use lipctl::data::{prepare, Dataset, DatasetKind, Images, PrepareRequest, PreparedSummary};
-use lipctl::pipeline::store::Store;
+use lipctl::store::Store;
 use lipctl::progress::Progress;
 use std::io::{Cursor, Write};
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! `aggregate` + `report` on a small artifact tree written here through the store, in the layouts
 //! of docs/artifacts.md: a few runs (one diverged), one out-of-memory measurement.
 
-use lipctl::pipeline::store::{ManifestInfo, Store};
+use lipctl::store::{ManifestInfo, Store};
 use polars::prelude::*;
 use serde_json::{json, Value};
 use std::path::Path;
@@ -9,7 +9,7 @@ use std::path::Path;
 /// Writes one artifact of `stage` with `config`, `inputs` and files `(name, contents)`; returns its key.
 fn put(store: &Store, stage: &str, config: Value, inputs: &[String], files: &[(&str, String)]) -> String {
     let mut info = ManifestInfo::new(1, config);
-    info.inputs = inputs.iter().map(|k| lipctl::pipeline::store::Key::parse(k).unwrap()).collect();
+    info.inputs = inputs.iter().map(|k| lipctl::store::Key::parse(k).unwrap()).collect();
     let key = info.key(stage);
     store
         .build(stage, &key, &info, |dir| {

@@ -253,7 +253,8 @@ fn resume_after_kill_is_exact() {
 /// stage loads the model file, audits every layer and writes the per-sample margins.
 #[test]
 fn convnet_trains_then_certifies_with_an_audited_bound() {
-    use lipctl::certify::{self, AuditOptions, EPSILONS};
+    use lipctl::certify::{self, AuditOptions};
+    use lipctl::eval::EPSILONS;
     use lipctl::nn::NetSpec;
     for method in [Method::Aol, Method::Standard] {
         let dir = fresh_dir(&format!("convnet-{method}"));

@@ -362,12 +362,12 @@ pub fn source_checksum(path: &Path) -> Result<String> {
     if path.is_dir() {
         let mut hasher = Sha256::new();
         for (rel, full) in fsx::walk_tree_skipping(path, &is_junk)?.0 {
-            let sum = crate::pipeline::store::checksum_file(&full)?;
+            let sum = crate::fsx::checksum_file(&full)?;
             hasher.update(format!("{rel}\0{}\0{}\n", sum.bytes, sum.sha256).as_bytes());
         }
         Ok(hex::encode(hasher.finalize()))
     } else {
-        Ok(crate::pipeline::store::checksum_file(path)?.sha256)
+        Ok(crate::fsx::checksum_file(path)?.sha256)
     }
 }
 

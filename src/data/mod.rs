@@ -112,7 +112,7 @@ pub const SPLIT_SEED: u64 = 1111;
 pub fn split_indices(labels: &[i64]) -> (Vec<i64>, Vec<i64>) {
     let n = labels.len();
     let mut order: Vec<usize> = (0..n).collect();
-    let mut rng = synthetic::SplitMix64::new(SPLIT_SEED);
+    let mut rng = crate::stats::SplitMix64::new(SPLIT_SEED);
     for i in (1..n).rev() {
         let j = rng.below(i + 1);
         order.swap(i, j);

@@ -11,7 +11,7 @@ use super::synthetic::SyntheticSpec;
 use super::{cifar, image_folder, npz, synthetic, tiny_imagenet};
 use super::{channel_mean, split_indices, DatasetKind, Decoded, Images, Meta, DATA_FILE, META_FILE, SPLIT_SEED};
 use crate::fsx;
-use crate::pipeline::store::{Key, ManifestInfo, Store};
+use crate::store::{Key, ManifestInfo, Store};
 use crate::progress::Progress;
 use anyhow::{bail, Context, Result};
 use sha2::Digest;

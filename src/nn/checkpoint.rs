@@ -14,9 +14,20 @@ use tch::{nn::VarStore, Device, Tensor};
 
 /// Writes every variable of `vs` to `path` (which must end in `.safetensors`), via a temporary
 /// file in the same folder and a rename, so a crash never leaves a truncated checkpoint behind.
+/// This is the published model file of the train stage (`model.safetensors`).
 pub fn save(vs: &VarStore, path: &Path) -> anyhow::Result<()> {
+    save_with(vs, Vec::new(), path)
+}
+
+/// [`save`] plus `extra` tensors after the model's (a training checkpoint: optimizer state under
+/// `sgd_momentum/`, run metadata under `meta/`). Extra names must contain a `/`, which no
+/// parameter path has (they use `.`), so they can never be taken for a model tensor.
+pub fn save_with(vs: &VarStore, extra: Vec<(String, Tensor)>, path: &Path) -> anyhow::Result<()> {
     if path.extension().and_then(|e| e.to_str()) != Some("safetensors") {
         bail!("checkpoint path {} must end in .safetensors", path.display());
+    }
+    if let Some((name, _)) = extra.iter().find(|(n, _)| !n.contains('/')) {
+        bail!("extra checkpoint tensor {name:?} needs a `prefix/` (model tensors are named with `.`)");
     }
     // BTreeMap: a stable (sorted) order, independent of construction order and HashMap seeds.
     let named: BTreeMap<String, Tensor> = vs
@@ -24,8 +35,20 @@ pub fn save(vs: &VarStore, path: &Path) -> anyhow::Result<()> {
         .into_iter()
         .map(|(name, t)| (name, t.detach().to_device(Device::Cpu).contiguous()))
         .collect();
-    let named: Vec<(String, Tensor)> = named.into_iter().collect();
-    crate::train::write_safetensors_atomic(&named, path).with_context(|| format!("writing checkpoint {}", path.display()))
+    let mut named: Vec<(String, Tensor)> = named.into_iter().collect();
+    named.extend(extra.into_iter().map(|(n, t)| (n, t.detach().to_device(Device::Cpu).contiguous())));
+    write_safetensors_atomic(&named, path).with_context(|| format!("writing checkpoint {}", path.display()))
+}
+
+/// Writes named tensors as safetensors to `path` atomically ([`crate::fsx::write_atomic_with`]).
+fn write_safetensors_atomic(named: &[(String, Tensor)], path: &Path) -> anyhow::Result<()> {
+    crate::fsx::write_atomic_with(path, |tmp| Tensor::write_safetensors(named, tmp).map_err(anyhow::Error::from))
+}
+
+/// The tensors of a checkpoint file whose names start with one of `prefixes` (the extras of
+/// [`save_with`]), without loading the model's.
+pub fn read_extra(path: &Path, prefixes: &[&str]) -> anyhow::Result<BTreeMap<String, Tensor>> {
+    Ok(read(path)?.into_iter().filter(|(n, _)| prefixes.iter().any(|p| n.starts_with(p))).collect())
 }
 
 /// Names and shapes of the tensors stored in a checkpoint file.
@@ -43,7 +66,18 @@ fn read(path: &Path) -> anyhow::Result<BTreeMap<String, Tensor>> {
 /// file must hold nothing else. Checks everything before copying anything, so on error the model
 /// keeps its values. Tensors are converted to each variable's dtype and device.
 pub fn load_strict(vs: &mut VarStore, path: &Path) -> anyhow::Result<()> {
-    let file = read(path)?;
+    load_strict_with(vs, path, &[]).map(|_| ())
+}
+
+/// [`load_strict`] for a file written by [`save_with`]: tensors whose names start with one of
+/// `extra_prefixes` are not model tensors and are returned instead; any other unknown name is an
+/// error as in [`load_strict`].
+pub fn load_strict_with(vs: &mut VarStore, path: &Path, extra_prefixes: &[&str]) -> anyhow::Result<BTreeMap<String, Tensor>> {
+    let mut file = read(path)?;
+    let extra: BTreeMap<String, Tensor> = {
+        let names: Vec<String> = file.keys().filter(|n| extra_prefixes.iter().any(|p| n.starts_with(p))).cloned().collect();
+        names.into_iter().filter_map(|n| file.remove_entry(&n)).collect()
+    };
     let vars: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
     for (name, var) in &vars {
         match file.get(name) {
@@ -80,7 +114,7 @@ pub fn load_strict(vs: &mut VarStore, path: &Path) -> anyhow::Result<()> {
             .with_context(|| format!("converting {name:?} from {}", path.display()))?;
         var.f_copy_(&src).with_context(|| format!("copying {name:?} from {}", path.display()))?;
     }
-    Ok(())
+    Ok(extra)
 }
 
 #[cfg(test)]

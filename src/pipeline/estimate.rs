@@ -15,8 +15,8 @@
 
 use super::plan::{Epochs, Plan, Stage, TaskSpec, TrainTask};
 use super::stages::MEASUREMENT;
-use super::store::Store;
-use crate::config::BudgetMode;
+use crate::store::Store;
+use crate::budgets::BudgetMode;
 use crate::paper::{PaperData, PaperMethod, TimeSource};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -53,7 +53,7 @@ pub fn estimate(plan: &Plan, store: &Store, device_kind: &str) -> anyhow::Result
     for task in &plan.tasks {
         let entry = est.stages.entry(task.stage).or_insert((0, 0, 0.0, 0));
         entry.0 += 1;
-        if store.artifact_dir(task.stage.name(), &task.key).join(super::store::MANIFEST).exists() {
+        if store.artifact_dir(task.stage.name(), &task.key).join(crate::store::MANIFEST).exists() {
             continue;
         }
         entry.1 += 1;
@@ -132,9 +132,9 @@ fn full_train_images(dataset: crate::paper::Dataset) -> f64 {
 /// Every committed measurement on this device kind that has a training time: (its manifest's
 /// config, median training seconds per batch). Read once per estimate.
 fn measurements(store: &Store, device_kind: &str) -> Vec<(serde_json::Value, f64)> {
-    let read = |key: &super::store::Key| -> Option<(serde_json::Value, f64)> {
+    let read = |key: &crate::store::Key| -> Option<(serde_json::Value, f64)> {
         let dir = store.artifact_dir("measure", key);
-        let manifest: serde_json::Value = serde_json::from_str(&crate::fsx::read_to_string(&dir.join(super::store::MANIFEST)).ok()?).ok()?;
+        let manifest: serde_json::Value = serde_json::from_str(&crate::fsx::read_to_string(&dir.join(crate::store::MANIFEST)).ok()?).ok()?;
         let config = manifest.get("config")?.clone();
         if config["device_kind"] != serde_json::json!(device_kind) {
             return None;

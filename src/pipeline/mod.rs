@@ -6,7 +6,6 @@ pub mod plan;
 pub mod runner;
 pub mod slurm;
 pub mod stages;
-pub mod store;
 
 use crate::config::Pipeline;
 use anyhow::Context;
@@ -15,7 +14,7 @@ use plan::Plan;
 use stages::StageRunner;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use store::Store;
+use crate::store::Store;
 
 /// A pipeline file, loaded, planned and bound to a store and device.
 pub struct Loaded {
@@ -72,7 +71,7 @@ pub fn report_inputs(
     data_override: impl Into<DataChoice>,
     store: &Store,
     progress: &Progress,
-) -> anyhow::Result<(crate::aggregate::Scope, Option<runner::PlanProgress>)> {
+) -> anyhow::Result<(crate::aggregate::Scope, Option<crate::report::PlanProgress>)> {
     let Some(file) = file else { return Ok((crate::aggregate::Scope::All, None)) };
     let loaded = load(file, data_override, progress)?;
     Ok((plan_scope(&loaded.plan), Some(runner::plan_progress(&loaded.plan, store)?)))
@@ -106,7 +105,7 @@ pub fn run(file: &Path, data_override: impl Into<DataChoice>, store: &Store, opt
         "pipeline {} ({} tasks) on {}",
         loaded.plan.name,
         loaded.plan.tasks.len(),
-        stages::device_description(loaded.stages.device())
+        crate::device::describe(loaded.stages.device())
     )?;
     let est = estimate::estimate(&loaded.plan, store, crate::device::kind_name(loaded.stages.device()))?;
     estimate::print(&est, out)?;

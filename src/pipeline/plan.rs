@@ -7,9 +7,10 @@
 //!
 //! Task order is a topological order: every task comes after its dependencies.
 
-use crate::config::{BudgetMode, DatasetEntry, Pipeline};
+use crate::budgets::BudgetMode;
+use crate::config::{DatasetEntry, Pipeline};
 use crate::nn::{Method, ModelSize};
-use crate::pipeline::store::Key;
+use crate::store::Key;
 use crate::precision::Tf32Mode;
 use serde_json::{json, Value};
 

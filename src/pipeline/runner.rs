@@ -7,9 +7,10 @@
 
 use super::plan::{Plan, Stage, Task, TaskSpec};
 use super::stages::StageRunner;
-use super::store::{Key, Store};
+use crate::store::{Key, Store};
 use crate::fsx;
 use crate::progress::Progress;
+use crate::report::{PlanProgress, TaskLine};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -110,7 +111,7 @@ pub fn states(plan: &Plan, store: &Store) -> anyhow::Result<Vec<TaskState>> {
     plan.tasks
         .iter()
         .map(|t| {
-            if store.artifact_dir(t.stage.name(), &t.key).join(super::store::MANIFEST).exists() {
+            if store.artifact_dir(t.stage.name(), &t.key).join(crate::store::MANIFEST).exists() {
                 return Ok(TaskState::Done);
             }
             if running.contains(&(t.stage.name().to_string(), t.key.clone())) {
@@ -123,25 +124,6 @@ pub fn states(plan: &Plan, store: &Store) -> anyhow::Result<Vec<TaskState>> {
             Ok(TaskState::Missing)
         })
         .collect()
-}
-
-/// How far a plan is (`lipctl report --pipeline`, also while it runs): computed from committed
-/// artifacts, failure markers and a non-blocking probe of the locks, so it never waits for the
-/// running process.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct PlanProgress {
-    pub done: usize,
-    pub total: usize,
-    /// Every task that is not done, in plan order: its state word, label and (failed, oom) the
-    /// first line of its message.
-    pub not_done: Vec<TaskLine>,
-}
-
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct TaskLine {
-    pub state: String,
-    pub label: String,
-    pub message: String,
 }
 
 /// [`PlanProgress`] of `plan` in `store`.
@@ -191,7 +173,7 @@ pub fn run(
         .filter(|(i, _)| mine(*i))
         .map(|(_, t)| t)
         .filter(|t| opts.only.is_none_or(|s| s == t.stage))
-        .filter(|t| opts.force || !store.artifact_dir(t.stage.name(), &t.key).join(super::store::MANIFEST).exists())
+        .filter(|t| opts.force || !store.artifact_dir(t.stage.name(), &t.key).join(crate::store::MANIFEST).exists())
         .count();
     let mut overall = (!opts.dry_run && to_run > 0).then(|| progress.task(&plan.name, to_run as u64));
     for (i, task) in plan.tasks.iter().enumerate() {
@@ -256,10 +238,7 @@ fn execute(plan: &Plan, index: usize, task: &Task, store: &Store, stages: &mut S
     }
     // A panic (tch's infallible ops panic on libtorch errors, a CUDA out-of-memory among them) is a
     // failed task like an error, never the end of the run; the store removes the partial folder.
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| stages.execute(plan, index, store, progress))) {
-        Ok(result) => result,
-        Err(payload) => Err(anyhow::anyhow!("{}", crate::measure::panic_message(payload.as_ref()))),
-    }
+    crate::failure::catch(|| stages.execute(plan, index, store, progress))
 }
 
 /// Runs task `index` alone (its inputs `deps` must already be done): `lipctl run-task`.
@@ -289,15 +268,6 @@ pub fn run_one(
     Ok(report)
 }
 
-/// A failure's message without libtorch's C++ backtrace, also where tch's panic shows it escaped
-/// inside `Torch("…\nframe #0: …")`, and without the `Result::unwrap()` wrapper of that panic.
-fn concise(message: &str) -> String {
-    let m = crate::measure::without_backtrace(message);
-    let m = m.split("\\nframe #").next().unwrap_or(&m);
-    let m = m.strip_prefix("called `Result::unwrap()` on an `Err` value: ").unwrap_or(m);
-    m.strip_prefix("Torch(\"").map(|r| r.trim_end_matches("\")")).unwrap_or(m).to_string()
-}
-
 /// Reports one executed task (built here, built meanwhile by another process, or failed), keeps
 /// or clears its failure marker for `status`, and returns whether its artifact now exists.
 fn record(
@@ -323,10 +293,10 @@ fn record(
             Ok(true)
         }
         Err(e) => {
-            let text = concise(&format!("{e:#}"));
+            let text = crate::failure::concise(&format!("{e:#}"));
             // Out of memory: status `oom`, with the device (libtorch's message has the size asked for).
-            let msg = if crate::measure::is_oom_message(&text) {
-                format!("{OOM_PREFIX}out of memory on {}: {text}", super::stages::device_description(stages_device))
+            let msg = if crate::failure::is_oom_message(&text) {
+                format!("{OOM_PREFIX}out of memory on {}: {text}", crate::device::describe(stages_device))
             } else {
                 text
             };

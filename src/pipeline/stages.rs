@@ -3,8 +3,8 @@
 //! temporary folder, so an artifact appears only when complete (docs/artifacts.md).
 
 use super::plan::{Epochs, Hyper, Plan, TaskSpec, TrainTask};
-use crate::config::BudgetMode;
-use super::store::{Artifact, Key, ManifestInfo, Store};
+use crate::budgets::BudgetMode;
+use crate::store::{Artifact, Key, ManifestInfo, Store};
 use crate::certify::{certify_model_file, AuditOptions};
 use crate::config::DatasetEntry;
 use crate::data::{Dataset, DatasetKind, PrepareRequest};
@@ -224,19 +224,8 @@ impl StageRunner {
 fn manifest_info(schema_version: u32, config: &serde_json::Value, inputs: &[Key], device: Device) -> ManifestInfo {
     let mut info = ManifestInfo::new(schema_version, config.clone());
     info.inputs = inputs.to_vec();
-    info.device = Some(device_description(device));
+    info.device = Some(crate::device::describe(device));
     info
-}
-
-/// Device as recorded in manifests and reports ("cpu (2 threads)", "cuda:0 NVIDIA H100 …").
-pub fn device_description(device: Device) -> String {
-    match device {
-        Device::Cuda(i) => match crate::device::cuda_device_info(i as i64) {
-            Some(d) => format!("cuda:{i} {}", d.name),
-            None => format!("cuda:{i}"),
-        },
-        _ => format!("cpu ({} threads)", tch::get_num_threads()),
-    }
 }
 
 fn net_spec(t: &TrainTask, data: &Dataset) -> NetSpec {

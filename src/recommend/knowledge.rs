@@ -299,13 +299,9 @@ pub fn parse_measured_csv(name: &str, text: &str) -> Result<Vec<MeasuredRow>> {
     Ok(rows.into_iter().flatten().collect())
 }
 
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    Some(if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
+/// The median of `v`, `None` when `v` is empty.
+fn median_of(v: Vec<f64>) -> Option<f64> {
+    (!v.is_empty()).then(|| crate::stats::median(&v))
 }
 
 impl Knowledge {
@@ -504,7 +500,7 @@ fn paper_entry(p: &PaperData, dataset: Dataset, method: Method, size: ModelSize)
 }
 
 fn measured_entry(dataset: Dataset, method: Method, size: ModelSize, rows: &[&MeasuredRow], origin: &str) -> Entry {
-    let spe = median(rows.iter().filter_map(|r| r.seconds_per_epoch).collect());
+    let spe = median_of(rows.iter().filter_map(|r| r.seconds_per_epoch).collect());
     let device = rows
         .iter()
         .find(|r| r.seconds_per_epoch.is_some())
@@ -549,7 +545,7 @@ fn measured_entry(dataset: Dataset, method: Method, size: ModelSize, rows: &[&Me
         memory_source: Source::Measured,
         memory_note: format!("measured on {peak_device} ({origin})"),
         oom_on,
-        infer_ms_per_batch: median(rows.iter().filter_map(|r| r.infer_ms_per_batch).collect()),
+        infer_ms_per_batch: median_of(rows.iter().filter_map(|r| r.infer_ms_per_batch).collect()),
         infer_relative: None,
         points,
         accuracy_source: Source::Measured,

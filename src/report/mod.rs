@@ -46,7 +46,26 @@ pub struct Provenance {
     pub rendered_unix: u64,
     /// With a pipeline: how many of its tasks are done, and those that are not (a report renders
     /// whatever exists, also while the pipeline runs or after it was interrupted).
-    pub plan: Option<crate::pipeline::runner::PlanProgress>,
+    pub plan: Option<PlanProgress>,
+}
+
+/// How far a plan is (`lipctl report --pipeline`, also while it runs): computed from committed
+/// artifacts, failure markers and a non-blocking probe of the locks, so it never waits for the
+/// running process.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PlanProgress {
+    pub done: usize,
+    pub total: usize,
+    /// Every task that is not done, in plan order: its state word, label and (failed, oom) the
+    /// first line of its message.
+    pub not_done: Vec<TaskLine>,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TaskLine {
+    pub state: String,
+    pub label: String,
+    pub message: String,
 }
 
 impl Provenance {

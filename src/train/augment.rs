@@ -9,6 +9,7 @@
 //! Random numbers come from torch's generator on the batch's device, so the training loop's
 //! per-epoch `manual_seed` makes the augmentation reproducible.
 
+use crate::eval::Centering;
 use anyhow::Context;
 use tch::{Kind, Tensor};
 
@@ -22,25 +23,6 @@ pub enum Augmentation {
     None,
     /// Centering, random crop with the given padding, horizontal flip with probability ½.
     CropFlip { padding: i64 },
-}
-
-/// Mean-centering (`x/255 − mean`, the formula of [`crate::nn::blocks::center`]) with the mean already on the
-/// device, so that a batch costs no host-to-device copy.
-#[derive(Debug)]
-pub struct Centering {
-    mean: Tensor,
-}
-
-impl Centering {
-    pub fn new(channel_mean: [f64; 3], device: tch::Device) -> anyhow::Result<Self> {
-        let mean = Tensor::from_slice(&channel_mean).f_to_kind(Kind::Float)?.f_to_device(device)?.f_view([1, 3, 1, 1])?;
-        Ok(Centering { mean })
-    }
-
-    /// Float32 centred batch from uint8 images `[B, 3, H, W]` (on the mean's device).
-    pub fn apply(&self, images_u8: &Tensor) -> anyhow::Result<Tensor> {
-        Ok(images_u8.f_to_kind(Kind::Float)?.f_div_scalar(255.0)?.f_sub(&self.mean)?)
-    }
 }
 
 impl Augmentation {

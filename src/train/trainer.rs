@@ -28,12 +28,13 @@
 //! **Precision.** The run holds the TF32 switches of `cfg.tf32` ([`crate::precision`]); the
 //! per-epoch evaluation runs in full fp32, as `certify` does. The outcome records both.
 
-use super::augment::{Augmentation, Centering};
-use super::loss::lipschitz_loss;
+use super::augment::Augmentation;
+use crate::eval::{correct_and_margin, cra, evaluate, lipschitz_loss, Centering, Evaluation, RADII};
+use crate::stats::{median, SplitMix64};
 use super::schedule::OneCycle;
 use super::sgd::Sgd;
-use super::{write_atomic, write_safetensors_atomic};
-use crate::certify::{correct_and_margin, cra, evaluate, median, Evaluation, RADII};
+use crate::fsx::write_atomic;
+use crate::nn::checkpoint;
 use crate::nn::{ConvNet, Method, ModelSize, NetSpec};
 use crate::progress::Progress;
 use anyhow::Context;
@@ -303,21 +304,12 @@ pub struct TrainOutcome {
     pub reason: Option<String>,
 }
 
-/// SplitMix64 finaliser: a fixed, well-mixed map from u64 to u64 (seeds must not depend on
-/// std's unspecified hashers).
-fn splitmix64(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 /// Seed of attempt `k`: the configured seed for the first attempt, a derived one for retries.
 pub fn attempt_seed(seed: u64, k: usize) -> u64 {
     if k == 0 {
         seed
     } else {
-        splitmix64(seed ^ splitmix64(k as u64)) >> 1
+        SplitMix64::mix(seed ^ SplitMix64::mix(k as u64)) >> 1
     }
 }
 
@@ -331,7 +323,7 @@ pub fn init_seed(attempt_seed: u64) -> i64 {
 
 /// torch seed for epoch `epoch` (1-based) of an attempt with seed `attempt_seed`.
 pub fn epoch_seed(attempt_seed: u64, epoch: usize) -> i64 {
-    (splitmix64(splitmix64(attempt_seed) ^ epoch as u64) >> 1) as i64
+    (SplitMix64::mix(SplitMix64::mix(attempt_seed) ^ epoch as u64) >> 1) as i64
 }
 
 /// Trains the ConvNet of `cfg` on `data`, in (and resuming from) `work_dir`.
@@ -417,9 +409,7 @@ pub fn train_with(
         let result = run_attempt(cfg, &data, work_dir, progress, build, k, seed, &fingerprint)?;
         match result {
             AttemptResult::Completed { vs, last } => {
-                let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-                named.sort_by(|a, b| a.0.cmp(&b.0));
-                write_safetensors_atomic(&named, &work_dir.join(MODEL_FILE))?;
+                checkpoint::save(&vs, &work_dir.join(MODEL_FILE))?;
                 attempts.push(Attempt { index: k, seed, status: RunStatus::Completed, epochs_completed: cfg.epochs, divergence: None });
                 let outcome = TrainOutcome {
                     status: RunStatus::Completed,
@@ -455,30 +445,32 @@ enum AttemptResult {
     Diverged { epochs_completed: usize, divergence: Divergence },
 }
 
-/// A checkpoint as read back.
+/// Name prefixes of a training checkpoint's tensors that are not the model's: the run metadata
+/// and the optimizer's momentum buffers ([`checkpoint::save_with`]).
+const META_PREFIX: &str = "meta/";
+const EXTRA_PREFIXES: [&str; 2] = [META_PREFIX, crate::train::sgd::STATE_PREFIX];
+
+/// A checkpoint's metadata as read back.
 struct Checkpoint {
     attempt: usize,
     epoch: usize,
     fingerprint: String,
-    tensors: Vec<(String, Tensor)>,
 }
 
 fn read_checkpoint(path: &Path) -> anyhow::Result<Option<Checkpoint>> {
     if !path.exists() {
         return Ok(None);
     }
-    let tensors = Tensor::read_safetensors(path).with_context(|| format!("reading checkpoint {}", path.display()))?;
+    let meta = checkpoint::read_extra(path, &[META_PREFIX])?;
     let get = |name: &str| {
-        tensors
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, t)| t.shallow_clone())
+        meta.get(name)
+            .map(|t| t.shallow_clone())
             .with_context(|| format!("checkpoint {} lacks {name}; delete it to start over", path.display()))
     };
     let attempt = get("meta/attempt")?.f_int64_value(&[0])? as usize;
     let epoch = get("meta/epoch")?.f_int64_value(&[0])? as usize;
     let fingerprint = String::from_utf8(Vec::<u8>::try_from(get("meta/run")?)?).context("checkpoint fingerprint is not UTF-8")?;
-    Ok(Some(Checkpoint { attempt, epoch, fingerprint, tensors }))
+    Ok(Some(Checkpoint { attempt, epoch, fingerprint }))
 }
 
 /// Keeps the rows of earlier attempts and of this attempt up to `epoch` (rows of epochs after
@@ -542,8 +534,8 @@ fn run_attempt(
             ckpt.fingerprint
         );
         if ckpt.attempt == attempt {
-            vs.load(&ckpt_path).with_context(|| format!("loading the model from {}", ckpt_path.display()))?;
-            opt.load_state(&ckpt.tensors)?;
+            let extra = checkpoint::load_strict_with(&mut vs, &ckpt_path, &EXTRA_PREFIXES)?;
+            opt.load_state(&extra.into_iter().collect::<Vec<_>>())?;
             start_epoch = ckpt.epoch;
             progress.println(&format!(
                 "{} {}: resuming attempt {} from epoch {start_epoch}/{} ({})",
@@ -648,12 +640,10 @@ fn save_checkpoint(
     seed: u64,
     fingerprint: &str,
 ) -> anyhow::Result<()> {
-    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-    named.sort_by(|a, b| a.0.cmp(&b.0));
-    named.extend(opt.state());
+    let mut named = opt.state();
     named.push(("meta/attempt".into(), Tensor::from_slice(&[attempt as i64])));
     named.push(("meta/epoch".into(), Tensor::from_slice(&[epoch as i64])));
     named.push(("meta/seed".into(), Tensor::from_slice(&[(seed >> 1) as i64])));
     named.push(("meta/run".into(), Tensor::from_slice(fingerprint.as_bytes())));
-    write_safetensors_atomic(&named, path)
+    checkpoint::save_with(vs, named, path)
 }

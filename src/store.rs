@@ -33,7 +33,7 @@
 //! artifact is reported (a warning on the store's [`Progress`], also kept for
 //! [`Store::take_warnings`]) and removed, so it is recomputed and never used.
 
-use crate::fsx;
+use crate::fsx::{self, checksum_file, FileSum};
 use crate::progress::Progress;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -41,7 +41,6 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -154,13 +153,6 @@ impl ManifestInfo {
     pub fn key(&self, stage: &str) -> Key {
         Key::compute(stage, self.schema_version, &self.config, &self.inputs)
     }
-}
-
-/// One file's checksum in the manifest.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileSum {
-    pub sha256: String,
-    pub bytes: u64,
 }
 
 /// `manifest.json`: the commit mark of an artifact, written last.
@@ -572,23 +564,6 @@ impl Drop for RemoveOnDrop {
     }
 }
 
-/// SHA-256 and size of a file, streamed (artifacts can be hundreds of MB).
-pub fn checksum_file(path: &Path) -> Result<FileSum> {
-    let mut file = fsx::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut bytes = 0u64;
-    loop {
-        let n = file.read(&mut buf).with_context(|| format!("failed to read `{}`", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        bytes += n as u64;
-    }
-    Ok(FileSum { sha256: hex::encode(hasher.finalize()), bytes })
-}
-
 fn verify(dir: &Path, stage: &str, key: &Key) -> std::result::Result<Manifest, Damage> {
     let path = dir.join(MANIFEST);
     if !path.is_file() {
@@ -894,7 +869,7 @@ mod tests {
         let children: Vec<_> = (0..2)
             .map(|_| {
                 std::process::Command::new(&exe)
-                    .args(["--exact", "pipeline::store::tests::two_processes_build_once", "--nocapture", "--test-threads=1"])
+                    .args(["--exact", "store::tests::two_processes_build_once", "--nocapture", "--test-threads=1"])
                     .env(CHILD_ENV, dir.path())
                     .stdout(std::process::Stdio::piped())
                     .spawn()
