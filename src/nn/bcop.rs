@@ -27,6 +27,7 @@
 //! the checkpoint like the authors' `requires_grad=False` parameter), `bias (out)`; the head has
 //! `weight (out, in)`, `bias (out)`.
 
+use super::blocks::linear_on_maps;
 use super::ortho::{bjorck, conv2d_circular, default_uniform, orthogonal, BjorckScaling};
 use super::registry::Role;
 use super::{ConvSpec, FrozenFn, LipLayer, MethodInfo};
@@ -193,11 +194,6 @@ impl BjorckLinear {
         let iters = if train { HEAD_TRAIN_ITERS } else { HEAD_EVAL_ITERS };
         bjorck(&self.weight, iters, BjorckScaling::PowerIteration)
     }
-}
-
-fn linear_on_maps(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Tensor {
-    let batch = x.size()[0];
-    x.flatten(1, -1).linear(weight, Some(bias)).view([batch, -1, 1, 1])
 }
 
 impl nn::ModuleT for BjorckLinear {

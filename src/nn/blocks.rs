@@ -102,3 +102,11 @@ mod tests {
         assert_eq!(first_channels(&y, 3).size(), vec![4, 3, 4, 4]);
     }
 }
+
+/// A dense layer on `[B, in, 1, 1]` feature maps (the 1×1 heads of Cayley and BCOP): flattens to
+/// `[B, in]`, applies `x·Wᵀ + b` with `weight` `[out, in]` and `bias` `[out]`, and returns
+/// `[B, out, 1, 1]`.
+pub fn linear_on_maps(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Tensor {
+    let batch = x.size()[0];
+    x.flatten(1, -1).linear(weight, Some(bias)).view([batch, -1, 1, 1])
+}

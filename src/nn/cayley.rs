@@ -26,7 +26,8 @@
 //! Checkpoint names: `weight [co,ci,k,k]`, `bias [co]`, `alpha []` (convolution);
 //! `weight [out,in]`, `bias [out]`, `alpha [1]` (head).
 
-use super::fft::{self, Layout};
+use super::blocks::linear_on_maps;
+use super::fft::{self, Layout, SpectralOperator};
 use super::registry::Role;
 use super::{ConvSpec, FrozenFn, LipLayer, MethodInfo};
 use tch::nn::{self, ModuleT};
@@ -80,30 +81,15 @@ impl CayleyConv {
     /// each of the `N = n·(n/2+1)` frequencies (no shift), so `‖Ŵ‖_F = √N·‖W‖_F` and every `Q[f]`
     /// is the one real matrix `cayley(α·W/(√N·‖W‖_F))`: the layer is that 1×1 convolution. Same
     /// values as the spectral path, without N complex inverses (the first conv, block 5).
-    fn operator(&self, n: i64) -> Operator {
+    fn operator(&self, n: i64) -> SpectralOperator {
         if self.weight.size()[3] == 1 {
             let s = self.weight.size();
             let w = self.weight.view([s[0], s[1]]);
             let root_n = (Layout::Half.frequencies(n) as f64).sqrt();
             let q = fft::cayley(&(&self.alpha * &w / (w.norm() * root_n)));
-            Operator::Pointwise(q.view([s[0], s[1], 1, 1]))
+            SpectralOperator::Pointwise(q.view([s[0], s[1], 1, 1]))
         } else {
-            Operator::Spectral(self.orthogonal_spectrum(n))
-        }
-    }
-}
-
-/// A Cayley convolution's precomputed weights.
-enum Operator {
-    Spectral(Tensor),
-    Pointwise(Tensor),
-}
-
-impl Operator {
-    fn apply(&self, x: &Tensor, bias: &Tensor) -> Tensor {
-        match self {
-            Operator::Spectral(q) => fft::spectral_conv(q, x, Layout::Half) + bias.view([1, -1, 1, 1]),
-            Operator::Pointwise(q) => x.conv2d(q, Some(bias), [1, 1], [0, 0], [1, 1], 1),
+            SpectralOperator::Spectral { q: self.orthogonal_spectrum(n), pad: 0, layout: Layout::Half }
         }
     }
 }
@@ -154,21 +140,16 @@ impl CayleyLinear {
     }
 }
 
-fn linear_head(x: &Tensor, q: &Tensor, bias: &Tensor) -> Tensor {
-    let b = x.size()[0];
-    x.flatten(1, -1).linear(q, Some(bias)).view([b, -1, 1, 1])
-}
-
 impl ModuleT for CayleyLinear {
     fn forward_t(&self, x: &Tensor, _train: bool) -> Tensor {
-        linear_head(x, &self.orthogonal_matrix(), &self.bias)
+        linear_on_maps(x, &self.orthogonal_matrix(), &self.bias)
     }
 }
 
 impl LipLayer for CayleyLinear {
     fn freeze(&self) -> Box<dyn nn::Module> {
         let (q, bias) = tch::no_grad(|| (self.orthogonal_matrix(), self.bias.detach()));
-        Box::new(FrozenFn(move |x: &Tensor| linear_head(x, &q, &bias)))
+        Box::new(FrozenFn(move |x: &Tensor| linear_on_maps(x, &q, &bias)))
     }
 }
 

@@ -122,6 +122,34 @@ pub fn spectral_conv(q: &Tensor, x: &Tensor, layout: Layout) -> Tensor {
     output_from_spectrum(&q.matmul(&input_spectrum(x, layout)), n, layout)
 }
 
+/// The precomputed weights of a Fourier-domain layer (Cayley, LOT): per-frequency matrices applied
+/// on an `n×n` torus, or, for a 1×1 kernel (one real matrix at every frequency), that 1×1
+/// convolution. Computed once per forward, or once at `freeze()` for inference.
+pub enum SpectralOperator {
+    /// Spectrum `q` `[N, co, ci]` on the torus of the input zero-padded by `pad` on every side;
+    /// the output is cropped back to the input's size (`pad = 0`: plain circular convolution).
+    Spectral { q: Tensor, pad: i64, layout: Layout },
+    /// A `[co, ci, 1, 1]` kernel.
+    Pointwise(Tensor),
+}
+
+impl SpectralOperator {
+    /// `[B, ci, n, n] → [B, co, n, n]`: pad, apply the spectrum, crop, add `bias` `[co]` (or the
+    /// 1×1 convolution with its bias).
+    pub fn apply(&self, x: &Tensor, bias: &Tensor) -> Tensor {
+        match self {
+            SpectralOperator::Spectral { q, pad, layout } => {
+                let (n, p) = (x.size()[2], *pad);
+                let padded = if p > 0 { x.constant_pad_nd([p, p, p, p]) } else { x.shallow_clone() };
+                let z = spectral_conv(q, &padded, *layout);
+                let cropped = if p > 0 { z.narrow(2, p, n).narrow(3, p, n) } else { z };
+                cropped + bias.view([1, -1, 1, 1])
+            }
+            SpectralOperator::Pointwise(w) => x.conv2d(w, Some(bias), [1, 1], [0, 0], [1, 1], 1),
+        }
+    }
+}
+
 /// Cayley transform of batched (complex or real) matrices `w: [N, co, ci]` (or one `[co, ci]`),
 /// reference-protocol §1.5. The result has orthonormal columns when `co ≥ ci` (`QᴴQ = I`) and
 /// orthonormal rows when `co < ci` (`QQᴴ = I`); for square input it is unitary.
@@ -176,21 +204,7 @@ pub(crate) mod tests {
     /// float32 round-off accumulated over an FFT, a small inverse and a few products.
     const F32_TOL: f64 = 1e-4;
 
-    /// Max absolute difference, for test messages.
-    pub(crate) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
-        (a - b).abs().max().double_value(&[])
-    }
-
-    /// The dense matrix of a map on `[1, c, n, n]` inputs, from its impulse response: column `j` is
-    /// `f(e_j) − f(0)` for every one-hot `e_j` of the `c·n·n` basis (the bias does not count).
-    /// Returned in f64 for the singular value computation.
-    pub(crate) fn impulse_matrix(f: &dyn Fn(&Tensor) -> Tensor, c: i64, n: i64, device: Device) -> Tensor {
-        let dim = c * n * n;
-        let basis = Tensor::eye(dim, (Kind::Float, device)).view([dim, c, n, n]);
-        let zero = Tensor::zeros([1, c, n, n], (Kind::Float, device));
-        let out = f(&basis) - f(&zero);
-        out.reshape([dim, -1]).transpose(0, 1).to_kind(Kind::Double)
-    }
+    pub(crate) use crate::nn::ortho::testing::{impulse_matrix, max_abs_diff};
 
     /// `freeze()` must recompute from the current parameters (design §5): freeze once, move every
     /// trainable parameter, freeze again and compare with the uncached evaluation forward.

@@ -34,7 +34,7 @@
 //! Checkpoint names: `weight [co,ci,k,k]`, `bias [co]`. Initialisation: PyTorch's default Conv2d
 //! init, then, when `co == ci`, the identity kernel and zero bias (§2.8).
 
-use super::fft::{self, Layout};
+use super::fft::{self, Layout, SpectralOperator};
 use super::registry::Role;
 use super::{ConvSpec, FrozenFn, LipLayer, MethodInfo};
 use tch::nn::{self, ModuleT};
@@ -121,37 +121,14 @@ impl Lot {
     /// `(WWᵀ + 1e-4 I)^{-1/2}W`: the layer is that 1×1 convolution. Same values as the spectral
     /// path without `N` complex Newton–Schulz iterations (the first conv, block 5 and the head,
     /// where the channel count is largest).
-    fn operator(&self, n0: i64, iters: i64) -> Operator {
+    fn operator(&self, n0: i64, iters: i64) -> SpectralOperator {
         if self.kernel == 1 {
             let s = self.weight.size();
             let w_o = orthogonalise(&self.weight.view([1, s[0], s[1]]), iters);
-            Operator::Pointwise(w_o.view([s[0], s[1], 1, 1]))
+            SpectralOperator::Pointwise(w_o.view([s[0], s[1], 1, 1]))
         } else {
             let p = self.padding();
-            Operator::Spectral { q: self.orthogonal_spectrum(n0 + 2 * p, iters), p }
-        }
-    }
-}
-
-/// A LOT layer's precomputed weights.
-enum Operator {
-    /// Spectrum on the padded torus and the padding `p`.
-    Spectral { q: Tensor, p: i64 },
-    Pointwise(Tensor),
-}
-
-impl Operator {
-    /// Pad, apply the spectrum on the padded torus, crop, add the bias (or the 1×1 convolution).
-    fn apply(&self, x: &Tensor, bias: &Tensor) -> Tensor {
-        match self {
-            Operator::Spectral { q, p } => {
-                let (n0, p) = (x.size()[2], *p);
-                let padded = if p > 0 { x.constant_pad_nd([p, p, p, p]) } else { x.shallow_clone() };
-                let z = fft::spectral_conv(q, &padded, LAYOUT);
-                let cropped = if p > 0 { z.narrow(2, p, n0).narrow(3, p, n0) } else { z };
-                cropped + bias.view([1, -1, 1, 1])
-            }
-            Operator::Pointwise(w) => x.conv2d(w, Some(bias), [1, 1], [0, 0], [1, 1], 1),
+            SpectralOperator::Spectral { q: self.orthogonal_spectrum(n0 + 2 * p, iters), pad: p, layout: LAYOUT }
         }
     }
 }

@@ -179,15 +179,20 @@ pub(crate) mod testing {
         Vec::<f64>::try_from(sv.flatten(0, -1)).expect("singular values are a real f64 tensor")
     }
 
-    /// The layer's matrix by impulse response: feed the one-hot basis of `[c, n, n]` through `f`,
-    /// subtract `f(0)` so a bias does not count, and return the exact singular values (f64 SVD).
-    /// Only meaningful for affine `f` (linear layers, or a Jacobian at a point).
-    pub fn impulse_singular_values(f: &dyn Fn(&Tensor) -> Tensor, c: i64, n: i64, device: tch::Device) -> Vec<f64> {
+    /// The dense matrix `[out_dim, c·n·n]` of a map on `[1, c, n, n]` inputs, from its impulse
+    /// response: column `j` is `f(e_j) − f(0)` for every one-hot `e_j` of the basis (so a bias does
+    /// not count). Only meaningful for affine `f` (linear layers, or a Jacobian at a point).
+    /// Returned in f64 for the singular value computation.
+    pub fn impulse_matrix(f: &dyn Fn(&Tensor) -> Tensor, c: i64, n: i64, device: tch::Device) -> Tensor {
         let dim = c * n * n;
         let basis = Tensor::eye(dim, (Kind::Float, device)).view([dim, c, n, n]);
         let zero = Tensor::zeros([1, c, n, n], (Kind::Float, device));
-        let cols = (f(&basis) - f(&zero)).flatten(1, -1).to_kind(Kind::Double);
-        let sv = svdvals(&cols);
+        (f(&basis) - f(&zero)).reshape([dim, -1]).transpose(0, 1).to_kind(Kind::Double)
+    }
+
+    /// Exact singular values (f64 SVD) of [`impulse_matrix`]`(f, c, n)`, descending.
+    pub fn impulse_singular_values(f: &dyn Fn(&Tensor) -> Tensor, c: i64, n: i64, device: tch::Device) -> Vec<f64> {
+        let sv = svdvals(&impulse_matrix(f, c, n, device));
         Vec::<f64>::try_from(sv.to_device(tch::Device::Cpu)).expect("singular values are a real f64 tensor")
     }
 
@@ -216,15 +221,9 @@ pub(crate) mod testing {
     /// not make a test's draws reproducible; data whose exact values matter come from here.
     pub fn fixed_randn(dims: &[i64], seed: u64) -> Tensor {
         let n: i64 = dims.iter().product();
-        let mut state = seed;
-        let mut next_unit = || {
-            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            ((z >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-        };
+        let mut rng = crate::stats::SplitMix64::new(seed);
+        // In (0, 1): never 0, so the logarithm below is finite.
+        let mut next_unit = || ((rng.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
         let values: Vec<f64> = (0..n)
             .map(|_| {
                 let (a, b) = (next_unit(), next_unit());
