@@ -209,13 +209,23 @@ impl Certificate {
     /// Writes one row per sample: `index,label,prediction,correct,margin,certified_radius`, where
     /// the radius is `margin/(√2·L)` (0 when wrong): the largest ε the point is certified below.
     pub fn write_margins_csv(&self, path: &Path) -> anyhow::Result<()> {
-        let mut s = String::from("index,label,prediction,correct,margin,certified_radius\n");
+        let mut out = csv::Writer::from_writer(Vec::new());
+        out.write_record(["index", "label", "prediction", "correct", "margin", "certified_radius"])?;
         let ev = &self.evaluation;
         for i in 0..ev.correct.len() {
             let radius = if ev.correct[i] { ev.margins[i] / (std::f64::consts::SQRT_2 * self.lipschitz) } else { 0.0 };
-            s.push_str(&format!("{i},{},{},{},{:e},{:e}\n", ev.labels[i], ev.predictions[i], ev.correct[i] as u8, ev.margins[i], radius));
+            // Margins and radii in Rust's shortest round-trip scientific notation (`{:e}`).
+            out.write_record([
+                i.to_string(),
+                ev.labels[i].to_string(),
+                ev.predictions[i].to_string(),
+                (ev.correct[i] as u8).to_string(),
+                format!("{:e}", ev.margins[i]),
+                format!("{radius:e}"),
+            ])?;
         }
-        crate::fsx::write_atomic(path, s.as_bytes())
+        let bytes = out.into_inner().map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+        crate::fsx::write_atomic(path, &bytes)
     }
 }
 

@@ -1,6 +1,8 @@
 //! lipctl: the study "1-Lipschitz Layers Compared" (Prach, Brau, Buttazzo, Lampert; CVPR 2024)
-//! as software. See `../shared/docs/design.md` for the architecture; the binary (`main.rs`) only
-//! parses arguments and dispatches to the stage functions of this library.
+//! as software. The design is in `docs/design.md`, the module layering (which module may use which,
+//! checked by `tests/layering.rs`) in `docs/architecture.md`, the artifact files in
+//! `docs/artifacts.md`; the binary (`main.rs`, `cli.rs`) only parses arguments and dispatches to the
+//! stage functions of this library.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod certify;

@@ -8,8 +8,8 @@
 //! says why. Rows whose note starts with "diverged" are chance-level results of diverged runs:
 //! [`ResultRow::diverged`] tells them apart, and consumers must not treat them as quality.
 //!
-//! The parser is a small hand-written one for these known files (quoted fields with commas, no
-//! embedded newlines); every error names `data/paper/FILE:LINE` and the column.
+//! The files are read with the `csv` crate ([`parse_table`]); every error names
+//! `data/paper/FILE:LINE` and the column.
 
 use crate::nn::{Method, ModelSize};
 use anyhow::{bail, Context, Result};
@@ -395,7 +395,7 @@ impl PaperData {
 /// One data row of a CSV, with the header for lookups by column name.
 pub struct Record<'a> {
     header: &'a HashMap<String, usize>,
-    fields: Vec<String>,
+    fields: csv::StringRecord,
 }
 
 impl Record<'_> {
@@ -435,56 +435,38 @@ impl Record<'_> {
     }
 }
 
-/// Splits one CSV line into fields: commas separate, double quotes group, `""` is a quote.
-pub fn split_csv_line(line: &str) -> Result<Vec<String>> {
-    let mut fields = Vec::new();
-    let mut field = String::new();
-    let mut chars = line.chars().peekable();
-    let mut quoted = false;
-    while let Some(c) = chars.next() {
-        match (quoted, c) {
-            (true, '"') if chars.peek() == Some(&'"') => {
-                chars.next();
-                field.push('"');
-            }
-            (true, '"') => quoted = false,
-            (true, c) => field.push(c),
-            (false, '"') if field.trim().is_empty() => {
-                field.clear();
-                quoted = true
-            }
-            (false, ',') => fields.push(std::mem::take(&mut field)),
-            (false, c) => field.push(c),
-        }
-    }
-    if quoted {
-        bail!("unterminated quoted field");
-    }
-    fields.push(field);
-    Ok(fields)
+/// The trimmed column names of a CSV text's header row (a leading byte-order mark is ignored).
+/// `name` is used in error messages (`name:1: …`).
+pub fn csv_header(name: &str, text: &str) -> Result<Vec<String>> {
+    let mut reader = csv_reader(text);
+    let header = reader.headers().with_context(|| format!("{name}:1"))?;
+    Ok(header.iter().map(|h| h.trim().to_string()).collect())
 }
 
-/// Parses a CSV text with a header row, calling `row` for each data line. `name` is used in
-/// error messages (`name:LINE: …`). Blank lines are skipped.
+fn csv_reader(text: &str) -> csv::Reader<&[u8]> {
+    csv::ReaderBuilder::new().has_headers(true).from_reader(text.trim_start_matches('\u{feff}').as_bytes())
+}
+
+/// Parses a CSV text with a header row (RFC 4180 quoting, read by the `csv` crate), calling `row`
+/// for each data record. `name` is used in error messages (`name:LINE: …`); a record with another
+/// field count than the header is an error. Blank lines are skipped.
 pub fn parse_table<T>(name: &str, text: &str, mut row: impl FnMut(&Record) -> Result<T>) -> Result<Vec<T>> {
-    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
-    let Some((_, head)) = lines.next() else {
+    if text.trim().is_empty() {
         bail!("{name}: the file is empty; expected a header row");
-    };
-    let header: HashMap<String, usize> = split_csv_line(head.trim_start_matches('\u{feff}'))
-        .with_context(|| format!("{name}:1"))?
-        .into_iter()
-        .enumerate()
-        .map(|(i, h)| (h.trim().to_string(), i))
-        .collect();
+    }
+    let header: HashMap<String, usize> = csv_header(name, text)?.into_iter().enumerate().map(|(i, h)| (h, i)).collect();
     let mut out = Vec::new();
-    for (i, line) in lines {
-        let fields = split_csv_line(line.trim_end_matches('\r')).with_context(|| format!("{name}:{}", i + 1))?;
-        if fields.len() != header.len() {
-            bail!("{name}:{}: {} fields, but the header has {}", i + 1, fields.len(), header.len());
-        }
+    for fields in csv_reader(text).records() {
+        let fields = fields.map_err(|e| match e.kind() {
+            csv::ErrorKind::UnequalLengths { pos, expected_len, len } => anyhow::anyhow!(
+                "{name}:{}: {len} fields, but the header has {expected_len}",
+                pos.as_ref().map_or(0, |p| p.line())
+            ),
+            _ => anyhow::anyhow!("{name}: {e}"),
+        })?;
+        let line = fields.position().map_or(0, |p| p.line());
         let rec = Record { header: &header, fields };
-        out.push(row(&rec).with_context(|| format!("{name}:{}", i + 1))?);
+        out.push(row(&rec).with_context(|| format!("{name}:{line}"))?);
     }
     Ok(out)
 }
@@ -547,9 +529,12 @@ mod tests {
     }
 
     #[test]
-    fn csv_lines_with_quotes() {
-        assert_eq!(split_csv_line(r#"a,"b, c",,"d ""e""""#).unwrap(), vec!["a", "b, c", "", r#"d "e""#]);
-        assert!(split_csv_line(r#"a,"b"#).is_err());
+    fn csv_fields_with_quotes() {
+        let rows = parse_table("q.csv", "w,x,y,z\na,\"b, c\",,\"d \"\"e\"\"\"\n", |r| {
+            Ok(["w", "x", "y", "z"].map(|c| r.get(c).unwrap().to_string()))
+        })
+        .unwrap();
+        assert_eq!(rows, vec![["a", "b, c", "", r#"d "e""#]]);
     }
 
     #[test]

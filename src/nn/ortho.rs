@@ -162,7 +162,7 @@ pub fn conv2d_zero_adjoint(y: &Tensor, weight: &Tensor) -> Tensor {
     y.conv_transpose2d(weight, None::<Tensor>, [1, 1], [half, half], [0, 0], 1, [1, 1])
 }
 
-/// Test helpers shared by the layer tests of this crate (written once, see style guide §2).
+/// Test helpers shared by the layer tests of this crate (one copy, used by every layer).
 #[cfg(test)]
 pub(crate) mod testing {
     use tch::{Kind, Tensor};

@@ -248,8 +248,7 @@ fn percent(name: &str, v: Option<f64>) -> Result<Option<f64>> {
 
 /// Parses a measured-results CSV; `name` (the path) is used in errors (`name:LINE: …`).
 pub fn parse_measured_csv(name: &str, text: &str) -> Result<Vec<MeasuredRow>> {
-    let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-    let header = paper::split_csv_line(first).with_context(|| format!("{name}:1"))?;
+    let header = paper::csv_header(name, text)?;
     let missing: Vec<_> = MEASURED_COLUMNS.iter().filter(|c| !header.iter().any(|h| h.trim() == **c)).collect();
     if !missing.is_empty() {
         bail!("{name}:1: missing column(s) {missing:?}; a measured-results CSV needs {}", MEASURED_COLUMNS.join(","));
