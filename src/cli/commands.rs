@@ -295,8 +295,7 @@ fn single_run(a: SingleRunArgs, certify: bool, g: &Globals, out: &mut dyn Write)
     let pipeline = a.pipeline()?;
     let progress = Progress::for_stderr();
     let store = g.store(&progress)?;
-    let data = DataChoice::new(None, false);
-    Ok(exit_code(lipctl::pipeline::single(pipeline, data, certify, &store, &progress, out)?))
+    Ok(exit_code(lipctl::pipeline::single(pipeline, g.data(None), certify, &store, &progress, out)?))
 }
 
 impl SingleRunArgs {
