@@ -273,20 +273,11 @@ fn default_trials() -> u32 {
     16
 }
 
-/// Dataset names `prepare` knows.
-pub const DATASET_NAMES: [&str; 5] = ["cifar10", "cifar100", "tinyimagenet", "imagefolder", "synthetic"];
-
+/// A dataset kind `prepare` knows ([`crate::data::DatasetKind`]: the same names as
+/// `prepare --dataset`, `npz` included), in its canonical spelling.
 fn de_dataset_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let s = String::deserialize(d)?;
-    let lower = s.to_ascii_lowercase();
-    if DATASET_NAMES.contains(&lower.as_str()) {
-        Ok(lower)
-    } else {
-        Err(serde::de::Error::custom(format!(
-            "unknown dataset {s:?}; expected one of {}",
-            DATASET_NAMES.join(", ")
-        )))
-    }
+    s.parse::<crate::data::DatasetKind>().map(|k| k.as_str().to_string()).map_err(|e| serde::de::Error::custom(e.to_string()))
 }
 
 fn de_device<'de, D: Deserializer<'de>>(d: D) -> Result<DeviceChoice, D::Error> {
@@ -751,6 +742,15 @@ train:
         assert!(err.starts_with("<command line>:") && err.contains("needs a `source`"), "{err}");
         assert_eq!((positive_u32(0), positive_u32(3)), (Err("must be a positive whole number, got 0".into()), Ok(3)));
         assert!(kernel(5).is_err() && positive_f64(f64::NAN).is_err() && nonnegative_f64(0.0).is_ok());
+    }
+
+    /// Pipeline files name the dataset kinds `prepare --dataset` does, `npz` included.
+    #[test]
+    fn dataset_names_are_prepares() {
+        let err = parse(&GOOD.replace("name: synthetic", "name: npz")).unwrap_err().to_string();
+        assert!(err.contains("`npz` needs a `source`"), "{err}");
+        let p = parse(&GOOD.replace("name: synthetic", "name: NPZ\n    source: train.npz,test.npz")).unwrap();
+        assert_eq!(p.datasets[0].name, "npz");
     }
 
     #[test]
