@@ -366,8 +366,9 @@ pub struct SingleRunArgs {
     #[arg(long, default_value = "XS")]
     pub size: lipctl::nn::ModelSize,
 
-    /// Dataset (as `lipctl prepare --dataset`).
-    #[arg(long, value_enum, ignore_case = true, default_value_t = lipctl::data::DatasetKind::Synthetic)]
+    /// Dataset: cifar10, cifar100, tinyimagenet, imagefolder, npz or synthetic (imagefolder and npz
+    /// need --source).
+    #[arg(long, value_enum, ignore_case = true, hide_possible_values = true, default_value_t = lipctl::data::DatasetKind::Synthetic)]
     pub dataset: lipctl::data::DatasetKind,
 
     /// Folder or archive of the dataset (see `lipctl prepare --help`).
