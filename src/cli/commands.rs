@@ -345,3 +345,23 @@ fn print_json(out: &mut dyn Write, value: &impl serde::Serialize) -> anyhow::Res
     writeln!(out)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// The pipeline `train` builds from its flags is the one the YAML text it used to format gave,
+    /// so its tasks keep their keys (and cached runs stay cached).
+    #[test]
+    fn single_run_pipeline_equals_the_former_yaml() {
+        let argv = ["lipctl", "train", "--method", "SLL", "--size", "S", "--dataset", "CIFAR100", "--epochs", "3", "--lr", "0.02",
+            "--wd", "0", "--seed", "7", "--batch-size", "50", "--kernel", "1", "--train-per-class", "40", "--max-retries", "1",
+            "--device", "cpu", "--tf32", "off"];
+        let Command::Train(a) = Cli::parse_from(argv).command else { panic!("not train") };
+        let yaml = "name: SLL-S\ndevice: \"cpu\"\ndatasets:\n  - name: \"cifar100\"\n    train_per_class: 40\nmethods: [SLL]\nsizes: [S]\n\
+                    kernel: 1\ntf32: off\nseeds: [7]\ntrain:\n  epochs: 3\n  lr: 2e-2\n  wd: 0e0\n  batch_size: 50\n  max_retries: 1\n";
+        let parsed = Pipeline::parse(Path::new(lipctl::pipeline::COMMAND_LINE), yaml).unwrap();
+        assert_eq!(format!("{:?}", a.pipeline().unwrap()), format!("{parsed:?}"));
+    }
+}
