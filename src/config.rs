@@ -732,7 +732,7 @@ train:
     fn built_pipeline_equals_the_parsed_file() {
         let mut d = DatasetEntry::new(crate::data::DatasetKind::Synthetic);
         d.train_per_class = Some(40);
-        let mut built = Pipeline::new("smoke", vec![d], vec![Method::Aol, Method::Sll], vec![ModelSize::XS], TrainOptions::fixed(2, 0.01, 1.0e-4));
+        let built = Pipeline::new("smoke", vec![d], vec![Method::Aol, Method::Sll], vec![ModelSize::XS], TrainOptions::fixed(2, 0.01, 1.0e-4));
         built.validate(Path::new("<command line>")).unwrap();
         let parsed = parse(&GOOD.replace("  - name: synthetic\n", "  - name: synthetic\n    train_per_class: 40\n")).unwrap();
         assert_eq!(format!("{built:?}"), format!("{parsed:?}"));
