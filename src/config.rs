@@ -69,6 +69,13 @@ pub struct DatasetEntry {
     pub test_per_class: Option<usize>,
 }
 
+impl DatasetEntry {
+    /// `kind` as a whole: no `source` (the official archive, or generated data), every image.
+    pub fn new(kind: crate::data::DatasetKind) -> DatasetEntry {
+        DatasetEntry { name: kind.as_str().to_string(), source: None, train_per_class: None, test_per_class: None }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainOptions {
@@ -128,6 +135,21 @@ pub struct MethodOverrides {
 }
 
 impl TrainOptions {
+    /// `epochs` epochs at learning rate `lr` and weight decay `wd`, everything else at a file's
+    /// defaults (batch size 256, 2 retries).
+    pub fn fixed(epochs: u32, lr: f64, wd: f64) -> TrainOptions {
+        TrainOptions {
+            epochs: Some(epochs),
+            lr: Some(lr),
+            wd: Some(wd),
+            hyperparameters: HyperSource::default(),
+            max_epochs: None,
+            batch_size: default_batch(),
+            max_retries: default_retries(),
+            per_method: Vec::new(),
+        }
+    }
+
     /// `(lr, wd)` of `method` at `size` on `dataset` (pipeline dataset name) with `kernel`: its
     /// `per_method` entry where set, else the pipeline-wide values or, with `hyperparameters:
     /// paper`, the paper's published ones. `None` when neither says (checked when the pipeline is
@@ -251,20 +273,11 @@ fn default_trials() -> u32 {
     16
 }
 
-/// Dataset names `prepare` knows.
-pub const DATASET_NAMES: [&str; 5] = ["cifar10", "cifar100", "tinyimagenet", "imagefolder", "synthetic"];
-
+/// A dataset kind `prepare` knows ([`crate::data::DatasetKind`]: the same names as
+/// `prepare --dataset`, `npz` included), in its canonical spelling.
 fn de_dataset_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let s = String::deserialize(d)?;
-    let lower = s.to_ascii_lowercase();
-    if DATASET_NAMES.contains(&lower.as_str()) {
-        Ok(lower)
-    } else {
-        Err(serde::de::Error::custom(format!(
-            "unknown dataset {s:?}; expected one of {}",
-            DATASET_NAMES.join(", ")
-        )))
-    }
+    s.parse::<crate::data::DatasetKind>().map(|k| k.as_str().to_string()).map_err(|e| serde::de::Error::custom(e.to_string()))
 }
 
 fn de_device<'de, D: Deserializer<'de>>(d: D) -> Result<DeviceChoice, D::Error> {
@@ -328,22 +341,47 @@ fn de_sizes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ModelSize>, D::Error>
     de_name_list(d, &ModelSize::ALL, "model sizes (XS, S, M, L)")
 }
 
-fn de_kernel<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
-    let k = i64::deserialize(d)?;
+// The rules of single values, shared by pipeline files (the `de_*` functions below) and the
+// command-line flags of `lipctl train`/`certify`, so both accept the same values with one message.
+
+/// A block-convolution kernel size: 3, or 1 for the paper's 1×1 variant.
+pub fn kernel(k: i64) -> Result<i64, String> {
     if k == 1 || k == 3 {
         Ok(k)
     } else {
-        Err(serde::de::Error::custom(format!("kernel must be 3 or 1, got {k}")))
+        Err(format!("kernel must be 3 or 1, got {k}"))
     }
 }
 
-fn de_positive_u32<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-    let v = i64::deserialize(d)?;
-    if v >= 1 && v <= u32::MAX as i64 {
-        Ok(v as u32)
+/// A count such as epochs or a batch size: 1 ..= `u32::MAX`.
+pub fn positive_u32(v: i64) -> Result<u32, String> {
+    u32::try_from(v).ok().filter(|&v| v >= 1).ok_or_else(|| format!("must be a positive whole number, got {v}"))
+}
+
+/// A finite number > 0 (a learning rate).
+pub fn positive_f64(v: f64) -> Result<f64, String> {
+    if v.is_finite() && v > 0.0 {
+        Ok(v)
     } else {
-        Err(serde::de::Error::custom(format!("must be a positive whole number, got {v}")))
+        Err(format!("must be a positive number, got {v}"))
     }
+}
+
+/// A finite number ≥ 0 (a weight decay).
+pub fn nonnegative_f64(v: f64) -> Result<f64, String> {
+    if v.is_finite() && v >= 0.0 {
+        Ok(v)
+    } else {
+        Err(format!("must be a number ≥ 0, got {v}"))
+    }
+}
+
+fn de_kernel<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    kernel(i64::deserialize(d)?).map_err(serde::de::Error::custom)
+}
+
+fn de_positive_u32<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    positive_u32(i64::deserialize(d)?).map_err(serde::de::Error::custom)
 }
 
 fn de_opt_positive_u32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
@@ -355,12 +393,7 @@ fn de_opt_positive_usize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize
 }
 
 fn de_positive_f64<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-    let v = f64::deserialize(d)?;
-    if v.is_finite() && v > 0.0 {
-        Ok(v)
-    } else {
-        Err(serde::de::Error::custom(format!("must be a positive number, got {v}")))
-    }
+    positive_f64(f64::deserialize(d)?).map_err(serde::de::Error::custom)
 }
 
 fn de_opt_positive_f64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
@@ -382,12 +415,7 @@ fn de_per_method<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(Method, MethodO
 }
 
 fn de_nonnegative_f64<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-    let v = f64::deserialize(d)?;
-    if v.is_finite() && v >= 0.0 {
-        Ok(v)
-    } else {
-        Err(serde::de::Error::custom(format!("must be a number ≥ 0, got {v}")))
-    }
+    nonnegative_f64(f64::deserialize(d)?).map_err(serde::de::Error::custom)
 }
 
 /// Formats a serde_yaml error as `file:line:column: message`.
@@ -404,6 +432,36 @@ pub fn yaml_error(path: &Path, err: &serde_yaml::Error) -> anyhow::Error {
 }
 
 impl Pipeline {
+    /// A pipeline of `methods` × `sizes` on `datasets` with every other key at the default a file
+    /// gets when it leaves the key out (device `auto`, TF32 on, kernel 3, seed 0, no measure,
+    /// budgets or search). Set fields as needed, then [`Pipeline::validate`] it.
+    pub fn new(name: impl Into<String>, datasets: Vec<DatasetEntry>, methods: Vec<Method>, sizes: Vec<ModelSize>, train: TrainOptions) -> Pipeline {
+        Pipeline {
+            name: name.into(),
+            description: String::new(),
+            device: DeviceChoice::default(),
+            tf32: Tf32Mode::default(),
+            datasets,
+            methods,
+            sizes,
+            kernel: default_kernel(),
+            seeds: default_seeds(),
+            train,
+            certify: CertifyOptions::default(),
+            measure: None,
+            budgets: None,
+            search: None,
+        }
+    }
+
+    /// The cross-field rules [`Pipeline::parse`] applies to a file, for a pipeline built in code
+    /// (the single values are the caller's to check, e.g. with [`positive_u32`] or [`kernel`]);
+    /// `origin` names it in errors.
+    pub fn validate(&self, origin: &Path) -> anyhow::Result<()> {
+        self.check(origin)?;
+        self.check_hyperparameters(origin, "")
+    }
+
     /// Reads and validates a pipeline file.
     pub fn load(path: &Path) -> anyhow::Result<Pipeline> {
         let text = std::fs::read_to_string(path)
@@ -666,6 +724,33 @@ train:
         assert_eq!(parse(&format!("tf32: false\n{GOOD}")).unwrap().tf32, Tf32Mode::Off);
         let err = parse(&format!("tf32: fast\n{GOOD}")).unwrap_err().to_string();
         assert!(err.starts_with("pipelines/t.yaml:1:") && err.contains("on or off"), "{err}");
+    }
+
+    /// A pipeline built in code is the one a file with the same keys gives (`lipctl train` builds
+    /// one; its tasks' keys must not depend on how it was made), and is checked by the same rules.
+    #[test]
+    fn built_pipeline_equals_the_parsed_file() {
+        let mut d = DatasetEntry::new(crate::data::DatasetKind::Synthetic);
+        d.train_per_class = Some(40);
+        let built = Pipeline::new("smoke", vec![d], vec![Method::Aol, Method::Sll], vec![ModelSize::XS], TrainOptions::fixed(2, 0.01, 1.0e-4));
+        built.validate(Path::new("<command line>")).unwrap();
+        let parsed = parse(&GOOD.replace("  - name: synthetic\n", "  - name: synthetic\n    train_per_class: 40\n")).unwrap();
+        assert_eq!(format!("{built:?}"), format!("{parsed:?}"));
+        let mut folder = built.clone();
+        folder.datasets[0] = DatasetEntry::new(crate::data::DatasetKind::Imagefolder);
+        let err = folder.validate(Path::new("<command line>")).unwrap_err().to_string();
+        assert!(err.starts_with("<command line>:") && err.contains("needs a `source`"), "{err}");
+        assert_eq!((positive_u32(0), positive_u32(3)), (Err("must be a positive whole number, got 0".into()), Ok(3)));
+        assert!(kernel(5).is_err() && positive_f64(f64::NAN).is_err() && nonnegative_f64(0.0).is_ok());
+    }
+
+    /// Pipeline files name the dataset kinds `prepare --dataset` does, `npz` included.
+    #[test]
+    fn dataset_names_are_prepares() {
+        let err = parse(&GOOD.replace("name: synthetic", "name: npz")).unwrap_err().to_string();
+        assert!(err.contains("`npz` needs a `source`"), "{err}");
+        let p = parse(&GOOD.replace("name: synthetic", "name: NPZ\n    source: train.npz,test.npz")).unwrap();
+        assert_eq!(p.datasets[0].name, "npz");
     }
 
     #[test]

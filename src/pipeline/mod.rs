@@ -157,11 +157,13 @@ pub fn status(file: &Path, data_override: impl Into<DataChoice>, every_task: boo
     Ok(())
 }
 
+/// What names a pipeline built from `lipctl train`/`certify` flags in messages.
+pub const COMMAND_LINE: &str = "<command line>";
+
 /// `lipctl train` / `lipctl certify`: one run as a one-task pipeline, so it shares the cache, the
 /// artifacts and the resume logic of pipeline runs. Prints the task results and the certificate.
-pub fn single(pipeline: Pipeline, source: Option<PathBuf>, certify: bool, store: &Store, progress: &Progress, out: &mut dyn Write) -> anyhow::Result<bool> {
-    let file = PathBuf::from("<command line>");
-    let mut loaded = bind(pipeline, &file, source, progress)?;
+pub fn single(pipeline: Pipeline, data: DataChoice, certify: bool, store: &Store, progress: &Progress, out: &mut dyn Write) -> anyhow::Result<bool> {
+    let mut loaded = bind(pipeline, Path::new(COMMAND_LINE), data, progress)?;
     let opts = runner::RunOptions { dry_run: false, only: None, force: false, worker: None };
     // Without `certify`, stop after training: drop the certify task from the plan.
     if !certify {

@@ -1,8 +1,12 @@
-//! What the user typed (clap derive). `main.rs` resolves these into typed inputs and calls one
-//! library function per subcommand.
+//! What the user typed (clap derive): every value arrives typed (a method, a dataset kind, a
+//! device, a duration), so a bad one is clap's usage error (exit 2) naming the flag, the value and
+//! what it accepts. [`commands`] has one handler per subcommand.
+
+pub mod commands;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
+use std::str::FromStr;
 
 /// lipctl — 1-Lipschitz layers compared: train, certify, measure and recommend
 /// certifiably robust convolutions (Prach et al., CVPR 2024).
@@ -303,8 +307,8 @@ pub struct SlurmArgs {
     #[arg(long, default_value_t = 1)]
     pub gpus_per_task: u32,
     /// Time limit per task: `auto` (from the budgets, with headroom) or HH:MM:SS.
-    #[arg(long, default_value = "auto")]
-    pub time: String,
+    #[arg(long, default_value = "auto", value_parser = parse_time_limit)]
+    pub time: TimeLimit,
     /// At most this many tasks of one wave at once.
     #[arg(long, value_name = "N")]
     pub max_parallel: Option<u32>,
@@ -327,6 +331,30 @@ pub struct SlurmArgs {
     pub data: Option<PathBuf>,
 }
 
+/// `slurm --time`: `None` for `auto`, else the `HH:MM:SS` limit as typed.
+#[derive(Clone, Debug)]
+pub struct TimeLimit(pub Option<String>);
+
+fn parse_time_limit(s: &str) -> Result<TimeLimit, String> {
+    let hhmmss = s.split(':').count() == 3 && s.split(':').all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
+    match s {
+        "auto" => Ok(TimeLimit(None)),
+        _ if hhmmss => Ok(TimeLimit(Some(s.to_string()))),
+        _ => Err("use `auto` or HH:MM:SS, e.g. 26:00:00".to_string()),
+    }
+}
+
+/// A clap value parser: the text read as `T`, then checked by one of the value rules pipeline files
+/// obey (`lipctl::config::positive_u32`, …), so a flag accepts what the pipeline key accepts.
+fn rule<T, U>(check: fn(T) -> Result<U, String>) -> impl Fn(&str) -> Result<U, String> + Clone + Send + Sync + 'static
+where
+    T: FromStr + 'static,
+    T::Err: std::fmt::Display,
+    U: 'static,
+{
+    move |s: &str| s.trim().parse::<T>().map_err(|e| e.to_string()).and_then(check)
+}
+
 /// One training run, outside a pipeline file (the same task, cache and artifacts as in one).
 #[derive(clap::Args, Debug)]
 pub struct SingleRunArgs {
@@ -338,42 +366,43 @@ pub struct SingleRunArgs {
     #[arg(long, default_value = "XS")]
     pub size: lipctl::nn::ModelSize,
 
-    /// Dataset: cifar10, cifar100, tinyimagenet, imagefolder or synthetic.
-    #[arg(long, default_value = "synthetic")]
-    pub dataset: String,
+    /// Dataset: cifar10, cifar100, tinyimagenet, imagefolder, npz or synthetic (imagefolder and npz
+    /// need --source).
+    #[arg(long, value_enum, ignore_case = true, hide_possible_values = true, default_value_t = lipctl::data::DatasetKind::Synthetic)]
+    pub dataset: lipctl::data::DatasetKind,
 
     /// Folder or archive of the dataset (see `lipctl prepare --help`).
     #[arg(long, value_name = "PATH")]
     pub source: Option<PathBuf>,
 
     /// Number of epochs.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = rule(lipctl::config::positive_u32))]
     pub epochs: u32,
 
     /// Peak learning rate of the OneCycle schedule.
-    #[arg(long, default_value_t = 0.01)]
+    #[arg(long, default_value_t = 0.01, value_parser = rule(lipctl::config::positive_f64))]
     pub lr: f64,
 
     /// Weight decay (coupled L2).
-    #[arg(long, default_value_t = 1e-4)]
+    #[arg(long, default_value_t = 1e-4, value_parser = rule(lipctl::config::nonnegative_f64))]
     pub wd: f64,
 
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = rule(lipctl::config::positive_u32))]
     pub batch_size: u32,
 
     /// Kernel size of the block convolutions (3, or 1 for the 1×1 variant).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = rule(lipctl::config::kernel))]
     pub kernel: i64,
 
     /// Keep only the first N training images per class.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = rule(lipctl::config::positive_u32))]
     pub train_per_class: Option<u32>,
 
     /// Keep only the first N test images per class.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = rule(lipctl::config::positive_u32))]
     pub test_per_class: Option<u32>,
 
     /// Retries with a new seed after a diverged (NaN/inf loss) run.
@@ -382,7 +411,7 @@ pub struct SingleRunArgs {
 
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
-    pub device: String,
+    pub device: lipctl::device::DeviceChoice,
 
     /// TF32 in training: on (default; cuDNN convolutions in TF32) or off (full fp32).
     #[arg(long, value_enum, default_value_t = lipctl::precision::Tf32Mode::On,
