@@ -281,18 +281,23 @@ fn build_tables(t: &Tables) -> Result<Vec<Table>> {
 
 const SIZES: [&str; 4] = ["XS", "S", "M", "L"];
 
+/// The plots of the report: (figures, radars, learning curves).
 #[allow(clippy::type_complexity)]
 fn build_plots(t: &Tables) -> Result<(Vec<Plot>, Vec<Plot>, Vec<Plot>)> {
-    let mut plots = Vec::new();
-    let plot = |id: &str, title: &str, caption: &str, svg: String| Plot {
-        id: id.into(),
-        title: title.into(),
-        caption: caption.into(),
-        file: format!("{id}.svg"),
-        svg,
-    };
+    let mut plots = pareto_plots(t)?;
+    plots.extend(cost_plots(t)?);
+    plots.extend(budget_plots(t)?);
+    plots.push(vs_paper_plot(t)?);
+    Ok((plots, radar_plots(t)?, curve_plots(t)?))
+}
 
-    // Radar per method.
+/// A plot `id` with its title, caption and SVG (written as `<id>.svg`).
+fn plot(id: &str, title: &str, caption: &str, svg: String) -> Plot {
+    Plot { id: id.into(), title: title.into(), caption: caption.into(), file: format!("{id}.svg"), svg }
+}
+
+/// One radar per method (Figure 1), ours filled, the paper's as a line.
+fn radar_plots(t: &Tables) -> Result<Vec<Plot>> {
     let mut radars = Vec::new();
     let methods = strings(&t.radar, "method")?;
     let ours: Vec<Vec<Option<i64>>> = ["ra_score", "a_score", "tt_score", "it_score", "tm_score", "im_score"]
@@ -324,8 +329,12 @@ fn build_plots(t: &Tables) -> Result<(Vec<Plot>, Vec<Plot>, Vec<Plot>)> {
             plots::no_data("Radar scores", "no 1-Lipschitz method has runs or measurements")?,
         ));
     }
+    Ok(radars)
+}
 
-    // CRA vs time per epoch per (dataset, kernel) at the largest budget.
+/// CRA vs time per epoch per (dataset, kernel) at the largest budget, with the Pareto front.
+fn pareto_plots(t: &Tables) -> Result<Vec<Plot>> {
+    let mut plots = Vec::new();
     let best = t
         .settings
         .clone()
@@ -362,8 +371,12 @@ fn build_plots(t: &Tables) -> Result<(Vec<Plot>, Vec<Plot>, Vec<Plot>)> {
             plots::pareto(&title, &pts, "seconds per epoch (log)", "CRA 36/255 %")?,
         ));
     }
+    Ok(plots)
+}
 
-    // Time and memory against size, one line per method (first measured configuration).
+/// Time and memory against size, one line per method (the first measured configuration).
+fn cost_plots(t: &Tables) -> Result<Vec<Plot>> {
+    let mut plots = Vec::new();
     let cfg = t
         .cost
         .clone()
@@ -419,8 +432,12 @@ fn build_plots(t: &Tables) -> Result<(Vec<Plot>, Vec<Plot>, Vec<Plot>)> {
             svg,
         ));
     }
+    Ok(plots)
+}
 
-    // CRA vs budget: each method's best size per budget.
+/// CRA vs budget: each method's best size per budget, per (dataset, kernel).
+fn budget_plots(t: &Tables) -> Result<Vec<Plot>> {
+    let mut plots = Vec::new();
     let by_budget = t
         .settings
         .clone()
@@ -461,8 +478,11 @@ fn build_plots(t: &Tables) -> Result<(Vec<Plot>, Vec<Plot>, Vec<Plot>)> {
             plots::lines(&title, &series, None, "budget (hours)", "CRA 36/255 %", false, "")?,
         ));
     }
+    Ok(plots)
+}
 
-    // Ours vs paper: CRA.
+/// Ours vs the paper: CRA 36/255, one point per setting both ran.
+fn vs_paper_plot(t: &Tables) -> Result<Plot> {
     let vs = t.vs_paper.clone().lazy().filter(col("quantity").eq(lit("CRA 36/255 %"))).collect()?;
     let (vm, vsz, vb, vx, vy) = (
         strings(&vs, "method")?,
@@ -481,14 +501,16 @@ fn build_plots(t: &Tables) -> Result<(Vec<Plot>, Vec<Plot>, Vec<Plot>)> {
             })
         })
         .collect();
-    plots.push(plot(
+    Ok(plot(
         "vs_paper",
         "Our CRA vs the paper's",
         "Each point is a (dataset, method, size, kernel, budget) that both we and the paper ran; on the diagonal we reproduce the paper exactly.",
         plots::versus("Our CRA 36/255 vs the paper's", &vpts, "paper CRA %", "our CRA %")?,
-    ));
+    ))
+}
 
-    // Learning curves for every run.
+/// A learning curve per training run (loss and CRA 36/255 per epoch).
+fn curve_plots(t: &Tables) -> Result<Vec<Plot>> {
     let mut curves = Vec::new();
     let runs = t.results.clone().lazy().filter(col("stage").eq(lit("train"))).collect()?;
     let (rk, rd, rm, rs, rb, rst) = (
@@ -529,7 +551,7 @@ fn build_plots(t: &Tables) -> Result<(Vec<Plot>, Vec<Plot>, Vec<Plot>)> {
     if curves.is_empty() {
         curves.push(plot("curves", "Learning curves", "", plots::no_data("Learning curves", "no training run")?));
     }
-    Ok((plots, radars, curves))
+    Ok(curves)
 }
 
 fn points(df: &DataFrame, x: &str, y: &str) -> Result<Vec<Point>> {
