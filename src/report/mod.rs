@@ -247,36 +247,41 @@ fn build_tables(t: &Tables) -> Result<Vec<Table>> {
             "Each of our numbers beside the paper's (data/paper/) wherever both exist; diff = ours − paper, ratio = ours / paper. Time and memory were measured on different hardware than the paper's A100.",
             &[],
         )?,
-        from_frame(
-            &t.results
-                .clone()
-                .lazy()
-                .with_columns([
-                    (col("train_peak_bytes").cast(DataType::Float64) / lit(1e9)).alias("peak_train_gb"),
-                    (col("infer_peak_bytes").cast(DataType::Float64) / lit(1e6)).alias("peak_infer_mb"),
-                ])
-                .collect()?,
-            "results",
-            "All runs",
-            "Every training run and every measurement no run used, with its status (ok, diverged, uncertified, oom, failed, does_not_fit, no_epoch_count) and, where it is not ok, the reason (`error`). `train seconds per epoch` is the time the run took; `seconds per epoch` is the measured batch time × the batches of a full epoch (Figure 2's convention). `precision` is what each stage ran with: `fp32`, or `tf32 conv` where cuDNN convolutions ran in TF32 (training on a GPU of compute capability ≥ 8.0 with `tf32: on`); certification is always fp32. The same rows are in results.parquet / results.csv of the aggregate (memory there in bytes).",
-            &[
-                "key", "stage", "dataset", "method", "size", "kernel", "budget_hours", "epochs", "lr", "wd", "seed",
-                "status", "error", "accuracy", "cra_36", "cra_72", "cra_108", "cra_255",
-                "lipschitz_bound", "train_seconds_per_epoch", "seconds_per_epoch", "infer_ms_per_batch",
-                "peak_train_gb", "peak_infer_mb", "parameters", "device", "precision",
-            ],
-        )
-        .map(|mut table| {
-            // Short keys: the full 64 hex digits are in the CSV.
-            for row in &mut table.rows {
-                if let Some(c) = row.first_mut() {
-                    c.text = c.text.chars().take(12).collect();
-                    c.md = c.text.clone();
-                }
-            }
-            table
-        })?,
+        results_table(t)?,
     ])
+}
+
+/// "All runs": `results` with memory in GB / MB and short keys.
+fn results_table(t: &Tables) -> Result<Table> {
+    from_frame(
+        &t.results
+            .clone()
+            .lazy()
+            .with_columns([
+                (col("train_peak_bytes").cast(DataType::Float64) / lit(1e9)).alias("peak_train_gb"),
+                (col("infer_peak_bytes").cast(DataType::Float64) / lit(1e6)).alias("peak_infer_mb"),
+            ])
+            .collect()?,
+        "results",
+        "All runs",
+        "Every training run and every measurement no run used, with its status (ok, diverged, uncertified, oom, failed, does_not_fit, no_epoch_count) and, where it is not ok, the reason (`error`). `train seconds per epoch` is the time the run took; `seconds per epoch` is the measured batch time × the batches of a full epoch (Figure 2's convention). `precision` is what each stage ran with: `fp32`, or `tf32 conv` where cuDNN convolutions ran in TF32 (training on a GPU of compute capability ≥ 8.0 with `tf32: on`); certification is always fp32. The same rows are in results.parquet / results.csv of the aggregate (memory there in bytes).",
+        &[
+            "key", "stage", "dataset", "method", "size", "kernel", "budget_hours", "epochs", "lr", "wd", "seed",
+            "status", "error", "accuracy", "cra_36", "cra_72", "cra_108", "cra_255",
+            "lipschitz_bound", "train_seconds_per_epoch", "seconds_per_epoch", "infer_ms_per_batch",
+            "peak_train_gb", "peak_infer_mb", "parameters", "device", "precision",
+        ],
+    )
+    .map(|mut table| {
+        // Short keys: the full 64 hex digits are in the CSV.
+        for row in &mut table.rows {
+            if let Some(c) = row.first_mut() {
+                c.text = c.text.chars().take(12).collect();
+                c.md = c.text.clone();
+            }
+        }
+        table
+    })
 }
 
 const SIZES: [&str; 4] = ["XS", "S", "M", "L"];
@@ -316,7 +321,7 @@ fn radar_plots(t: &Tables) -> Result<Vec<Plot>> {
         let svg = plots::radar(&m, &o, has_paper.then_some(&p))?;
         radars.push(plot(
             &format!("radar_{m}"),
-            &format!("{m}"),
+            &m,
             "Scores 1–5 from our data (filled) and the paper's Figure 1 (grey line).",
             svg,
         ));
