@@ -21,7 +21,9 @@
 //!   class count), columns [`RESULT_COLUMNS`]. The names and units of `accuracy`, `cra_*` (%),
 //!   `seconds_per_epoch`, `train_peak_bytes`, `infer_ms_per_batch`, `status`, `device` are the
 //!   measured-results schema `lipctl recommend` reads (src/recommend/knowledge.rs). `status` is `ok`, `diverged`,
-//!   `uncertified` (trained, no certify artifact yet), `oom` or `failed`.
+//!   `uncertified` (trained, no certify artifact yet), `oom` or `failed`. `seed` is the seed that
+//!   trained (the last attempt's in `train.json`; a diverged attempt is retried with a derived
+//!   seed), `device` the train manifest's (else the measurement's).
 //! * `settings`: results grouped by (dataset, kernel, input side, budget, method, size): means
 //!   over the ok runs (over all runs when none is ok, so a diverged setting keeps its chance-level
 //!   numbers, as the paper prints them). `budget_hours` 0 means a fixed epoch count.
