@@ -182,6 +182,7 @@ pub struct Certificate {
 /// certificate's summary, or why the run has none.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CertifyRecord {
+    /// `ok` when certified; otherwise why there is no model.
     pub status: CertifyStatus,
     /// With `diverged`: the train record's attempts, copied verbatim (typed as
     /// `train::Attempt` there; certify sits beside train in the layering and does not name it).
@@ -200,6 +201,7 @@ pub struct CertifyRecord {
 pub struct Certified {
     /// Samples certified.
     pub n: usize,
+    /// Clean accuracy (fraction).
     pub accuracy: f64,
     /// CRA by radius, keyed by [`radius_name`] ("0", "36/255", …, "1").
     pub cra: BTreeMap<String, f64>,
@@ -229,6 +231,7 @@ pub struct LipschitzSummary {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CertifyStatus {
+    /// Certified: the record has its numbers.
     Ok,
     /// The training run diverged: no model to certify.
     Diverged,

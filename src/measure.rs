@@ -181,6 +181,7 @@ pub struct Measurement {
 /// it in its config).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MeasureRecord {
+    /// Time and memory of the model, as `lipctl measure` prints them.
     #[serde(flatten)]
     pub measurement: Measurement,
     /// Image side in pixels (inputs are `[3, side, side]`).

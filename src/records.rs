@@ -2,7 +2,7 @@
 //! `budget.json`, `train.json`, `certify.json`; docs/artifacts.md). Each is one serde type, next
 //! to the stage that owns it ([`crate::data::Meta`], [`crate::measure::MeasureRecord`],
 //! [`crate::budgets::Budget`], [`crate::train::TrainRecord`], [`crate::certify::CertifyRecord`]),
-//! and is written and read through that type with [`write`] and [`read`], so the stage that writes
+//! and is written and read through that type with [`fn@write`] and [`read`], so the stage that writes
 //! a field and the aggregate that reads it cannot drift apart.
 //!
 //! # Schema version

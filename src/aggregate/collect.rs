@@ -4,7 +4,7 @@
 //! Records are read through their stage's type: `meta.json` ([`Meta`]), `measure.json`
 //! ([`MeasureRecord`]), `train.json` ([`TrainRecord`]) and `certify.json` ([`CertifyRecord`]).
 //! Run metadata (method, size, dataset, …) comes from each manifest's key config, read through the
-//! views [`RunConfig`], [`MeasureConfig`] and [`BudgetConfig`].
+//! views `RunConfig`, `MeasureConfig` and `BudgetConfig`.
 
 use super::{committed, AggregateProvenance, DatasetProvenance, Scope, RADII};
 use crate::certify::CertifyRecord;

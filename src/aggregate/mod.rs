@@ -52,8 +52,8 @@
 //!
 //! # Where
 //!
-//! [`collect`] reads the typed records of the store into one row per artifact ([`Raw`]);
-//! [`tables`] joins them into the derived tables ([`derive`]); [`radar`] computes Figure 1.
+//! [`mod@collect`] reads the typed records of the store into one row per artifact ([`Raw`]);
+//! [`tables`] joins them into the derived tables ([`fn@derive`]); [`radar`] computes Figure 1.
 
 pub mod collect;
 pub mod radar;
@@ -141,6 +141,7 @@ pub struct AggregateProvenance {
 /// One prepared dataset in [`AggregateProvenance`] (from its `meta.json`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DatasetProvenance {
+    /// The dataset's name in the pipeline.
     pub name: String,
     /// The dataset kind (`cifar10`, `synthetic`, …).
     pub kind: String,

@@ -1,5 +1,5 @@
 //! Tables: the derived tables of an aggregate (results, settings, Table 2, budgets, cost, ours
-//! vs the paper) joined from the raw frames of [`super::collect`], and the paper's numbers as
+//! vs the paper) joined from the raw frames of [`mod@super::collect`], and the paper's numbers as
 //! frames ([`Paper`]). Column names and units are in the module doc of [`super`].
 
 use super::{Raw, Tables, RESULT_COLUMNS};

@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 /// trained) those of [`Trained`], all at the top level.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainRecord {
+    /// What the trainer returned (status, attempts, last epoch, precision, reason), with the
+    /// file names as published.
     #[serde(flatten)]
     pub outcome: TrainOutcome,
     /// Epochs the run was given (fixed, or from its budget); `null` when it was not trained.
