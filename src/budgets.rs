@@ -59,6 +59,13 @@ pub struct Budget {
     pub seconds_per_batch: Option<f64>,
 }
 
+impl crate::records::Record for Budget {
+    const FILE: &'static str = "budget.json";
+    const SCHEMA_VERSION: u32 = 1;
+    const WHAT: &'static str = "a budget";
+    const KEY_ORDER: crate::records::KeyOrder = crate::records::KeyOrder::Declared;
+}
+
 impl Budget {
     /// Epochs for a budget of `hours`, if it was computed.
     pub fn epochs_for(&self, hours: f64) -> Option<u64> {

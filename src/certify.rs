@@ -32,7 +32,8 @@ use crate::eval::{cra, evaluate, Evaluation, EPSILONS};
 use crate::stats::median;
 use crate::nn::{ConvNet, LipLayer};
 use anyhow::Context;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::Path;
 use tch::{nn, Device, Kind, Tensor};
 
@@ -175,6 +176,130 @@ pub struct Certificate {
     pub precision: crate::precision::PrecisionRecord,
     #[serde(skip)]
     pub evaluation: Evaluation,
+}
+
+/// `certify.json` of a `certify` artifact (docs/artifacts.md; [`crate::records`]): the
+/// certificate's summary, or why the run has none.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CertifyRecord {
+    /// `ok` when certified; otherwise why there is no model.
+    pub status: CertifyStatus,
+    /// With `diverged`: the train record's attempts, copied verbatim (typed as
+    /// `train::Attempt` there; certify sits beside train in the layering and does not name it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<Vec<serde_json::Value>>,
+    /// With `does_not_fit` / `no_epoch_count`: why the run was not trained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The numbers, when the model was certified.
+    #[serde(flatten)]
+    pub certified: Option<Certified>,
+}
+
+/// What `certify.json` says about a certified model (fractions, not percent).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Certified {
+    /// Samples certified.
+    pub n: usize,
+    /// Clean accuracy (fraction).
+    pub accuracy: f64,
+    /// CRA by radius, keyed by [`radius_name`] ("0", "36/255", …, "1").
+    pub cra: BTreeMap<String, f64>,
+    pub lipschitz: LipschitzSummary,
+    /// Median margin (top-1 minus top-2 logit) over all samples.
+    pub margin_median: f64,
+    /// Wall-clock seconds of the certification (audit included).
+    #[serde(default)]
+    pub seconds: Option<f64>,
+    /// What the evaluation ran with (absent in records written before lipctl recorded it).
+    #[serde(default)]
+    pub precision: Option<crate::precision::PrecisionRecord>,
+}
+
+/// The audited bound of a certificate.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LipschitzSummary {
+    /// `L = max(1, Π σ̂_i)` (module doc).
+    pub bound: f64,
+    /// `σ̂_i` of every audited layer, in network order.
+    pub per_layer: Vec<f64>,
+    /// How the bound was obtained, in words.
+    pub method: String,
+}
+
+/// `certify.json`'s `status`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CertifyStatus {
+    /// Certified: the record has its numbers.
+    Ok,
+    /// The training run diverged: no model to certify.
+    Diverged,
+    /// Not trained: the model does not fit its budget.
+    DoesNotFit,
+    /// Not trained: the paper's Table 8 has no epoch count for the model.
+    NoEpochCount,
+}
+
+impl CertifyStatus {
+    /// The word the tables use (as in the file).
+    pub fn word(self) -> &'static str {
+        match self {
+            CertifyStatus::Ok => "ok",
+            CertifyStatus::Diverged => "diverged",
+            CertifyStatus::DoesNotFit => "does_not_fit",
+            CertifyStatus::NoEpochCount => "no_epoch_count",
+        }
+    }
+}
+
+impl crate::records::Record for CertifyRecord {
+    const FILE: &'static str = "certify.json";
+    const SCHEMA_VERSION: u32 = 1;
+    const WHAT: &'static str = "a certificate summary";
+    const KEY_ORDER: crate::records::KeyOrder = crate::records::KeyOrder::Sorted;
+}
+
+impl CertifyRecord {
+    /// The record of a certificate that took `seconds`.
+    pub fn certified(cert: &Certificate, seconds: f64) -> Self {
+        let certified = Certified {
+            n: cert.samples,
+            accuracy: cert.accuracy,
+            cra: cert.cra.iter().map(|(eps, value)| (radius_name(*eps), *value)).collect(),
+            lipschitz: LipschitzSummary {
+                bound: cert.lipschitz,
+                per_layer: cert.audit.layers.iter().map(|l| l.sigma).collect(),
+                method: "power iteration on each frozen layer's Jacobian (zero input and random points); bound = max(1, product)".into(),
+            },
+            margin_median: cert.median_margin,
+            seconds: Some(seconds),
+            precision: Some(cert.precision.clone()),
+        };
+        CertifyRecord { status: CertifyStatus::Ok, attempts: None, reason: None, certified: Some(certified) }
+    }
+
+    /// The record of a run without a model: `status` and, where known, its attempts or reason.
+    pub fn not_certified(status: CertifyStatus, attempts: Option<Vec<serde_json::Value>>, reason: Option<String>) -> Self {
+        CertifyRecord { status, attempts, reason, certified: None }
+    }
+
+    /// The CRA at radius `name` ("36/255", …), when certified.
+    pub fn cra(&self, name: &str) -> Option<f64> {
+        self.certified.as_ref()?.cra.get(name).copied()
+    }
+}
+
+/// The exact-fraction spelling of a radius used as a JSON key: "0", "36/255", …, "1".
+pub fn radius_name(eps: f64) -> String {
+    let in_255 = eps * 255.0;
+    if (in_255 - 255.0).abs() < 1e-9 {
+        "1".into()
+    } else if in_255.abs() < 1e-9 {
+        "0".into()
+    } else {
+        format!("{}/255", in_255.round() as i64)
+    }
 }
 
 /// Certifies `model` (eval mode) on a split, using the bound of `audit`, in full fp32.

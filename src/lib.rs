@@ -26,6 +26,7 @@ pub mod store;
 pub mod precision;
 pub mod progress;
 pub mod recommend;
+pub mod records;
 pub mod search;
 pub mod selftest;
 pub mod stats;

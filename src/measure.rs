@@ -176,6 +176,29 @@ pub struct Measurement {
     pub precision: Option<crate::precision::PrecisionRecord>,
 }
 
+/// `measure.json` of a `measure` artifact ([`crate::records`]): the [`Measurement`] and, for a
+/// pipeline measurement, the input shape learnt from its dataset (a stand-alone measurement has
+/// it in its config).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MeasureRecord {
+    /// Time and memory of the model, as `lipctl measure` prints them.
+    #[serde(flatten)]
+    pub measurement: Measurement,
+    /// Image side in pixels (inputs are `[3, side, side]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_side: Option<i64>,
+    /// Number of classes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classes: Option<i64>,
+}
+
+impl crate::records::Record for MeasureRecord {
+    const FILE: &'static str = "measure.json";
+    const SCHEMA_VERSION: u32 = 1;
+    const WHAT: &'static str = "a measurement";
+    const KEY_ORDER: crate::records::KeyOrder = crate::records::KeyOrder::Sorted;
+}
+
 /// A failure while measuring: out of memory (a result) or anything else.
 #[derive(Debug, thiserror::Error)]
 pub enum MeasureError {

@@ -1,7 +1,9 @@
 //! `aggregate` + `report` on a small artifact tree written here through the store, in the layouts
 //! of docs/artifacts.md: a few runs (one diverged), one out-of-memory measurement.
 
+use lipctl::records::Record;
 use lipctl::store::{ManifestInfo, Store};
+use lipctl::train::{trainer::attempt_seed, Attempt, RunStatus, TrainOutcome, TrainRecord, Trained};
 use polars::prelude::*;
 use serde_json::{json, Value};
 use std::path::Path;
@@ -64,7 +66,7 @@ fn build_tree(root: &Path) {
         let m = json!({"status": "ok", "error": null, "parameters": 1572288, "non_trainable": 0,
             "train_seconds_per_batch": {"median": train_s, "mean": train_s, "std": 0.001, "n": 10},
             "infer_seconds_per_batch": {"median": infer_s, "mean": infer_s, "std": 0.001, "n": 10},
-            "peak_train_bytes": train_b, "peak_infer_bytes": infer_b, "memory_source": "cuda_allocator", "device": "Test GPU"});
+            "peak_train_bytes": train_b as u64, "peak_infer_bytes": infer_b as u64, "memory_source": "cuda_allocator", "device": "Test GPU"});
         put(
             &store,
             "measure",
@@ -98,8 +100,9 @@ fn build_tree(root: &Path) {
             csv.push_str(&format!("{e},{loss},0.5,0.3,1.0,0.5,{cra},0.2,0.1,0.01,0.2,0.01,0.9,1.5\n"));
         }
         let status = if r.diverged { "diverged" } else { "ok" };
-        let tj = json!({"status": status, "attempts": [{"seed": 0, "status": status, "epoch": 3}], "final_seed": 0,
-            "epochs_completed": epochs, "seconds": 6.0, "seconds_per_epoch": 1.5 + n as f64, "device": "Test GPU"});
+        let run_status = if r.diverged { RunStatus::Diverged } else { RunStatus::Completed };
+        let attempts = vec![Attempt { index: 0, seed: 0, status: run_status, epochs_completed: 3, divergence: None }];
+        let tj = train_json(run_status, attempts, epochs, 1.5 + n as f64);
         let cfg = json!({"dataset": "cifar10", "method": r.method, "size": r.size, "kernel": 3, "classes": 10,
             "epochs": epochs, "lr": 0.0573, "wd": 3.68e-5, "seed": 0, "batch_size": 256, "max_retries": 2,
             "train_per_class": null, "test_per_class": null, "eval_split": "test", "budget_hours": r.budget});
@@ -115,6 +118,33 @@ fn build_tree(root: &Path) {
             &[("certify.json", cert.to_string())],
         );
     }
+}
+
+/// The `train.json` of a run of `epochs` epochs that ended with `status` after `attempts`, written
+/// through the record type the train stage writes it with.
+fn train_json(status: RunStatus, attempts: Vec<Attempt>, epochs: u64, seconds_per_epoch: f64) -> String {
+    let completed = status == RunStatus::Completed;
+    let record = TrainRecord {
+        outcome: TrainOutcome {
+            status,
+            attempts,
+            model_file: completed.then(|| "model.safetensors".into()),
+            stats_file: "epochs.csv".into(),
+            last_epoch: None,
+            precision: None,
+            reason: None,
+        },
+        epochs: Some(epochs),
+        trained: Some(Trained {
+            seconds_per_epoch: Some(seconds_per_epoch),
+            lr: 0.0573,
+            wd: 3.68e-5,
+            input_side: 32,
+            classes: 10,
+            train_images: 50000,
+        }),
+    };
+    String::from_utf8(lipctl::records::to_json(&record).unwrap()).unwrap()
 }
 
 fn col_str(df: &DataFrame, c: &str) -> Vec<Option<String>> {
@@ -287,4 +317,53 @@ fn an_empty_store_renders_a_report_that_says_there_is_no_data() {
         let svg = std::fs::read_to_string(path).unwrap();
         assert!(svg.contains("no data"), "{} should say it has no data", path.display());
     }
+}
+
+/// A run whose first attempt diverged and whose retry (with the derived seed) completed: its
+/// results row, in the Parquet file and in the report, shows the retry's seed, not the
+/// configured one.
+#[test]
+fn a_retried_run_reports_the_seed_that_trained() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("artifacts");
+    let store = Store::open(&root).unwrap();
+    let meta = json!({"format": 1, "name": "cifar10", "dataset": "cifar10", "classes": ["c0", "c1", "c2", "c3", "c4", "c5", "c6", "c7", "c8", "c9"], "image_side": 32,
+        "train": 50000, "fit": 45000, "val": 5000, "test": 10000, "train_per_class": [], "test_per_class": [],
+        "channel_mean": [0.5, 0.5, 0.5], "source_sha256": "feedbeef", "split_seed": 0, "checksum": "c0ffee"});
+    let prep = put(&store, "prepare", json!({"dataset": "cifar10"}), &[], &[("meta.json", meta.to_string())]);
+    let retry_seed = attempt_seed(0, 1);
+    assert_ne!(retry_seed, 0);
+    let divergence = lipctl::train::Divergence { epoch: 1, phase: "train".into(), loss: "NaN".into() };
+    let attempts = vec![
+        Attempt { index: 0, seed: 0, status: RunStatus::Diverged, epochs_completed: 0, divergence: Some(divergence) },
+        Attempt { index: 1, seed: retry_seed, status: RunStatus::Completed, epochs_completed: 2, divergence: None },
+    ];
+    let csv = "epoch,train_loss,eval_accuracy,eval_cra_36\n1,2.0,0.5,0.3\n2,1.0,0.6,0.4\n".to_string();
+    let cfg = json!({"dataset": "cifar10", "method": "AOL", "size": "XS", "kernel": 3, "epochs": 2, "lr": 0.0573,
+        "wd": 3.68e-5, "seed": 0, "batch_size": 256, "max_retries": 1, "eval_split": "test"});
+    let mut info = ManifestInfo::new(TrainRecord::SCHEMA_VERSION, cfg);
+    info.inputs = vec![lipctl::store::Key::parse(&prep).unwrap()];
+    info.device = Some("cpu (1 threads)".into());
+    let key = info.key("train");
+    let tj = train_json(RunStatus::Completed, attempts, 2, 1.5);
+    store
+        .build("train", &key, &info, |dir| {
+            std::fs::write(dir.join("epochs.csv"), &csv)?;
+            std::fs::write(dir.join(TrainRecord::FILE), &tj)?;
+            Ok(())
+        })
+        .unwrap();
+    let agg = lipctl::aggregate::run(&root, &lipctl::aggregate::Scope::All).unwrap();
+    let results = ParquetReader::new(std::fs::File::open(agg.dir.join("results.parquet")).unwrap()).finish().unwrap();
+    assert_eq!(results.height(), 1, "{results}");
+    let seed = results.column("seed").unwrap().i64().unwrap().get(0);
+    assert_eq!(seed, Some(retry_seed as i64), "the row shows the seed that trained: {results}");
+    assert_eq!(results.column("attempts").unwrap().i64().unwrap().get(0), Some(2));
+    // The device is the one the manifest records.
+    assert_eq!(col_str(&results, "device"), [Some("cpu (1 threads)".to_string())]);
+    let done = lipctl::report::render(&agg.dir, &tmp.path().join("site"), &lipctl::report::Provenance::current(None)).unwrap();
+    let html = std::fs::read_to_string(&done.html).unwrap();
+    let short: String = key.as_str().chars().take(12).collect();
+    let row = row_with(&html[html.find("<h2 id=\"results\">").unwrap()..], &format!(">{short}<"));
+    assert!(row.contains(&format!(">{retry_seed}<")), "the report row shows seed {retry_seed}: {row}");
 }

@@ -15,7 +15,6 @@ pub mod tiny_imagenet;
 pub use prepare::{prepare, PrepareRequest, PreparedSummary};
 pub use synthetic::SyntheticSpec;
 
-use crate::fsx;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -172,6 +171,14 @@ pub struct Meta {
     pub checksum: String,
 }
 
+impl crate::records::Record for Meta {
+    const FILE: &'static str = META_FILE;
+    /// `format` in the file states the same number.
+    const SCHEMA_VERSION: u32 = prepare::SCHEMA_VERSION;
+    const WHAT: &'static str = "a dataset description";
+    const KEY_ORDER: crate::records::KeyOrder = crate::records::KeyOrder::Declared;
+}
+
 pub const DATA_FILE: &str = "data.safetensors";
 pub const META_FILE: &str = "meta.json";
 
@@ -201,8 +208,7 @@ impl Dataset {
     /// Loads a prepared dataset folder (a `prepare` artifact), checking shapes and kinds.
     pub fn load(dir: &Path) -> Result<Dataset> {
         let meta_path = dir.join(META_FILE);
-        let meta: Meta = serde_json::from_str(&fsx::read_to_string(&meta_path)?)
-            .with_context(|| format!("`{}` is not a dataset description", meta_path.display()))?;
+        let meta: Meta = crate::records::read_file(&meta_path)?;
         let data_path = dir.join(DATA_FILE);
         let tensors = Tensor::read_safetensors(&data_path)
             .with_context(|| format!("failed to read tensors from `{}`", data_path.display()))?;

@@ -9,7 +9,7 @@
 use super::archive::{self, Tree};
 use super::synthetic::SyntheticSpec;
 use super::{cifar, image_folder, npz, synthetic, tiny_imagenet};
-use super::{channel_mean, split_indices, DatasetKind, Decoded, Images, Meta, DATA_FILE, META_FILE, SPLIT_SEED};
+use super::{channel_mean, split_indices, DatasetKind, Decoded, Images, Meta, DATA_FILE, SPLIT_SEED};
 use crate::fsx;
 use crate::store::{Key, ManifestInfo, Store};
 use crate::progress::Progress;
@@ -307,9 +307,7 @@ pub fn prepare(req: &PrepareRequest, store: &Store, progress: &Progress) -> Resu
             write_artifact(tmp, decoded, req.dataset, &name, &source_sha256, &key)
         })?,
     };
-    let meta_path = artifact.path(META_FILE);
-    let meta: Meta = serde_json::from_str(&fsx::read_to_string(&meta_path)?)
-        .with_context(|| format!("`{}` is not a dataset description", meta_path.display()))?;
+    let meta: Meta = crate::records::read(&artifact)?;
     let range = |v: &[usize]| (v.iter().copied().min().unwrap_or(0), v.iter().copied().max().unwrap_or(0));
     Ok(PreparedSummary {
         name: meta.name.clone(),
@@ -425,7 +423,7 @@ fn write_artifact(dir: &Path, mut d: Decoded, kind: DatasetKind, name: &str, sou
     };
     let (fit, val) = split_indices(&d.train.labels);
     let meta = Meta {
-        format: 1,
+        format: SCHEMA_VERSION,
         name: name.to_string(),
         dataset: kind,
         classes: d.classes.clone(),
@@ -458,6 +456,5 @@ fn write_artifact(dir: &Path, mut d: Decoded, kind: DatasetKind, name: &str, sou
     ];
     let data_path = dir.join(DATA_FILE);
     Tensor::write_safetensors(&tensors, &data_path).with_context(|| format!("failed to write `{}`", data_path.display()))?;
-    let text = serde_json::to_string_pretty(&meta).context("serialising meta.json")?;
-    fsx::write(&dir.join(META_FILE), text)
+    crate::records::write(dir, &meta)
 }

@@ -139,8 +139,8 @@ fn measurements(store: &Store, device_kind: &str) -> Vec<(serde_json::Value, f64
         if config["device_kind"] != serde_json::json!(device_kind) {
             return None;
         }
-        let m: crate::measure::Measurement = serde_json::from_str(&crate::fsx::read_to_string(&dir.join(MEASUREMENT)).ok()?).ok()?;
-        Some((config, m.train_seconds_per_batch?.median))
+        let m: crate::measure::MeasureRecord = crate::records::read_file(&dir.join(MEASUREMENT)).ok()?;
+        Some((config, m.measurement.train_seconds_per_batch?.median))
     };
     store.list("measure").unwrap_or_default().iter().filter_map(read).collect()
 }

@@ -40,16 +40,17 @@ impl Stage {
         }
     }
 
-    /// Bump when the stage's output files or their meaning change: it changes every key of the
-    /// stage (and, through input keys, everything downstream).
+    /// The schema version of the stage's record ([`crate::records`]): bump the record's constant
+    /// when the stage's output files or their meaning change; it changes every key of the stage
+    /// (and, through input keys, everything downstream).
     pub fn schema_version(self) -> u32 {
+        use crate::records::Record;
         match self {
-            Stage::Prepare => crate::data::prepare::SCHEMA_VERSION,
-            Stage::Measure => 1,
-            Stage::Budget => 1,
-            Stage::Search => 1,
-            Stage::Train => 1,
-            Stage::Certify => 1,
+            Stage::Prepare => crate::data::Meta::SCHEMA_VERSION,
+            Stage::Measure => crate::measure::MeasureRecord::SCHEMA_VERSION,
+            Stage::Budget => crate::budgets::Budget::SCHEMA_VERSION,
+            Stage::Search | Stage::Train => crate::train::TrainRecord::SCHEMA_VERSION,
+            Stage::Certify => crate::certify::CertifyRecord::SCHEMA_VERSION,
         }
     }
 }

@@ -5,13 +5,16 @@
 use super::plan::{Epochs, Hyper, Plan, TaskSpec, TrainTask};
 use crate::budgets::BudgetMode;
 use crate::store::{Artifact, Key, ManifestInfo, Store};
-use crate::certify::{certify_model_file, AuditOptions};
+use crate::certify::{certify_model_file, AuditOptions, CertifyRecord, CertifyStatus};
 use crate::config::DatasetEntry;
 use crate::data::{Dataset, DatasetKind, PrepareRequest};
 use crate::fsx;
 use crate::nn::NetSpec;
 use crate::progress::Progress;
+use crate::measure::MeasureRecord;
+use crate::records::{self, Record};
 use crate::train::trainer::{self, EvalSplit, RunStatus, TrainConfig, TrainData, TrainOutcome};
+use crate::train::{TrainRecord, Trained};
 use anyhow::Context;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -20,11 +23,11 @@ use tch::Device;
 /// File names inside a `train` artifact.
 pub const TRAIN_MODEL: &str = "model.safetensors";
 pub const TRAIN_STATS: &str = "epochs.csv";
-pub const TRAIN_OUTCOME: &str = "train.json";
-pub const MEASUREMENT: &str = "measure.json";
-pub const BUDGET: &str = "budget.json";
+pub const TRAIN_OUTCOME: &str = TrainRecord::FILE;
+pub const MEASUREMENT: &str = MeasureRecord::FILE;
+pub const BUDGET: &str = crate::budgets::Budget::FILE;
 /// File names inside a `certify` artifact.
-pub const CERTIFICATE: &str = "certify.json";
+pub const CERTIFICATE: &str = CertifyRecord::FILE;
 pub const MARGINS: &str = "margins.csv";
 
 /// Resolved settings shared by every task of one run.
@@ -103,11 +106,9 @@ impl StageRunner {
                 req.tf32 = *tf32;
                 let info = manifest_info(task.stage.schema_version(), &task.config, &[prepare_key], device);
                 let artifact = store.build(task.stage.name(), &task.key, &info, |tmp| {
-                    let m = crate::measure::measure(&req, progress)?;
-                    let mut json = serde_json::to_value(&m)?;
-                    json["input_side"] = serde_json::json!(net.input_side);
-                    json["classes"] = serde_json::json!(net.classes);
-                    fsx::write(&tmp.join(MEASUREMENT), serde_json::to_vec_pretty(&json)?)
+                    let measurement = crate::measure::measure(&req, progress)?;
+                    let record = MeasureRecord { measurement, input_side: Some(net.input_side), classes: Some(net.classes) };
+                    records::write(tmp, &record)
                 })?;
                 Ok(!artifact.cached)
             }
@@ -128,19 +129,15 @@ impl StageRunner {
                         crate::budgets::paper_budget(hours, dataset.kind(), *method, *size, *kernel)?
                     }
                     BudgetMode::Measured => {
-                        let measured = lookup(store, plan, task.deps[1])?;
-                        let path = measured.path(MEASUREMENT);
-                        let m: crate::measure::Measurement = serde_json::from_str(&fsx::read_to_string(&path)?)
-                            .with_context(|| format!("{} is not a measurement", path.display()))?;
+                        let measured: MeasureRecord = records::read(&lookup(store, plan, task.deps[1])?)?;
+                        let m = measured.measurement;
                         let data = self.dataset(store, &inputs[0], entry.train_per_class, entry.test_per_class)?;
                         let images = data.train_labels.size()[0] as u64;
                         crate::budgets::budget_from_measurement(&m, hours, crate::budgets::batches_per_epoch(images, *batch_size as u64))?
                     }
                 };
                 let info = manifest_info(task.stage.schema_version(), &task.config, &inputs, device);
-                let artifact = store.build(task.stage.name(), &task.key, &info, |tmp| {
-                    fsx::write(&tmp.join(BUDGET), serde_json::to_vec_pretty(&budget)?)
-                })?;
+                let artifact = store.build(task.stage.name(), &task.key, &info, |tmp| records::write(tmp, &budget))?;
                 Ok(!artifact.cached)
             }
             TaskSpec::Train(t) | TaskSpec::Search(t) => {
@@ -172,9 +169,16 @@ impl StageRunner {
                 let work = store.work_dir(task.stage.name(), &task.key);
                 let artifact = store.build(task.stage.name(), &task.key, &info, |tmp| {
                     let outcome = trainer::train(&cfg, train_data, &work, progress)?;
-                    let resolved = serde_json::json!({ "epochs": epochs, "lr": lr, "wd": wd, "input_side": data.image_side(),
-                                                       "classes": data.num_classes(), "train_images": data.train_labels.size()[0] });
-                    publish_training(&outcome, &resolved, &work, tmp)
+                    let resolved = Trained {
+                        // Seconds per epoch of the final attempt (its last epoch: steady state, no warm-up).
+                        seconds_per_epoch: outcome.last_epoch.as_ref().map(|e| e.seconds),
+                        lr,
+                        wd,
+                        input_side: data.image_side(),
+                        classes: data.num_classes() as u64,
+                        train_images: data.train_labels.size()[0],
+                    };
+                    publish_training(outcome, epochs, resolved, &work, tmp)
                 })?;
                 Ok(!artifact.cached)
             }
@@ -242,62 +246,46 @@ fn train_config(t: &TrainTask, data: &Dataset, epochs: u64, lr: f64, wd: f64, de
     cfg
 }
 
-/// Copies the final model and statistics of a training run out of its work folder.
-/// `resolved` holds what the run actually used (epochs from a budget, lr/wd from the search) and
-/// the data's shape; it is merged into `train.json`.
-fn publish_training(outcome: &TrainOutcome, resolved: &serde_json::Value, work: &Path, tmp: &Path) -> anyhow::Result<()> {
+/// Copies the final model and statistics of a training run out of its work folder and writes
+/// `train.json`: the outcome, the `epochs` it was given, and what it `resolved` (lr/wd from the
+/// search, the data's shape).
+fn publish_training(mut outcome: TrainOutcome, epochs: u64, resolved: Trained, work: &Path, tmp: &Path) -> anyhow::Result<()> {
     fsx::copy(&work.join(&outcome.stats_file), &tmp.join(TRAIN_STATS))?;
     if let Some(model) = &outcome.model_file {
         fsx::copy(&work.join(model), &tmp.join(TRAIN_MODEL))?;
     }
-    let mut json = serde_json::to_value(outcome).context("serialising the training outcome")?;
-    // Seconds per epoch of the final attempt (its last epoch: steady state, no warm-up).
-    json["seconds_per_epoch"] = serde_json::json!(outcome.last_epoch.as_ref().map(|e| e.seconds));
-    if let (Some(obj), Some(extra)) = (json.as_object_mut(), resolved.as_object()) {
-        obj.extend(extra.clone());
-    }
     // Name the files as published, not as they were called in the work folder.
-    json["stats_file"] = serde_json::json!(TRAIN_STATS);
+    outcome.stats_file = TRAIN_STATS.into();
     if outcome.model_file.is_some() {
-        json["model_file"] = serde_json::json!(TRAIN_MODEL);
+        outcome.model_file = Some(TRAIN_MODEL.into());
     }
-    fsx::write(&tmp.join(TRAIN_OUTCOME), serde_json::to_vec_pretty(&json)?)
+    records::write(tmp, &TrainRecord { outcome, epochs: Some(epochs), trained: Some(resolved) })
 }
 
 /// The `train.json` of a run that was not trained (no model, no statistics): its status and why.
 fn publish_not_trained(status: RunStatus, reason: &str, tmp: &Path) -> anyhow::Result<()> {
-    let outcome = TrainOutcome {
-        status,
-        attempts: Vec::new(),
-        model_file: None,
-        stats_file: TRAIN_STATS.into(),
-        last_epoch: None,
-        precision: None,
-        reason: Some(reason.to_string()),
-    };
-    let mut json = serde_json::to_value(&outcome).context("serialising the training outcome")?;
-    json["epochs"] = serde_json::Value::Null;
-    fsx::write(&tmp.join(TRAIN_OUTCOME), serde_json::to_vec_pretty(&json)?)
+    records::write(tmp, &TrainRecord::not_trained(status, reason, TRAIN_STATS))
 }
 
-/// Reads a train artifact's outcome.
-pub fn read_outcome(trained: &Artifact) -> anyhow::Result<TrainOutcome> {
-    let path = trained.path(TRAIN_OUTCOME);
-    serde_json::from_str(&fsx::read_to_string(&path)?).with_context(|| format!("{} is not a training outcome", path.display()))
+/// Reads a train (or search) artifact's `train.json`.
+pub fn read_outcome(trained: &Artifact) -> anyhow::Result<TrainRecord> {
+    records::read(trained)
 }
 
 /// Certifies a trained model on the test split; a diverged run yields a certificate that says so.
 fn certify_into(trained: &Artifact, spec: NetSpec, data: &Dataset, device: Device, opts: &AuditOptions, tmp: &Path) -> anyhow::Result<()> {
-    let outcome = read_outcome(trained)?;
+    let outcome = read_outcome(trained)?.outcome;
     let not_certified = match outcome.status {
         RunStatus::Completed => None,
-        RunStatus::Diverged => Some(serde_json::json!({ "status": "diverged", "attempts": outcome.attempts })),
-        RunStatus::DoesNotFit | RunStatus::NoEpochCount => Some(serde_json::json!({
-            "status": serde_json::to_value(outcome.status)?, "reason": outcome.reason,
-        })),
+        RunStatus::Diverged => {
+            let attempts = outcome.attempts.iter().map(serde_json::to_value).collect::<Result<Vec<_>, _>>()?;
+            Some(CertifyRecord::not_certified(CertifyStatus::Diverged, Some(attempts), None))
+        }
+        RunStatus::DoesNotFit => Some(CertifyRecord::not_certified(CertifyStatus::DoesNotFit, None, outcome.reason)),
+        RunStatus::NoEpochCount => Some(CertifyRecord::not_certified(CertifyStatus::NoEpochCount, None, outcome.reason)),
     };
-    if let Some(json) = not_certified {
-        return fsx::write(&tmp.join(CERTIFICATE), serde_json::to_vec_pretty(&json)?.as_slice());
+    if let Some(record) = not_certified {
+        return records::write(tmp, &record);
     }
     let started = std::time::Instant::now();
     let cert = certify_model_file(
@@ -312,23 +300,7 @@ fn certify_into(trained: &Artifact, spec: NetSpec, data: &Dataset, device: Devic
         opts,
     )?;
     // The certificate as docs/artifacts.md specifies it, beside certify's own files.
-    // cert.cra pairs every ε of certify::EPSILONS (0 first) with its CRA.
-    let mut cra = serde_json::Map::new();
-    for (eps, value) in &cert.cra {
-        cra.insert(radius_name(*eps), serde_json::json!(value));
-    }
-    let json = serde_json::json!({
-        "status": "ok",
-        "n": cert.samples,
-        "accuracy": cert.accuracy,
-        "cra": cra,
-        "lipschitz": { "bound": cert.lipschitz, "per_layer": cert.audit.layers.iter().map(|l| l.sigma).collect::<Vec<_>>(),
-                       "method": "power iteration on each frozen layer's Jacobian (zero input and random points); bound = max(1, product)" },
-        "margin_median": cert.median_margin,
-        "seconds": started.elapsed().as_secs_f64(),
-        "precision": cert.precision,
-    });
-    fsx::write(&tmp.join(CERTIFICATE), serde_json::to_vec_pretty(&json)?.as_slice())
+    records::write(tmp, &CertifyRecord::certified(&cert, started.elapsed().as_secs_f64()))
 }
 
 /// The committed artifact of task `index` (its inputs are done when it runs).
@@ -350,10 +322,7 @@ fn resolve_epochs(store: &Store, plan: &Plan, epochs: &Epochs) -> anyhow::Result
     match epochs {
         Epochs::Fixed(e) => Ok(BudgetEpochs::Train(*e as u64)),
         Epochs::Budget { task, hours, min_epochs } => {
-            let artifact = lookup(store, plan, *task)?;
-            let path = artifact.path(BUDGET);
-            let budget: crate::budgets::Budget = serde_json::from_str(&fsx::read_to_string(&path)?)
-                .with_context(|| format!("{} is not a budget", path.display()))?;
+            let budget: crate::budgets::Budget = records::read(&lookup(store, plan, *task)?)?;
             let label = &plan.tasks[*task].label;
             Ok(match (budget.status, budget.epochs_for(*hours)) {
                 (BudgetStatus::Ok, Some(e)) if e.max(*min_epochs as u64) > 0 => BudgetEpochs::Train(e.max(*min_epochs as u64)),
@@ -391,7 +360,7 @@ fn resolve_hyper(store: &Store, plan: &Plan, hyper: &Hyper) -> anyhow::Result<(f
                 let Hyper::Fixed { lr, wd } = trial.hyper else {
                     anyhow::bail!("internal error: search trial {} has no fixed lr/wd", plan.tasks[t].label);
                 };
-                let outcome = read_outcome(&lookup(store, plan, t)?)?;
+                let outcome = read_outcome(&lookup(store, plan, t)?)?.outcome;
                 let (status, cra) = match (outcome.status, &outcome.last_epoch) {
                     (RunStatus::Completed, Some(last)) => (crate::search::TrialStatus::Ok, Some(last.eval.cra[0])),
                     (RunStatus::Diverged, _) => (crate::search::TrialStatus::Diverged, None),
@@ -401,17 +370,5 @@ fn resolve_hyper(store: &Store, plan: &Plan, hyper: &Hyper) -> anyhow::Result<(f
             }
             crate::search::select_best(&results).context("no search trial completed; the final run has no learning rate to use")
         }
-    }
-}
-
-/// The exact-fraction spelling of a radius used as a JSON key: "0", "36/255", …, "1".
-fn radius_name(eps: f64) -> String {
-    let in_255 = eps * 255.0;
-    if (in_255 - 255.0).abs() < 1e-9 {
-        "1".into()
-    } else if in_255.abs() < 1e-9 {
-        "0".into()
-    } else {
-        format!("{}/255", in_255.round() as i64)
     }
 }

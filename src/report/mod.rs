@@ -247,52 +247,62 @@ fn build_tables(t: &Tables) -> Result<Vec<Table>> {
             "Each of our numbers beside the paper's (data/paper/) wherever both exist; diff = ours − paper, ratio = ours / paper. Time and memory were measured on different hardware than the paper's A100.",
             &[],
         )?,
-        from_frame(
-            &t.results
-                .clone()
-                .lazy()
-                .with_columns([
-                    (col("train_peak_bytes").cast(DataType::Float64) / lit(1e9)).alias("peak_train_gb"),
-                    (col("infer_peak_bytes").cast(DataType::Float64) / lit(1e6)).alias("peak_infer_mb"),
-                ])
-                .collect()?,
-            "results",
-            "All runs",
-            "Every training run and every measurement no run used, with its status (ok, diverged, uncertified, oom, failed, does_not_fit, no_epoch_count) and, where it is not ok, the reason (`error`). `train seconds per epoch` is the time the run took; `seconds per epoch` is the measured batch time × the batches of a full epoch (Figure 2's convention). `precision` is what each stage ran with: `fp32`, or `tf32 conv` where cuDNN convolutions ran in TF32 (training on a GPU of compute capability ≥ 8.0 with `tf32: on`); certification is always fp32. The same rows are in results.parquet / results.csv of the aggregate (memory there in bytes).",
-            &[
-                "key", "stage", "dataset", "method", "size", "kernel", "budget_hours", "epochs", "lr", "wd", "seed",
-                "status", "error", "accuracy", "cra_36", "cra_72", "cra_108", "cra_255",
-                "lipschitz_bound", "train_seconds_per_epoch", "seconds_per_epoch", "infer_ms_per_batch",
-                "peak_train_gb", "peak_infer_mb", "parameters", "device", "precision",
-            ],
-        )
-        .map(|mut table| {
-            // Short keys: the full 64 hex digits are in the CSV.
-            for row in &mut table.rows {
-                if let Some(c) = row.first_mut() {
-                    c.text = c.text.chars().take(12).collect();
-                    c.md = c.text.clone();
-                }
-            }
-            table
-        })?,
+        results_table(t)?,
     ])
+}
+
+/// "All runs": `results` with memory in GB / MB and short keys.
+fn results_table(t: &Tables) -> Result<Table> {
+    from_frame(
+        &t.results
+            .clone()
+            .lazy()
+            .with_columns([
+                (col("train_peak_bytes").cast(DataType::Float64) / lit(1e9)).alias("peak_train_gb"),
+                (col("infer_peak_bytes").cast(DataType::Float64) / lit(1e6)).alias("peak_infer_mb"),
+            ])
+            .collect()?,
+        "results",
+        "All runs",
+        "Every training run and every measurement no run used, with its status (ok, diverged, uncertified, oom, failed, does_not_fit, no_epoch_count) and, where it is not ok, the reason (`error`). `train seconds per epoch` is the time the run took; `seconds per epoch` is the measured batch time × the batches of a full epoch (Figure 2's convention). `precision` is what each stage ran with: `fp32`, or `tf32 conv` where cuDNN convolutions ran in TF32 (training on a GPU of compute capability ≥ 8.0 with `tf32: on`); certification is always fp32. The same rows are in results.parquet / results.csv of the aggregate (memory there in bytes).",
+        &[
+            "key", "stage", "dataset", "method", "size", "kernel", "budget_hours", "epochs", "lr", "wd", "seed",
+            "status", "error", "accuracy", "cra_36", "cra_72", "cra_108", "cra_255",
+            "lipschitz_bound", "train_seconds_per_epoch", "seconds_per_epoch", "infer_ms_per_batch",
+            "peak_train_gb", "peak_infer_mb", "parameters", "device", "precision",
+        ],
+    )
+    .map(|mut table| {
+        // Short keys: the full 64 hex digits are in the CSV.
+        for row in &mut table.rows {
+            if let Some(c) = row.first_mut() {
+                c.text = c.text.chars().take(12).collect();
+                c.md = c.text.clone();
+            }
+        }
+        table
+    })
 }
 
 const SIZES: [&str; 4] = ["XS", "S", "M", "L"];
 
+/// The plots of the report: (figures, radars, learning curves).
 #[allow(clippy::type_complexity)]
 fn build_plots(t: &Tables) -> Result<(Vec<Plot>, Vec<Plot>, Vec<Plot>)> {
-    let mut plots = Vec::new();
-    let plot = |id: &str, title: &str, caption: &str, svg: String| Plot {
-        id: id.into(),
-        title: title.into(),
-        caption: caption.into(),
-        file: format!("{id}.svg"),
-        svg,
-    };
+    let mut plots = pareto_plots(t)?;
+    plots.extend(cost_plots(t)?);
+    plots.extend(budget_plots(t)?);
+    plots.push(vs_paper_plot(t)?);
+    Ok((plots, radar_plots(t)?, curve_plots(t)?))
+}
 
-    // Radar per method.
+/// A plot `id` with its title, caption and SVG (written as `<id>.svg`).
+fn plot(id: &str, title: &str, caption: &str, svg: String) -> Plot {
+    Plot { id: id.into(), title: title.into(), caption: caption.into(), file: format!("{id}.svg"), svg }
+}
+
+/// One radar per method (Figure 1), ours filled, the paper's as a line.
+fn radar_plots(t: &Tables) -> Result<Vec<Plot>> {
     let mut radars = Vec::new();
     let methods = strings(&t.radar, "method")?;
     let ours: Vec<Vec<Option<i64>>> = ["ra_score", "a_score", "tt_score", "it_score", "tm_score", "im_score"]
@@ -311,7 +321,7 @@ fn build_plots(t: &Tables) -> Result<(Vec<Plot>, Vec<Plot>, Vec<Plot>)> {
         let svg = plots::radar(&m, &o, has_paper.then_some(&p))?;
         radars.push(plot(
             &format!("radar_{m}"),
-            &format!("{m}"),
+            &m,
             "Scores 1–5 from our data (filled) and the paper's Figure 1 (grey line).",
             svg,
         ));
@@ -324,8 +334,12 @@ fn build_plots(t: &Tables) -> Result<(Vec<Plot>, Vec<Plot>, Vec<Plot>)> {
             plots::no_data("Radar scores", "no 1-Lipschitz method has runs or measurements")?,
         ));
     }
+    Ok(radars)
+}
 
-    // CRA vs time per epoch per (dataset, kernel) at the largest budget.
+/// CRA vs time per epoch per (dataset, kernel) at the largest budget, with the Pareto front.
+fn pareto_plots(t: &Tables) -> Result<Vec<Plot>> {
+    let mut plots = Vec::new();
     let best = t
         .settings
         .clone()
@@ -362,8 +376,12 @@ fn build_plots(t: &Tables) -> Result<(Vec<Plot>, Vec<Plot>, Vec<Plot>)> {
             plots::pareto(&title, &pts, "seconds per epoch (log)", "CRA 36/255 %")?,
         ));
     }
+    Ok(plots)
+}
 
-    // Time and memory against size, one line per method (first measured configuration).
+/// Time and memory against size, one line per method (the first measured configuration).
+fn cost_plots(t: &Tables) -> Result<Vec<Plot>> {
+    let mut plots = Vec::new();
     let cfg = t
         .cost
         .clone()
@@ -419,8 +437,12 @@ fn build_plots(t: &Tables) -> Result<(Vec<Plot>, Vec<Plot>, Vec<Plot>)> {
             svg,
         ));
     }
+    Ok(plots)
+}
 
-    // CRA vs budget: each method's best size per budget.
+/// CRA vs budget: each method's best size per budget, per (dataset, kernel).
+fn budget_plots(t: &Tables) -> Result<Vec<Plot>> {
+    let mut plots = Vec::new();
     let by_budget = t
         .settings
         .clone()
@@ -461,8 +483,11 @@ fn build_plots(t: &Tables) -> Result<(Vec<Plot>, Vec<Plot>, Vec<Plot>)> {
             plots::lines(&title, &series, None, "budget (hours)", "CRA 36/255 %", false, "")?,
         ));
     }
+    Ok(plots)
+}
 
-    // Ours vs paper: CRA.
+/// Ours vs the paper: CRA 36/255, one point per setting both ran.
+fn vs_paper_plot(t: &Tables) -> Result<Plot> {
     let vs = t.vs_paper.clone().lazy().filter(col("quantity").eq(lit("CRA 36/255 %"))).collect()?;
     let (vm, vsz, vb, vx, vy) = (
         strings(&vs, "method")?,
@@ -481,14 +506,16 @@ fn build_plots(t: &Tables) -> Result<(Vec<Plot>, Vec<Plot>, Vec<Plot>)> {
             })
         })
         .collect();
-    plots.push(plot(
+    Ok(plot(
         "vs_paper",
         "Our CRA vs the paper's",
         "Each point is a (dataset, method, size, kernel, budget) that both we and the paper ran; on the diagonal we reproduce the paper exactly.",
         plots::versus("Our CRA 36/255 vs the paper's", &vpts, "paper CRA %", "our CRA %")?,
-    ));
+    ))
+}
 
-    // Learning curves for every run.
+/// A learning curve per training run (loss and CRA 36/255 per epoch).
+fn curve_plots(t: &Tables) -> Result<Vec<Plot>> {
     let mut curves = Vec::new();
     let runs = t.results.clone().lazy().filter(col("stage").eq(lit("train"))).collect()?;
     let (rk, rd, rm, rs, rb, rst) = (
@@ -529,7 +556,7 @@ fn build_plots(t: &Tables) -> Result<(Vec<Plot>, Vec<Plot>, Vec<Plot>)> {
     if curves.is_empty() {
         curves.push(plot("curves", "Learning curves", "", plots::no_data("Learning curves", "no training run")?));
     }
-    Ok((plots, radars, curves))
+    Ok(curves)
 }
 
 fn points(df: &DataFrame, x: &str, y: &str) -> Result<Vec<Point>> {

@@ -3,11 +3,13 @@
 //! checkpoints every epoch, resumes exactly, and retries diverged runs with a new seed.
 
 pub mod augment;
+pub mod record;
 pub mod schedule;
 pub mod sgd;
 pub mod trainer;
 
 pub use augment::Augmentation;
+pub use record::{TrainRecord, Trained};
 pub use schedule::OneCycle;
 pub use sgd::Sgd;
 pub use trainer::{

@@ -1,0 +1,485 @@
+//! Collect: the store's typed records ([`crate::records`]) → the raw per-artifact frames of
+//! [`Raw`] (the only per-artifact loop; every join is in [`super::tables`]).
+//!
+//! Records are read through their stage's type: `meta.json` ([`Meta`]), `measure.json`
+//! ([`MeasureRecord`]), `train.json` ([`TrainRecord`]) and `certify.json` ([`CertifyRecord`]).
+//! Run metadata (method, size, dataset, …) comes from each manifest's key config, read through the
+//! views `RunConfig`, `MeasureConfig` and `BudgetConfig`.
+
+use super::{committed, AggregateProvenance, DatasetProvenance, Scope, RADII};
+use crate::certify::CertifyRecord;
+use crate::data::Meta;
+use crate::measure::MeasureRecord;
+use crate::precision::PrecisionRecord;
+use crate::records;
+use crate::store::{Artifact, Key, Store};
+use crate::train::TrainRecord;
+use anyhow::{Context, Result};
+use polars::prelude::*;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The raw per-artifact frames, before any join.
+pub struct Raw {
+    /// One row per train artifact (config, train.json, certify.json).
+    pub runs: DataFrame,
+    /// One row per measure artifact.
+    pub measures: DataFrame,
+    /// Every epochs.csv, long.
+    pub curves: DataFrame,
+    /// Prepared datasets: dataset (name), input_side, classes.
+    pub datasets: DataFrame,
+    pub provenance: AggregateProvenance,
+    /// Keys of every artifact read.
+    pub inputs: BTreeSet<Key>,
+}
+
+/// Reads the store's artifacts in `scope` into [`Raw`] frames.
+pub fn collect(store: &Store, scope: &Scope) -> Result<Raw> {
+    let committed = |stage: &str| -> Result<Vec<Artifact>> {
+        Ok(committed(store, stage)?.into_iter().filter(|a| scope.includes(&a.key)).collect())
+    };
+    let mut inputs = BTreeSet::new();
+    let datasets = Datasets::collect(committed("prepare")?, &mut inputs);
+    let mut budget_modes = BTreeSet::new();
+    for art in committed("budget")? {
+        inputs.insert(art.key.clone());
+        if let Some(mode) = config_view::<BudgetConfig>(&art)?.mode {
+            budget_modes.insert(mode);
+        }
+    }
+    let mut devices = BTreeSet::new();
+    let mut precisions = BTreeSet::new();
+    // Certify artifacts by the train key they certify (their first input).
+    let mut certs: BTreeMap<String, CertifyRecord> = BTreeMap::new();
+    for art in committed("certify")? {
+        let Some(train_key) = art.manifest.inputs.first() else { continue };
+        let cert: CertifyRecord = records::read(&art)?;
+        inputs.insert(art.key.clone());
+        certs.insert(train_key.as_str().to_string(), cert);
+    }
+    let mut runs = RunCols::default();
+    let mut curves = Curves::default();
+    for art in committed("train")? {
+        inputs.insert(art.key.clone());
+        let cert = certs.get(art.key.as_str());
+        runs.push(&art, cert, &datasets, &mut devices, &mut precisions)?;
+        curves.read(&art)?;
+    }
+    let mut measures = MeasureCols::default();
+    for art in committed("measure")? {
+        inputs.insert(art.key.clone());
+        measures.push(&art, &mut devices, &mut precisions)?;
+    }
+    let datasets_frame = datasets.frame()?;
+    let provenance = AggregateProvenance {
+        datasets: datasets.provenance,
+        budget_modes,
+        devices,
+        precisions,
+        artifacts_read: inputs.len(),
+    };
+    Ok(Raw {
+        runs: runs.frame()?,
+        measures: measures.frame()?,
+        curves: curves.frame()?,
+        datasets: datasets_frame,
+        provenance,
+        inputs,
+    })
+}
+
+/// The fields of a train task's key config (`manifest.json` `config`, built by
+/// `pipeline::plan`; docs/artifacts.md) that the aggregate reads. Values of another JSON type
+/// than the field's (`lr: "search"`, `epochs: {"budget_hours": …}`) read as absent: the run's
+/// record holds the resolved value.
+#[derive(Debug, Default, Deserialize)]
+struct RunConfig {
+    #[serde(default, deserialize_with = "word")]
+    dataset: Option<String>,
+    #[serde(default, deserialize_with = "word")]
+    method: Option<String>,
+    #[serde(default, deserialize_with = "word")]
+    size: Option<String>,
+    #[serde(default, deserialize_with = "integer")]
+    kernel: Option<i64>,
+    #[serde(default, deserialize_with = "integer")]
+    classes: Option<i64>,
+    #[serde(default, deserialize_with = "integer")]
+    input_side: Option<i64>,
+    #[serde(default, deserialize_with = "integer")]
+    batch_size: Option<i64>,
+    #[serde(default, deserialize_with = "number")]
+    budget_hours: Option<f64>,
+    #[serde(default, deserialize_with = "integer")]
+    epochs: Option<i64>,
+    #[serde(default, deserialize_with = "number")]
+    lr: Option<f64>,
+    #[serde(default, deserialize_with = "number")]
+    wd: Option<f64>,
+    #[serde(default, deserialize_with = "integer")]
+    seed: Option<i64>,
+}
+
+/// The fields of a measure task's key config that the aggregate reads (as [`RunConfig`]).
+#[derive(Debug, Default, Deserialize)]
+struct MeasureConfig {
+    #[serde(default, deserialize_with = "word")]
+    method: Option<String>,
+    #[serde(default, deserialize_with = "word")]
+    size: Option<String>,
+    #[serde(default, deserialize_with = "integer")]
+    kernel: Option<i64>,
+    #[serde(default, deserialize_with = "integer")]
+    classes: Option<i64>,
+    #[serde(default, deserialize_with = "integer")]
+    input_side: Option<i64>,
+    #[serde(default, deserialize_with = "integer")]
+    batch_size: Option<i64>,
+    #[serde(default, deserialize_with = "word")]
+    device_kind: Option<String>,
+}
+
+/// The field of a budget task's key config that the aggregate reads.
+#[derive(Debug, Default, Deserialize)]
+struct BudgetConfig {
+    #[serde(default, deserialize_with = "word")]
+    mode: Option<String>,
+}
+
+/// An artifact's key config through the view `C`.
+fn config_view<C: for<'de> Deserialize<'de>>(art: &Artifact) -> Result<C> {
+    C::deserialize(&art.manifest.config)
+        .with_context(|| format!("the config in `{}` is not an object", art.path(crate::store::MANIFEST).display()))
+}
+
+/// A string; another JSON value as its JSON text; `null` as absent.
+fn word<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::String(x) => Some(x),
+        Value::Null => None,
+        other => Some(other.to_string()),
+    })
+}
+
+/// A number (fractions truncated); anything else as absent.
+fn integer<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    let v = Value::deserialize(d)?;
+    Ok(v.as_i64().or_else(|| v.as_f64().map(|f| f as i64)))
+}
+
+/// A number; anything else as absent.
+fn number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    Ok(Value::deserialize(d)?.as_f64())
+}
+
+/// The spelling of a unit enum in its record (`cpu_rss_child`, `oom`, `cifar10`).
+fn serde_word<T: Serialize>(value: &T) -> Option<String> {
+    serde_json::to_value(value).ok()?.as_str().map(str::to_string)
+}
+
+/// The prepared datasets: input sides by prepare key and by name, the `datasets` frame's
+/// columns, and their provenance.
+#[derive(Default)]
+struct Datasets {
+    side_by_key: BTreeMap<String, i64>,
+    side_by_name: BTreeMap<String, i64>,
+    name: Vec<String>,
+    side: Vec<i64>,
+    classes: Vec<i64>,
+    provenance: Vec<DatasetProvenance>,
+}
+
+impl Datasets {
+    /// Every `prepare` artifact whose `meta.json` reads (others are skipped, as before records
+    /// were typed); their keys are added to `inputs`.
+    fn collect(artifacts: Vec<Artifact>, inputs: &mut BTreeSet<Key>) -> Datasets {
+        let mut d = Datasets::default();
+        for art in artifacts {
+            let Ok(meta) = records::read::<Meta>(&art) else { continue };
+            inputs.insert(art.key.clone());
+            let side = meta.image_side as i64;
+            d.side_by_key.insert(art.key.as_str().to_string(), side);
+            d.side_by_name.insert(meta.name.clone(), side);
+            d.name.push(meta.name.clone());
+            d.side.push(side);
+            d.classes.push(meta.classes.len() as i64);
+            d.provenance.push(DatasetProvenance {
+                name: meta.name,
+                kind: serde_word(&meta.dataset).unwrap_or_default(),
+                checksum: meta.checksum,
+                source_sha256: meta.source_sha256,
+                image_side: meta.image_side,
+                train: meta.train,
+                test: meta.test,
+            });
+        }
+        d
+    }
+
+    /// A run's input side: its record's, else its config's, else that of a prepared dataset
+    /// among its inputs, else that of a prepared dataset of its name.
+    fn input_side(&self, art: &Artifact, record: Option<i64>, cfg: &RunConfig) -> Option<i64> {
+        record
+            .or(cfg.input_side)
+            .or_else(|| art.manifest.inputs.iter().find_map(|k| self.side_by_key.get(k.as_str()).copied()))
+            .or_else(|| cfg.dataset.as_ref().and_then(|d| self.side_by_name.get(d).copied()))
+    }
+
+    fn frame(&self) -> Result<DataFrame> {
+        Ok(df!("dataset" => self.name.clone(), "input_side" => self.side.clone(), "classes" => self.classes.clone())?)
+    }
+}
+
+/// `<stage> <effective>` of a `precision` record (e.g. `train tf32 conv`); adds the record's
+/// long form (`train on NVIDIA H100 …: tf32 conv (cuDNN TF32 on, cuBLAS TF32 off)`) to `all`.
+fn precision_words(stage: &str, record: &PrecisionRecord, all: &mut BTreeSet<String>) -> String {
+    let onoff = |on: bool| if on { "on" } else { "off" };
+    all.insert(format!(
+        "{stage} on {} {}: {} (cuDNN TF32 {}, cuBLAS TF32 {})",
+        record.device,
+        record.device_name,
+        record.effective,
+        onoff(record.tf32_cudnn),
+        onoff(record.tf32_cublas)
+    ));
+    format!("{stage} {}", record.effective)
+}
+
+/// The status of a run in the tables: the train record's unless it completed, then the
+/// certificate's, or `uncertified` without one.
+fn run_status(record: &TrainRecord, cert: Option<&CertifyRecord>) -> String {
+    match (record.status_word(), cert) {
+        ("ok", Some(c)) => c.status.word().to_string(),
+        ("ok", None) => "uncertified".to_string(),
+        (other, _) => other.to_string(),
+    }
+}
+
+/// The columns of `runs`, one row per train artifact.
+#[derive(Default)]
+struct RunCols {
+    key: Vec<String>,
+    dataset: Vec<Option<String>>,
+    method: Vec<Option<String>>,
+    size: Vec<Option<String>>,
+    kernel: Vec<Option<i64>>,
+    classes: Vec<Option<i64>>,
+    input_side: Vec<Option<i64>>,
+    batch_size: Vec<Option<i64>>,
+    budget_hours: Vec<Option<f64>>,
+    epochs: Vec<Option<i64>>,
+    lr: Vec<Option<f64>>,
+    wd: Vec<Option<f64>>,
+    seed: Vec<Option<i64>>,
+    attempts: Vec<Option<i64>>,
+    status: Vec<String>,
+    reason: Vec<Option<String>>,
+    accuracy: Vec<Option<f64>>,
+    cra: [Vec<Option<f64>>; 4],
+    lipschitz: Vec<Option<f64>>,
+    margin: Vec<Option<f64>>,
+    train_spe: Vec<Option<f64>>,
+    device: Vec<Option<String>>,
+    precision: Vec<Option<String>>,
+}
+
+impl RunCols {
+    /// Adds the row of train artifact `art` (certified by `cert`); its device and precisions go
+    /// into the provenance sets.
+    fn push(
+        &mut self,
+        art: &Artifact,
+        cert: Option<&CertifyRecord>,
+        datasets: &Datasets,
+        devices: &mut BTreeSet<String>,
+        precisions: &mut BTreeSet<String>,
+    ) -> Result<()> {
+        let cfg: RunConfig = config_view(art)?;
+        let record: TrainRecord = records::read(art)?;
+        let trained = record.trained.as_ref();
+        // The device is the manifest's (train.json does not record one; its `precision` does).
+        if let Some(d) = &art.manifest.device {
+            devices.insert(d.clone());
+        }
+        self.device.push(art.manifest.device.clone());
+        self.key.push(art.key.as_str().to_string());
+        self.input_side.push(datasets.input_side(art, trained.map(|t| t.input_side), &cfg));
+        self.status.push(run_status(&record, cert));
+        self.kernel.push(cfg.kernel.or(Some(3)));
+        self.classes.push(trained.map(|t| t.classes as i64).or(cfg.classes));
+        self.batch_size.push(cfg.batch_size);
+        self.budget_hours.push(cfg.budget_hours);
+        // Budget epochs and searched lr/wd are resolved at run time and recorded in train.json.
+        self.epochs.push(record.epochs.map(|e| e as i64).or(cfg.epochs));
+        self.lr.push(trained.map(|t| t.lr).or(cfg.lr));
+        self.wd.push(trained.map(|t| t.wd).or(cfg.wd));
+        // The seed that trained: a diverged attempt is retried with a derived seed.
+        self.seed.push(record.seed().map(|s| s as i64).or(cfg.seed));
+        self.attempts.push(Some(record.outcome.attempts.len() as i64));
+        // Why a run is not ok, where its artifacts say (not trained: train.json's reason).
+        self.reason.push(record.outcome.reason.clone().or_else(|| cert.and_then(|c| c.reason.clone())));
+        self.train_spe.push(trained.and_then(|t| t.seconds_per_epoch));
+        self.push_certificate(cert);
+        let words: Vec<String> = [("train", record.outcome.precision.as_ref()), ("certify", cert.and_then(|c| c.certified.as_ref()?.precision.as_ref()))]
+            .into_iter()
+            .filter_map(|(stage, p)| Some(precision_words(stage, p?, precisions)))
+            .collect();
+        self.precision.push((!words.is_empty()).then(|| words.join(", ")));
+        self.dataset.push(cfg.dataset);
+        self.method.push(cfg.method);
+        self.size.push(cfg.size);
+        Ok(())
+    }
+
+    /// The certificate's numbers, in percent where the tables use percent.
+    fn push_certificate(&mut self, cert: Option<&CertifyRecord>) {
+        let certified = cert.and_then(|c| c.certified.as_ref());
+        let pct = |v: Option<f64>| v.map(|x| x * 100.0);
+        self.accuracy.push(pct(certified.map(|c| c.accuracy)));
+        for (j, (radius, _)) in RADII.iter().enumerate() {
+            self.cra[j].push(pct(cert.and_then(|c| c.cra(radius))));
+        }
+        self.lipschitz.push(certified.map(|c| c.lipschitz.bound));
+        self.margin.push(certified.map(|c| c.margin_median));
+    }
+
+    fn frame(self) -> Result<DataFrame> {
+        let [c36, c72, c108, c255] = self.cra;
+        Ok(df!(
+            "key" => self.key, "dataset" => self.dataset, "method" => self.method, "size" => self.size,
+            "kernel" => self.kernel, "classes" => self.classes, "input_side" => self.input_side,
+            "batch_size" => self.batch_size, "budget_hours" => self.budget_hours, "epochs" => self.epochs,
+            "lr" => self.lr, "wd" => self.wd, "seed" => self.seed, "attempts" => self.attempts,
+            "status" => self.status, "run_reason" => self.reason, "accuracy" => self.accuracy, "cra_36" => c36,
+            "cra_72" => c72, "cra_108" => c108, "cra_255" => c255,
+            "lipschitz_bound" => self.lipschitz, "margin_median" => self.margin,
+            "train_seconds_per_epoch" => self.train_spe, "device" => self.device,
+            "precision" => self.precision
+        )?)
+    }
+}
+
+/// The columns of `measures`, one row per measure artifact.
+#[derive(Default)]
+struct MeasureCols {
+    key: Vec<String>,
+    method: Vec<Option<String>>,
+    size: Vec<Option<String>>,
+    kernel: Vec<Option<i64>>,
+    classes: Vec<Option<i64>>,
+    input_side: Vec<Option<i64>>,
+    batch_size: Vec<Option<i64>>,
+    device_kind: Vec<Option<String>>,
+    device: Vec<Option<String>>,
+    status: Vec<String>,
+    error: Vec<Option<String>>,
+    parameters: Vec<Option<i64>>,
+    train_ms: Vec<Option<f64>>,
+    infer_ms: Vec<Option<f64>>,
+    peak_train_gb: Vec<Option<f64>>,
+    peak_infer_mb: Vec<Option<f64>>,
+    train_bytes: Vec<Option<i64>>,
+    infer_bytes: Vec<Option<i64>>,
+    memory_source: Vec<Option<String>>,
+    precision: Vec<Option<String>>,
+    created: Vec<i64>,
+}
+
+impl MeasureCols {
+    /// Adds the row of measure artifact `art`; its device and precision go into the provenance
+    /// sets.
+    fn push(&mut self, art: &Artifact, devices: &mut BTreeSet<String>, precisions: &mut BTreeSet<String>) -> Result<()> {
+        let cfg: MeasureConfig = config_view(art)?;
+        let record: MeasureRecord = records::read(art)?;
+        let m = &record.measurement;
+        devices.insert(m.device.clone());
+        self.key.push(art.key.as_str().to_string());
+        self.kernel.push(cfg.kernel.or(Some(3)));
+        // Pipeline measurements learn the input shape from their dataset at run time and record it
+        // in measure.json; stand-alone ones have it in their config.
+        self.classes.push(record.classes.or(cfg.classes));
+        self.input_side.push(record.input_side.or(cfg.input_side));
+        self.batch_size.push(cfg.batch_size);
+        self.device.push(Some(m.device.clone()));
+        self.status.push(serde_word(&m.status).unwrap_or_else(|| "ok".into()));
+        self.error.push(m.error.clone());
+        self.parameters.push(Some(m.parameters));
+        let ms = |t: &Option<crate::measure::TimingStats>| t.as_ref().map(|t| t.median * 1000.0);
+        self.train_ms.push(ms(&m.train_seconds_per_batch));
+        self.infer_ms.push(ms(&m.infer_seconds_per_batch));
+        self.peak_train_gb.push(m.peak_train_bytes.map(|b| b as f64 / 1e9));
+        self.peak_infer_mb.push(m.peak_infer_bytes.map(|b| b as f64 / 1e6));
+        self.train_bytes.push(m.peak_train_bytes.map(|b| b as i64));
+        self.infer_bytes.push(m.peak_infer_bytes.map(|b| b as i64));
+        self.memory_source.push(serde_word(&m.memory_source));
+        self.precision.push(m.precision.as_ref().map(|p| precision_words("measure", p, precisions)));
+        self.created.push(art.manifest.created_unix as i64);
+        self.method.push(cfg.method);
+        self.size.push(cfg.size);
+        self.device_kind.push(cfg.device_kind);
+        Ok(())
+    }
+
+    fn frame(self) -> Result<DataFrame> {
+        Ok(df!(
+            "key" => self.key, "method" => self.method, "size" => self.size, "kernel" => self.kernel,
+            "classes" => self.classes, "input_side" => self.input_side, "batch_size" => self.batch_size,
+            "device_kind" => self.device_kind, "device" => self.device, "status" => self.status,
+            "error" => self.error, "parameters" => self.parameters, "train_ms_per_batch" => self.train_ms,
+            "infer_ms_per_batch" => self.infer_ms, "peak_train_gb" => self.peak_train_gb,
+            "peak_infer_mb" => self.peak_infer_mb,
+            "train_peak_bytes" => self.train_bytes,
+            "infer_peak_bytes" => self.infer_bytes, "memory_source" => self.memory_source,
+            "precision" => self.precision, "created" => self.created
+        )?)
+    }
+}
+
+/// Every run's `epochs.csv`, long, with the run key.
+#[derive(Default)]
+struct Curves(Option<DataFrame>);
+
+impl Curves {
+    /// Appends the `epochs.csv` of train artifact `art`, if it has one (not-trained runs do not).
+    fn read(&mut self, art: &Artifact) -> Result<()> {
+        let epochs_csv = art.path("epochs.csv");
+        if !epochs_csv.is_file() {
+            return Ok(());
+        }
+        let df = CsvReadOptions::default()
+            .with_has_header(true)
+            .try_into_reader_with_file_path(Some(epochs_csv.clone()))
+            .and_then(|r| r.finish())
+            .with_context(|| format!("reading `{}`", epochs_csv.display()))?;
+        let df = df
+            .lazy()
+            .select([
+                lit(art.key.as_str().to_string()).alias("key"),
+                col("epoch").cast(DataType::Int64),
+                col("train_loss").cast(DataType::Float64),
+                (col("eval_accuracy").cast(DataType::Float64) * lit(100.0)).alias("eval_accuracy_pct"),
+                (col("eval_cra_36").cast(DataType::Float64) * lit(100.0)).alias("eval_cra_36_pct"),
+            ])
+            .collect()
+            .with_context(|| format!("`{}` lacks a column of docs/artifacts.md", epochs_csv.display()))?;
+        match &mut self.0 {
+            Some(all) => {
+                all.vstack_mut(&df)?;
+            }
+            None => self.0 = Some(df),
+        }
+        Ok(())
+    }
+
+    fn frame(self) -> Result<DataFrame> {
+        Ok(match self.0 {
+            Some(c) => c,
+            None => df!(
+                "key" => Vec::<String>::new(), "epoch" => Vec::<i64>::new(), "train_loss" => Vec::<f64>::new(),
+                "eval_accuracy_pct" => Vec::<f64>::new(), "eval_cra_36_pct" => Vec::<f64>::new()
+            )?,
+        })
+    }
+}
