@@ -321,8 +321,34 @@ fn check_method(method: Method, opts: &SelftestOptions) -> anyhow::Result<Method
     failures.extend(exceeds("frozen forward", frozen, FORWARD_TOL));
 
     // 4. The audit on the device.
+    let (bound, worst) = audit_check(method, &net_dev, device, &mut failures)?;
+
+    // 5. Peak memory of everything above.
+    let peak_bytes = peak_memory(probe.as_ref(), base, &mut failures);
+    if let Some(p) = &probe {
+        p.empty_cache();
+    }
+
+    Ok(MethodCheck {
+        method,
+        forward,
+        frozen,
+        gradient,
+        gradient_param,
+        bound,
+        worst_layer: worst,
+        peak_bytes,
+        losses,
+        seconds: started.elapsed().as_secs_f64(),
+        failures,
+    })
+}
+
+/// The audit of `net` on `device`: the bound (product of the layers' norms) and the worst layer;
+/// a non-finite bound, or a Lipschitz method's layer above `1 + AUDIT_TOL`, is a failure.
+fn audit_check(method: Method, net: &ConvNet, device: Device, failures: &mut Vec<String>) -> anyhow::Result<(f64, (String, f64))> {
     let audit_opts = AuditOptions { max_iterations: AUDIT_ITERATIONS, tolerance: 1e-6, seed: SEED, random_points: 0 };
-    let audited = audit(&convnet_layers(&net_dev), device, &audit_opts)?;
+    let audited = audit(&convnet_layers(net), device, &audit_opts)?;
     let worst = audited
         .layers
         .iter()
@@ -334,9 +360,13 @@ fn check_method(method: Method, opts: &SelftestOptions) -> anyhow::Result<Method
     } else if method.is_lipschitz() && worst.1 > 1.0 + AUDIT_TOL {
         failures.push(format!("layer {} audited at σ = {:.6} > 1 + {AUDIT_TOL:.0e}", worst.0, worst.1));
     }
+    Ok((audited.product, worst))
+}
 
-    // 5. Peak memory of everything above.
-    let peak_bytes = match (&probe, base) {
+/// Peak memory since `base`: CUDA's allocator where there is a probe, else the process's VmHWM.
+/// A reading that fails (or a CUDA peak of 0) is a failure and gives `None`.
+fn peak_memory(probe: Option<&crate::measure::cuda_memory::Probe>, base: Option<u64>, failures: &mut Vec<String>) -> Option<u64> {
+    match (probe, base) {
         (Some(p), Some(base)) => match p.peak_since(base) {
             Ok(b) if b > 0 => Some(b),
             Ok(_) => {
@@ -355,24 +385,7 @@ fn check_method(method: Method, opts: &SelftestOptions) -> anyhow::Result<Method
                 None
             }
         },
-    };
-    if let Some(p) = &probe {
-        p.empty_cache();
     }
-
-    Ok(MethodCheck {
-        method,
-        forward,
-        frozen,
-        gradient,
-        gradient_param,
-        bound: audited.product,
-        worst_layer: worst,
-        peak_bytes,
-        losses,
-        seconds: started.elapsed().as_secs_f64(),
-        failures,
-    })
 }
 
 /// Moves every trainable parameter by [`PERTURBATION`] of its RMS in a random direction (zero

@@ -20,6 +20,9 @@ pub fn wants(name: &str) -> bool {
     is_image(name) && (name.contains("train/") || name.contains("val/images/"))
 }
 
+/// Reads the official Tiny ImageNet layout (`wnids.txt`, `train/<wnid>/images/*.JPEG`,
+/// `val/images/*.JPEG` with `val/val_annotations.txt`). Long on purpose: each step validates one
+/// file of the layout and names it in its error, in the order a user would check them.
 pub fn read(tree: &Tree, progress: &Progress) -> Result<Decoded> {
     let wnids_file = match tree.find_basename("wnids.txt").as_slice() {
         [one] => one.to_string(),

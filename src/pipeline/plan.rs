@@ -252,6 +252,7 @@ impl Builder {
     }
 
     /// Measure → budget → search trials → final runs → certificates of one (dataset, method, size).
+    /// Long on purpose: the chain is built in dependency order, each task needing the keys above it.
     fn method_tasks(&mut self, p: &Pipeline, di: usize, d: &DatasetEntry, method: Method, size: ModelSize) {
         let name = format!("{} {}-{}", d.name, method, size);
         let batch_size = p.train.batch_size;

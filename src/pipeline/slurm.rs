@@ -92,6 +92,8 @@ fn uses_device(stage: Stage) -> bool {
 /// The driver script (module doc): submits every wave with `sbatch --parsable`, chained by
 /// dependencies, and prints `WAVE: job ID` for each array job (`WAVE.K: job ID` for the K-th
 /// further array of a split wave).
+///
+/// Long on purpose: it writes the script top to bottom, so the Rust reads like the bash it emits.
 pub fn script(plan: &Plan, pipeline: &Pipeline, o: &SlurmOptions) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "#!/usr/bin/env bash");

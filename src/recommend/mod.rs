@@ -501,6 +501,8 @@ fn row_cells(c: &Candidate, unit: &str) -> Vec<String> {
 
 const HEADER: [&str; 8] = ["rank", "method", "size", "CRA %", "acc %", "epochs", "peak mem", "inference"];
 
+/// The answer as a terminal table or Markdown. Long on purpose: one straight run of `writeln!`s in
+/// the order the text reads (query, table, reasons, warnings); splitting it would scatter the layout.
 fn render_text(a: &Answer, explain: bool, md: bool, out: &mut dyn Write) -> Result<()> {
     let q = &a.query;
     let title = format!(

@@ -424,6 +424,8 @@ fn matches(w: &When, q: &Query, e: &Entry, beaten_by_smaller: bool) -> bool {
         && w.diverged_in_data.is_none_or(|b| b == !e.diverged_hours.is_empty())
 }
 
+/// One candidate under the rules. Long on purpose: the rules apply in the documented order of
+/// `pipelines/recommend-rules.yaml` (fit, epochs, warnings, score), each a few lines that read in sequence.
 fn evaluate(q: &Query, e: &Entry, rules: &Rules, margin: f64) -> Candidate {
     let ratio = area_ratio(q, e);
     // Upper bounds (never scale down): activations grow with batch × area, the Fourier-domain
