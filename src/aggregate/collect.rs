@@ -4,7 +4,7 @@
 //! Records are read through their stage's type: `meta.json` ([`Meta`]), `measure.json`
 //! ([`MeasureRecord`]), `train.json` ([`TrainRecord`]) and `certify.json` ([`CertifyRecord`]).
 //! Run metadata (method, size, dataset, …) comes from each manifest's key config, read through the
-//! views `RunConfig`, `MeasureConfig` and `BudgetConfig`.
+//! views `RunConfig` (train, search and measure keys) and `BudgetConfig`.
 
 use super::{committed, AggregateProvenance, DatasetProvenance, Scope, RADII};
 use crate::certify::CertifyRecord;
@@ -90,7 +90,7 @@ pub fn collect(store: &Store, scope: &Scope) -> Result<Raw> {
     })
 }
 
-/// The fields of a train task's key config (`manifest.json` `config`, built by
+/// The fields of a train, search or measure task's key config (`manifest.json` `config`, built by
 /// `pipeline::plan`; docs/artifacts.md) that the aggregate reads. Values of another JSON type
 /// than the field's (`lr: "search"`, `epochs: {"budget_hours": …}`) read as absent: the run's
 /// record holds the resolved value.
@@ -120,23 +120,7 @@ struct RunConfig {
     wd: Option<f64>,
     #[serde(default, deserialize_with = "integer")]
     seed: Option<i64>,
-}
-
-/// The fields of a measure task's key config that the aggregate reads (as [`RunConfig`]).
-#[derive(Debug, Default, Deserialize)]
-struct MeasureConfig {
-    #[serde(default, deserialize_with = "word")]
-    method: Option<String>,
-    #[serde(default, deserialize_with = "word")]
-    size: Option<String>,
-    #[serde(default, deserialize_with = "integer")]
-    kernel: Option<i64>,
-    #[serde(default, deserialize_with = "integer")]
-    classes: Option<i64>,
-    #[serde(default, deserialize_with = "integer")]
-    input_side: Option<i64>,
-    #[serde(default, deserialize_with = "integer")]
-    batch_size: Option<i64>,
+    /// Measure tasks only.
     #[serde(default, deserialize_with = "word")]
     device_kind: Option<String>,
 }
@@ -391,7 +375,7 @@ impl MeasureCols {
     /// Adds the row of measure artifact `art`; its device and precision go into the provenance
     /// sets.
     fn push(&mut self, art: &Artifact, devices: &mut BTreeSet<String>, precisions: &mut BTreeSet<String>) -> Result<()> {
-        let cfg: MeasureConfig = config_view(art)?;
+        let cfg: RunConfig = config_view(art)?;
         let record: MeasureRecord = records::read(art)?;
         let m = &record.measurement;
         devices.insert(m.device.clone());

@@ -182,29 +182,22 @@ const MEASURE_COLUMNS: [&str; 12] = [
     "precision",
 ];
 
-/// The columns of [`RESULT_COLUMNS`] that a measurement no run used has.
-const UNUSED_MEASURE_COLUMNS: [&str; 21] = [
-    "key",
-    "stage",
-    "dataset",
-    "method",
-    "size",
-    "kernel",
-    "classes",
-    "input_side",
-    "batch_size",
-    "budget_hours",
-    "status",
-    "error",
-    "seconds_per_epoch",
-    "train_ms_per_batch",
-    "infer_ms_per_batch",
-    "train_peak_bytes",
-    "infer_peak_bytes",
-    "parameters",
-    "device",
-    "precision",
-    "memory_source",
+/// The columns of [`RESULT_COLUMNS`] that only a training run has; a measurement no run used has
+/// every other column.
+const RUN_ONLY_COLUMNS: [&str; 13] = [
+    "epochs",
+    "lr",
+    "wd",
+    "seed",
+    "accuracy",
+    "cra_36",
+    "cra_72",
+    "cra_108",
+    "cra_255",
+    "lipschitz_bound",
+    "margin_median",
+    "train_seconds_per_epoch",
+    "attempts",
 ];
 
 /// `results`: every run joined to its measurement, then every measurement no run used, in the
@@ -234,7 +227,8 @@ fn results_table(raw: &Raw, measures: LazyFrame) -> Result<DataFrame> {
     let unused = join_left(unused, raw.datasets.clone().lazy(), &["input_side", "classes"])
         .with_columns([lit("measure").alias("stage"), lit(NULL).cast(DataType::Float64).alias("budget_hours")]);
     let mut results = result_columns(runs, &RESULT_COLUMNS).collect()?;
-    results.vstack_mut(&result_columns(unused, &UNUSED_MEASURE_COLUMNS).collect()?)?;
+    let measure_columns: Vec<&str> = RESULT_COLUMNS.into_iter().filter(|c| !RUN_ONLY_COLUMNS.contains(c)).collect();
+    results.vstack_mut(&result_columns(unused, &measure_columns).collect()?)?;
     Ok(in_paper_order(results.lazy(), &["stage", "dataset", "kernel", "budget_hours"])?
         .sort(["stage"], SortMultipleOptions::default().with_order_descending(true).with_maintain_order(true))
         .collect()?)

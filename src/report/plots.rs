@@ -5,6 +5,7 @@
 use crate::nn::registry::Method;
 use anyhow::{anyhow, Result};
 use plotters::coord::Shift;
+use plotters::element::ComposedElement;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
@@ -133,6 +134,19 @@ pub struct Point {
     pub y: f64,
 }
 
+/// A point as a dot in its method's colour with its label to the upper right (`label_dy` pixels
+/// above the centre, `font_px` high).
+fn labelled_dot<DB: DrawingBackend>(
+    p: &Point,
+    label_dy: i32,
+    font_px: u32,
+) -> ComposedElement<(f64, f64), DB, Circle<(i32, i32), i32>, Text<'static, (i32, i32), String>> {
+    let c = method_color(&p.method);
+    EmptyElement::at((p.x, p.y))
+        + Circle::new((0, 0), 5, c.filled())
+        + Text::new(p.label.clone(), (7, label_dy), ("sans-serif", font_px).into_font())
+}
+
 /// Indices of the Pareto-optimal points: no other point is at least as fast (x ≤) and at least
 /// as robust (y ≥) with one of the two strictly better.
 pub fn pareto_front(points: &[Point]) -> Vec<usize> {
@@ -177,16 +191,7 @@ pub fn pareto(title: &str, points: &[Point], x_desc: &str, y_desc: &str) -> Resu
                 .draw_series(std::iter::once(Circle::new((p.x, p.y), 8, ShapeStyle::from(&BLACK).stroke_width(1))))
                 .map_err(err)?;
         }
-        for p in points {
-            let c = method_color(&p.method);
-            chart
-                .draw_series(std::iter::once(
-                    EmptyElement::at((p.x, p.y))
-                        + Circle::new((0, 0), 5, c.filled())
-                        + Text::new(p.label.clone(), (7, -12), ("sans-serif", 11).into_font()),
-                ))
-                .map_err(err)?;
-        }
+        chart.draw_series(points.iter().map(|p| labelled_dot(p, -12, 11))).map_err(err)?;
         Ok(())
     })
 }
@@ -335,16 +340,7 @@ pub fn versus(title: &str, points: &[Point], x_desc: &str, y_desc: &str) -> Resu
             .draw()
             .map_err(err)?;
         chart.draw_series(LineSeries::new(vec![(lo, lo), (hi, hi)], BLACK.mix(0.5))).map_err(err)?;
-        for p in points {
-            let c = method_color(&p.method);
-            chart
-                .draw_series(std::iter::once(
-                    EmptyElement::at((p.x, p.y))
-                        + Circle::new((0, 0), 5, c.filled())
-                        + Text::new(p.label.clone(), (7, -10), ("sans-serif", 10).into_font()),
-                ))
-                .map_err(err)?;
-        }
+        chart.draw_series(points.iter().map(|p| labelled_dot(p, -10, 10))).map_err(err)?;
         Ok(())
     })
 }
