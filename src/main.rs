@@ -205,6 +205,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             cfg.warmup = a.warmup;
             cfg.input_side = a.input_side;
             cfg.classes = a.classes;
+            cfg.reference = a.reference.as_deref().map(lipctl::bench::read_reference).transpose()?;
             lipctl::bench::run(&cfg, &lipctl::progress::Progress::for_stderr(), &mut out)?;
         }
     }
