@@ -103,6 +103,11 @@ pub struct TrainOptions {
     /// `search` to make it).
     #[serde(default, deserialize_with = "de_per_method")]
     pub per_method: Vec<(Method, MethodOverrides)>,
+    /// When training writes its checkpoint: `{every_epochs: 10, every_minutes: 10}` by default,
+    /// whichever comes first; always after the last epoch and on SIGTERM/SIGINT. Not part of a
+    /// task's key (a run may resume with another cadence).
+    #[serde(default)]
+    pub checkpoint: crate::train::CheckpointCadence,
 }
 
 /// `train.hyperparameters`.
