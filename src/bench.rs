@@ -34,7 +34,9 @@ pub const AUTHORS_CPU_XS_B64_TRAIN_S: [(Method, f64); 8] = [
 ];
 
 /// The authors' PyTorch code, seconds per training step, ConvNet S, batch 64, CPU (2 threads),
-/// `scripts/authors_bench.py --size S --batch 64 --threads 2` (median of 7 steps).
+/// `scripts/authors_bench.py --size S --batch 64 --threads 2` (median of 7 steps). Not measured
+/// yet on a quiet machine (NaN: no ratio printed); until then pass times measured in the same
+/// sitting with `--reference` (`scripts/speed.sh` does).
 pub const AUTHORS_CPU_S_B64_TRAIN_S: [(Method, f64); 8] = [
     (Method::Standard, f64::NAN),
     (Method::Aol, f64::NAN),
