@@ -12,7 +12,10 @@
 //!   - `precision.cpp` reads and sets libtorch's TF32 switches (`src/precision.rs`). It needs the
 //!     ATen headers and libtorch_cpu, and works without CUDA (the switches are then inert flags).
 //!
-//!   Both are compiled on every machine; `cfg(lipctl_shim)` tells the Rust side they are linked.
+//!   - `sgd.cpp` runs the SGD update of all parameters as one `at::_fused_sgd_` call
+//!     (`src/train/sgd.rs`). It needs the ATen headers and libtorch_cpu.
+//!
+//!   All are compiled on every machine; `cfg(lipctl_shim)` tells the Rust side they are linked.
 
 use std::path::PathBuf;
 
@@ -47,7 +50,7 @@ fn main() {
 }
 
 fn build_shim(lib_dir: &std::path::Path) {
-    const SHIM: [&str; 2] = ["src/shim/cuda_memory.cpp", "src/shim/precision.cpp"];
+    const SHIM: [&str; 3] = ["src/shim/cuda_memory.cpp", "src/shim/precision.cpp", "src/shim/sgd.cpp"];
     for file in SHIM {
         println!("cargo:rerun-if-changed={file}");
     }

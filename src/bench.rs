@@ -1,20 +1,25 @@
-//! `lipctl bench`: per method, the median time of a training step (forward, backward, SGD step)
-//! and of a cached inference forward (`freeze()` once, then forward) of a whole ConvNet, with
+//! `lipctl bench`: per method, the median time of a training step (the step of `train` itself,
+//! [`crate::train::step`]: augmentation, forward, offset cross-entropy, backward, fused SGD,
+//! per-batch metrics) and of a cached inference forward (`freeze()` once, then forward) of a whole ConvNet, with
 //! warm-up and device synchronisation (design §8: measure speed as ratios in one run, never by a
 //! timed test). This is the quick interactive check; the `measure` stage (with memory, OOM as a
 //! result and the artifact store) is the pipeline's.
 //!
 //! The authors' PyTorch seconds per training step, measured with their code on this project's
-//! 2-core CPU machine for XS at batch 64, are printed alongside when the run matches that setting.
+//! 2-core CPU machine for XS and S at batch 64, are printed alongside when the run matches that
+//! setting, with the speed-up. `--reference FILE` replaces them with times measured in the same
+//! sitting by `scripts/authors_bench.py` (a JSON object `{method: seconds}`); `scripts/speed.sh`
+//! runs both one after the other.
 
 use crate::device::{kind_name, synchronize};
-use crate::nn::{ConvNet, Method, ModelSize, NetSpec};
+use crate::nn::{Method, ModelSize, NetSpec};
 use crate::progress::Progress;
+use crate::train::Synthetic;
 use anyhow::Context;
 use std::io::Write;
 use std::time::Instant;
-use tch::nn::{Module, ModuleT, OptimizerConfig};
-use tch::{nn, Device, Kind, Tensor};
+use tch::nn::Module;
+use tch::Device;
 
 /// The authors' PyTorch code, seconds per training step, ConvNet XS, batch 64, CPU (2 cores).
 pub const AUTHORS_CPU_XS_B64_TRAIN_S: [(Method, f64); 8] = [
@@ -27,6 +32,48 @@ pub const AUTHORS_CPU_XS_B64_TRAIN_S: [(Method, f64); 8] = [
     (Method::Sll, 0.43),
     (Method::Soc, 0.77),
 ];
+
+/// The authors' PyTorch code, seconds per training step, ConvNet S, batch 64, CPU (2 threads),
+/// `scripts/authors_bench.py --size S --batch 64 --threads 2` (median of 7 steps). Not measured
+/// yet on a quiet machine (NaN: no ratio printed); until then pass times measured in the same
+/// sitting with `--reference` (`scripts/speed.sh` does).
+pub const AUTHORS_CPU_S_B64_TRAIN_S: [(Method, f64); 8] = [
+    (Method::Standard, f64::NAN),
+    (Method::Aol, f64::NAN),
+    (Method::Bcop, f64::NAN),
+    (Method::Cpl, f64::NAN),
+    (Method::Cayley, f64::NAN),
+    (Method::Lot, f64::NAN),
+    (Method::Sll, f64::NAN),
+    (Method::Soc, f64::NAN),
+];
+
+/// The built-in reference times for a setting, if there are any.
+pub fn builtin_reference(size: ModelSize, batch: i64, device: Device, input_side: i64) -> Option<Vec<(Method, f64)>> {
+    if batch != 64 || device != Device::Cpu || input_side != 32 {
+        return None;
+    }
+    match size {
+        ModelSize::XS => Some(AUTHORS_CPU_XS_B64_TRAIN_S.to_vec()),
+        ModelSize::S => Some(AUTHORS_CPU_S_B64_TRAIN_S.to_vec()),
+        _ => None,
+    }
+}
+
+/// Reads a `{method: seconds}` JSON object (`scripts/authors_bench.py`'s last line).
+pub fn read_reference(path: &std::path::Path) -> anyhow::Result<Vec<(Method, f64)>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let line = text.lines().rev().find(|l| l.trim_start().starts_with('{')).with_context(|| format!("{}: no JSON object", path.display()))?;
+    let map: std::collections::BTreeMap<String, f64> = serde_json::from_str(line).with_context(|| format!("parsing {}", path.display()))?;
+    map.into_iter()
+        .map(|(name, s)| Ok((name.parse::<Method>().map_err(|e| anyhow::anyhow!("{name}: {e}"))?, s)))
+        .collect()
+}
+
+/// Learning rate, momentum and weight decay of the timed steps (R1's timing: 1e-3, 0.9).
+const TIMING_LR: f64 = 1e-3;
+const TIMING_MOMENTUM: f64 = 0.9;
+const TIMING_WD: f64 = 1e-4;
 
 /// What to measure.
 #[derive(Clone, Debug)]
@@ -41,11 +88,14 @@ pub struct BenchConfig {
     pub device: Device,
     pub input_side: i64,
     pub classes: i64,
+    /// Reference seconds per training step to compare with; `None`: the built-in table for the
+    /// setting ([`builtin_reference`]), if any.
+    pub reference: Option<Vec<(Method, f64)>>,
 }
 
 impl BenchConfig {
     pub fn new(size: ModelSize, batch: i64, device: Device) -> Self {
-        BenchConfig { size, batch, methods: Method::ALL.to_vec(), iters: 10, warmup: 2, device, input_side: 32, classes: 10 }
+        BenchConfig { size, batch, methods: Method::ALL.to_vec(), iters: 10, warmup: 2, device, input_side: 32, classes: 10, reference: None }
     }
 }
 
@@ -79,25 +129,24 @@ fn time_ms(device: Device, warmup: usize, iters: usize, mut step: impl FnMut()) 
 
 /// Measures one method. Panics inside libtorch (out of memory) are the caller's to catch.
 pub fn measure(cfg: &BenchConfig, method: Method) -> anyhow::Result<BenchRow> {
-    let vs = nn::VarStore::new(cfg.device);
-    let net = ConvNet::new(&vs.root(), NetSpec::new(method, cfg.size, cfg.input_side, cfg.classes))
+    let spec = NetSpec::new(method, cfg.size, cfg.input_side, cfg.classes);
+    // Random uint8 images and labels: the types, shapes and ranges of real batches.
+    let mut model = Synthetic::new(spec, cfg.batch, cfg.device, 0, TIMING_LR, TIMING_MOMENTUM, TIMING_WD)
         .with_context(|| format!("building {method} {}", cfg.size))?;
-    let opts = (Kind::Float, cfg.device);
-    // Mean-centred pixels in [−½, ½] and random labels: the shapes and ranges of real batches.
-    let x = Tensor::rand([cfg.batch, 3, cfg.input_side, cfg.input_side], opts) - 0.5;
-    let labels = Tensor::randint(cfg.classes, [cfg.batch], (Kind::Int64, cfg.device));
-    let mut opt = nn::Sgd { momentum: 0.9, ..Default::default() }
-        .build(&vs, 1e-3)
-        .context("building the SGD optimizer")?;
+    let mut failure = None;
     let train_ms = time_ms(cfg.device, cfg.warmup, cfg.iters, || {
-        let loss = net.forward_t(&x, true).cross_entropy_for_logits(&labels);
-        opt.backward_step(&loss);
+        if let Err(e) = model.train_step() {
+            failure.get_or_insert(e);
+        }
     });
+    if let Some(e) = failure {
+        return Err(e.context(format!("training step of {method} {}", cfg.size)));
+    }
     let infer_ms = {
         let _guard = tch::no_grad_guard();
-        let frozen = net.freeze();
+        let frozen = model.net.freeze();
         time_ms(cfg.device, cfg.warmup, cfg.iters, || {
-            let _ = frozen.forward(&x);
+            let _ = frozen.forward(&model.centred);
         })
     };
     Ok(BenchRow { method, train_ms: Some(train_ms), infer_ms: Some(infer_ms), error: None })
@@ -116,7 +165,7 @@ fn short_failure(msg: &str) -> String {
 /// (a full run takes minutes on a CPU). A method that fails (build error, out of memory) gets a
 /// row with its error; the others still run.
 pub fn run(cfg: &BenchConfig, progress: &Progress, out: &mut dyn Write) -> anyhow::Result<Vec<BenchRow>> {
-    let compare = cfg.size == ModelSize::XS && cfg.batch == 64 && cfg.device == Device::Cpu && cfg.input_side == 32;
+    let reference = cfg.reference.clone().or_else(|| builtin_reference(cfg.size, cfg.batch, cfg.device, cfg.input_side));
     writeln!(
         out,
         "ConvNet{} {}², batch {}, {} ({} timed iterations, median; {} warm-up)",
@@ -128,6 +177,7 @@ pub fn run(cfg: &BenchConfig, progress: &Progress, out: &mut dyn Write) -> anyho
         cfg.warmup
     )?;
     writeln!(out, "{:<9} {:>12} {:>12} {:>16} {:>9}", "method", "train ms", "infer ms", "PyTorch train s", "speed-up")?;
+    let mut ratios = Vec::new();
     out.flush()?;
     let mut task = progress.task("bench", cfg.methods.len() as u64);
     let mut rows = Vec::new();
@@ -139,33 +189,46 @@ pub fn run(cfg: &BenchConfig, progress: &Progress, out: &mut dyn Write) -> anyho
             infer_ms: None,
             error: Some(short_failure(&format!("{e:#}"))),
         });
-        print_row(&row, compare, out)?;
+        if let Some(r) = print_row(&row, reference.as_deref(), out)? {
+            ratios.push(r);
+        }
         out.flush()?;
         rows.push(row);
         task.inc(1);
     }
     task.finish("done");
-    if compare {
-        writeln!(out, "speed-up = authors' PyTorch seconds per training step / lipctl's (same machine, XS, batch 64)")?;
+    if reference.is_some() {
+        let slowest = ratios.iter().cloned().fold(f64::INFINITY, f64::min);
+        writeln!(
+            out,
+            "speed-up = PyTorch (authors' code) seconds per training step / lipctl's ({}, batch {}, {}); lowest {}",
+            cfg.size,
+            cfg.batch,
+            if cfg.reference.is_some() { "reference measured in this sitting" } else { "built-in reference times" },
+            if slowest.is_finite() { format!("{slowest:.2}×") } else { "–".into() }
+        )?;
     }
     Ok(rows)
 }
 
-fn print_row(r: &BenchRow, compare: bool, out: &mut dyn Write) -> anyhow::Result<()> {
-    let reference = AUTHORS_CPU_XS_B64_TRAIN_S.iter().find(|(m, _)| *m == r.method).map(|(_, s)| *s);
+/// Prints one row; returns the speed-up when there is a reference time for the method.
+fn print_row(r: &BenchRow, reference: Option<&[(Method, f64)]>, out: &mut dyn Write) -> anyhow::Result<Option<f64>> {
+    let reference = reference.and_then(|t| t.iter().find(|(m, _)| *m == r.method)).map(|(_, s)| *s).filter(|s| s.is_finite());
     match (&r.error, r.train_ms, r.infer_ms) {
         (None, Some(t), Some(i)) => {
-            let (ref_s, ratio) = match (compare, reference) {
-                (true, Some(s)) => (format!("{s:.2}"), format!("{:.2}×", s * 1e3 / t)),
-                _ => ("–".to_string(), "–".to_string()),
+            let (ref_s, ratio) = match reference {
+                Some(s) => (format!("{s:.3}"), Some(s * 1e3 / t)),
+                None => ("–".to_string(), None),
             };
-            writeln!(out, "{:<9} {t:>12.2} {i:>12.2} {ref_s:>16} {ratio:>9}", r.method.name())?;
+            let shown = ratio.map(|r| format!("{r:.2}×")).unwrap_or_else(|| "–".into());
+            writeln!(out, "{:<9} {t:>12.2} {i:>12.2} {ref_s:>16} {shown:>9}", r.method.name())?;
+            Ok(ratio)
         }
         (err, _, _) => {
             writeln!(out, "{:<9} {:>12} {:>12}  {}", r.method.name(), "–", "–", err.as_deref().unwrap_or("no result"))?;
+            Ok(None)
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -110,6 +110,11 @@ pub struct TrainOptions {
     /// `search` to make it).
     #[serde(default, deserialize_with = "de_per_method")]
     pub per_method: Vec<(Method, MethodOverrides)>,
+    /// When training writes its checkpoint: `{every_epochs: 10, every_minutes: 10}` by default,
+    /// whichever comes first; always after the last epoch and on SIGTERM/SIGINT. Not part of a
+    /// task's key (a run may resume with another cadence).
+    #[serde(default)]
+    pub checkpoint: crate::train::CheckpointCadence,
 }
 
 /// `train.hyperparameters`.
@@ -147,6 +152,7 @@ impl TrainOptions {
             batch_size: default_batch(),
             max_retries: default_retries(),
             per_method: Vec::new(),
+            checkpoint: crate::train::CheckpointCadence::default(),
         }
     }
 

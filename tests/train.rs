@@ -7,7 +7,7 @@
 
 use lipctl::nn::{Method, ModelSize};
 use lipctl::progress::Progress;
-use lipctl::train::{self, EvalSplit, Network, RunStatus, TrainConfig, TrainData};
+use lipctl::train::{self, CheckpointCadence, EvalSplit, Network, RunStatus, TrainConfig, TrainData};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -18,6 +18,8 @@ use tch::{Device, Kind, Tensor};
 const CHILD_ENV: &str = "LIPCTL_TRAIN_TEST_CHILD";
 /// Environment variable: milliseconds to sleep per training batch in the child (kill window).
 const CHILD_SLOW_ENV: &str = "LIPCTL_TRAIN_TEST_SLOW_MS";
+/// Environment variable: the child's checkpoint cadence in epochs (default: every epoch).
+const CHILD_CKPT_ENV: &str = "LIPCTL_TRAIN_TEST_CKPT_EPOCHS";
 const CLASSES: i64 = 3;
 /// The schedule's closed form evaluated twice in f64: a few ulps.
 const TOL_LR: f64 = 1e-15;
@@ -188,15 +190,23 @@ const RESUME_EPOCHS: usize = 5;
 fn training_child() {
     let Ok(dir) = std::env::var(CHILD_ENV) else { return };
     let ms: u64 = std::env::var(CHILD_SLOW_ENV).ok().and_then(|v| v.parse().ok()).unwrap_or(0);
-    let outcome = try_run(&config(RESUME_EPOCHS, 0.05, 5e-4, 0), Path::new(&dir), Duration::from_millis(ms)).unwrap();
+    let every: u32 = std::env::var(CHILD_CKPT_ENV).ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+    let mut cfg = config(RESUME_EPOCHS, 0.05, 5e-4, 0);
+    cfg.checkpoint = CheckpointCadence { every_epochs: every, every_minutes: f64::INFINITY };
+    let outcome = try_run(&cfg, Path::new(&dir), Duration::from_millis(ms)).unwrap();
     assert_eq!(outcome.status, RunStatus::Completed);
 }
 
 fn spawn_child(dir: &Path, slow_ms: u64) -> Child {
+    spawn_child_with(dir, slow_ms, 1)
+}
+
+fn spawn_child_with(dir: &Path, slow_ms: u64, checkpoint_every: u32) -> Child {
     Command::new(std::env::current_exe().unwrap())
         .args(["training_child", "--exact", "--ignored", "--test-threads", "1"])
         .env(CHILD_ENV, dir)
         .env(CHILD_SLOW_ENV, slow_ms.to_string())
+        .env(CHILD_CKPT_ENV, checkpoint_every.to_string())
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap()
@@ -247,6 +257,77 @@ fn resume_after_kill_is_exact() {
     }
     let _ = std::fs::remove_dir_all(&uninterrupted);
     let _ = std::fs::remove_dir_all(&interrupted);
+}
+
+fn read_sorted_checkpoint(d: &Path) -> Vec<(String, Tensor)> {
+    let mut v = Tensor::read_safetensors(d.join(train::trainer::CHECKPOINT_FILE)).unwrap();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+/// Waits until the child has published `rows` epochs, then signals it with `signal` (SIGKILL via
+/// `Child::kill`, or SIGTERM) and reaps it; returns the rows published at that point.
+fn stop_after(child: &mut Child, dir: &Path, rows: usize, sigterm: bool) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while stats_rows(dir).len() < rows {
+        assert!(Instant::now() < deadline, "the child never finished {rows} epochs");
+        assert!(child.try_wait().unwrap().is_none(), "the child exited early");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(60));
+    let done = stats_rows(dir).len();
+    if sigterm {
+        // SAFETY: a plain kill(2) of our own child process.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    } else {
+        child.kill().unwrap();
+    }
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "the child finished instead of stopping");
+    done
+}
+
+/// SIGTERM (a Slurm time limit) with a sparse checkpoint cadence: the run writes the checkpoint
+/// of its last completed epoch before it stops, and the resumed run ends bit-identical to an
+/// uninterrupted one. The same stop by SIGKILL leaves no checkpoint (the cadence is sparse), so
+/// the check can tell the two apart.
+#[test]
+fn sigterm_checkpoints_the_last_completed_epoch_and_resumes_exactly() {
+    let uninterrupted = fresh_dir("term-uninterrupted");
+    let killed = fresh_dir("term-killed");
+    let terminated = fresh_dir("term-terminated");
+    let reference = spawn_child_with(&uninterrupted, 0, 100);
+
+    let mut child = spawn_child_with(&killed, 25, 100);
+    stop_after(&mut child, &killed, 2, false);
+    assert!(!killed.join(train::trainer::CHECKPOINT_FILE).exists(), "SIGKILL: no checkpoint before the cadence's first");
+
+    let mut child = spawn_child_with(&terminated, 25, 100);
+    let done = stop_after(&mut child, &terminated, 2, true);
+    assert!(!terminated.join(train::trainer::OUTCOME_FILE).exists(), "stopped too late: the run had finished");
+    let ckpt = read_sorted_checkpoint(&terminated);
+    let epoch = ckpt.iter().find(|(n, _)| n == "meta/epoch").unwrap().1.int64_value(&[0]) as usize;
+    // The last completed epoch when the signal came (a row may have been appended after `done`
+    // was read and before the signal arrived).
+    assert!(epoch == done || epoch == done + 1, "checkpoint of epoch {epoch}, {done} epochs published");
+    assert!(epoch < RESUME_EPOCHS);
+
+    let status = spawn_child_with(&terminated, 0, 100).wait().unwrap();
+    assert!(status.success());
+    assert!(reference.wait_with_output().unwrap().status.success());
+    let (a, b) = (read_sorted_checkpoint(&uninterrupted), read_sorted_checkpoint(&terminated));
+    assert_eq!(a.iter().map(|x| &x.0).collect::<Vec<_>>(), b.iter().map(|x| &x.0).collect::<Vec<_>>());
+    for ((name, x), (_, y)) in a.iter().zip(&b) {
+        assert!(x.equal(y), "{name} differs between the terminated and the uninterrupted run");
+    }
+    let (ra, rb) = (stats_rows(&uninterrupted), stats_rows(&terminated));
+    assert_eq!(rb.len(), RESUME_EPOCHS);
+    for (x, y) in ra.iter().zip(&rb) {
+        assert_eq!((&x[..4], &x[5..]), (&y[..4], &y[5..]));
+    }
+    for d in [&uninterrupted, &killed, &terminated] {
+        let _ = std::fs::remove_dir_all(d);
+    }
 }
 
 /// The real ConvNet path: `train` builds the network of the configuration, and the certify

@@ -336,6 +336,7 @@ fn bench(a: BenchArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     cfg.warmup = a.warmup;
     cfg.input_side = a.input_side;
     cfg.classes = a.classes;
+    cfg.reference = a.reference.as_deref().map(lipctl::bench::read_reference).transpose()?;
     lipctl::bench::run(&cfg, &Progress::for_stderr(), out)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -503,6 +503,12 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 32)]
     pub input_side: i64,
 
+    /// Reference seconds per training step to compare with, measured in the same sitting:
+    /// the JSON printed by scripts/authors_bench.py (default: the built-in table, XS and S at
+    /// batch 64 on the CPU).
+    #[arg(long)]
+    pub reference: Option<std::path::PathBuf>,
+
     /// Number of classes (logits kept by the head).
     #[arg(long, default_value_t = 10)]
     pub classes: i64,

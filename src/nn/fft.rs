@@ -22,9 +22,49 @@
 //!
 //! Everything here is device-agnostic (tensors are created on the argument's device) and runs in
 //! float32 / complex64.
+//!
+//! **No host synchronisation** (for CUDA training steps): the shift matrices are built once per
+//! (n, cols, s, device) and cached per thread ([`shift_matrix`]); the Cayley inverse is
+//! `linalg_inv_ex` without its error check (which would copy the status to the host on every
+//! forward). Its status is accumulated on the device and read once per epoch by the training loop
+//! ([`take_singular_inverses`]).
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::f64::consts::PI;
 use tch::{nn, Device, Kind, Tensor};
+
+thread_local! {
+    /// Shift matrices by (n, cols, s, device).
+    static SHIFTS: RefCell<HashMap<(i64, i64, i64, Device), Tensor>> = RefCell::new(HashMap::new());
+    /// Largest `info` of the Cayley inverses since the last [`take_singular_inverses`] (on the
+    /// device; > 0 where a matrix was singular).
+    static INVERSE_STATUS: RefCell<Option<Tensor>> = const { RefCell::new(None) };
+}
+
+/// Whether any Cayley inverse since the last call met a singular matrix (one read from the
+/// device); resets the record. An error names it.
+pub fn take_singular_inverses() -> anyhow::Result<()> {
+    let status = INVERSE_STATUS.with(|s| s.borrow_mut().take());
+    if let Some(info) = status {
+        let worst = info.f_int64_value(&[])?;
+        anyhow::ensure!(worst == 0, "a Cayley transform met a singular matrix I + A (LAPACK/cuSOLVER info {worst})");
+    }
+    Ok(())
+}
+
+/// Records `info` of a batched `linalg_inv_ex` on the device, without reading it.
+fn record_inverse_status(info: &Tensor) {
+    let _guard = tch::no_grad_guard();
+    let worst = if info.dim() == 0 { info.shallow_clone() } else { info.amax([0i64].as_slice(), false) };
+    INVERSE_STATUS.with(|s| {
+        let mut s = s.borrow_mut();
+        *s = Some(match s.take() {
+            Some(prev) if prev.device() == worst.device() => prev.maximum(&worst),
+            _ => worst,
+        });
+    });
+}
 
 /// PyTorch's default `Conv2d` initialisation (reference-protocol §1.8), used by the Cayley and LOT
 /// convolutions: `weight [co, ci, k, k]` then `bias [co]`, both `U(−1/√fan_in, 1/√fan_in)` with
@@ -70,7 +110,15 @@ pub fn shift_exponent(kernel: i64) -> i64 {
 /// `[n, cols]` on `device`. The phase `s·(r+c) mod n` is reduced exactly in integers and the
 /// exponential is taken in f64, so every entry is correctly rounded to complex64 (the authors
 /// round `2π·s` to complex64 first; the difference is below 1e-6).
+/// Cached: built once per (n, cols, s, device) and thread, then shared (no kernel launches).
 pub fn shift_matrix(n: i64, cols: i64, s: i64, device: Device) -> Tensor {
+    SHIFTS.with(|cache| {
+        cache.borrow_mut().entry((n, cols, s, device)).or_insert_with(|| build_shift_matrix(n, cols, s, device)).shallow_clone()
+    })
+}
+
+fn build_shift_matrix(n: i64, cols: i64, s: i64, device: Device) -> Tensor {
+    let _guard = tch::no_grad_guard();
     let r = Tensor::arange(n, (Kind::Int64, device)).view([n, 1]);
     let c = Tensor::arange(cols, (Kind::Int64, device)).view([1, cols]);
     let phase = ((r + c) * s).remainder(n).to_kind(Kind::Double) * (2.0 * PI / n as f64);
@@ -174,7 +222,9 @@ pub fn cayley(w: &Tensor) -> Tensor {
     if co > ci {
         a = a + v.mh().matmul(&v);
     }
-    let m = Tensor::linalg_inv(&(&eye + a));
+    // No error check here (it would synchronise with the host): the status is read per epoch.
+    let (m, info) = Tensor::linalg_inv_ex(&(&eye + a), false);
+    record_inverse_status(&info);
     let top = &m * 2.0 - eye;
     if co == ci {
         top

@@ -121,6 +121,8 @@ pub struct TrainTask {
     pub tf32: Tf32Mode,
     /// `train.max_epochs`: cap on the resolved epoch count.
     pub max_epochs: Option<u32>,
+    /// `train.checkpoint` (not in the key).
+    pub checkpoint: crate::train::CheckpointCadence,
 }
 
 impl TrainTask {
@@ -279,6 +281,7 @@ impl Builder {
             max_retries: p.train.max_retries, train_per_class: d.train_per_class, test_per_class: d.test_per_class, validation,
             tf32: p.tf32,
             max_epochs: p.train.max_epochs,
+            checkpoint: p.train.checkpoint,
         };
         // Budgets to train for: every configured one, or the fixed epoch count.
         let runs: Vec<(Epochs, Option<f64>)> = match (&budget, p.train.epochs) {

@@ -243,6 +243,7 @@ fn train_config(t: &TrainTask, data: &Dataset, epochs: u64, lr: f64, wd: f64, de
     cfg.batch_size = t.batch_size as i64;
     cfg.max_retries = t.max_retries as usize;
     cfg.tf32 = t.tf32;
+    cfg.checkpoint = t.checkpoint;
     cfg
 }
 

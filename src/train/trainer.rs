@@ -6,8 +6,8 @@
 //! | file | written | content |
 //! |---|---|---|
 //! | `run.txt` | at the start | the run's fingerprint (configuration and data shapes); another run in the same folder is refused |
-//! | `checkpoint.safetensors` | after every epoch | model variables (their VarStore names), SGD momentum (`sgd_momentum/<name>`), `meta/attempt`, `meta/epoch`, `meta/seed`, `meta/run` (the run's fingerprint as bytes) |
-//! | `stats.csv` | after every epoch, before the checkpoint | one row per (attempt, epoch) |
+//! | `checkpoint.safetensors` | every [`CheckpointCadence`] (default: 10 epochs or 10 minutes, whichever comes first), after the last epoch, and on SIGTERM/SIGINT | model variables (their VarStore names), SGD momentum (`sgd_momentum/<name>`), `meta/attempt`, `meta/epoch`, `meta/seed`, `meta/run` (the run's fingerprint as bytes) |
+//! | `stats.csv` | one row appended after every epoch (flushed; synced to disk before each checkpoint) | one row per (attempt, epoch) |
 //! | `attempts.json` | when an attempt diverges | the diverged attempts |
 //! | `model.safetensors` | at the end | the final model, loadable with `VarStore::load` |
 //! | `outcome.json` | at the end, last | the [`TrainOutcome`]; its presence marks the run finished |
@@ -16,9 +16,16 @@
 //! `k = 0`). torch is seeded with it before the network is built, and with
 //! `epoch_seed(attempt seed, e)` at the start of every epoch `e`: shuffling, augmentation and any
 //! randomness inside layers depend only on (seed, attempt, epoch) and on the state saved in the
-//! checkpoint. A run killed at any point and restarted from its last complete epoch therefore
+//! checkpoint. A run killed at any point and restarted from its last checkpoint therefore
 //! ends with bitwise the same model as an uninterrupted run on the CPU (tested); on CUDA, up to
 //! the non-determinism of the kernels themselves.
+//!
+//! **I/O per epoch is constant.** The statistics row is appended (never the whole file
+//! rewritten) and the checkpoint is written at the configured cadence, so a 10⁴-epoch run costs
+//! no more per epoch at its end than at its start. A SIGTERM or SIGINT ([`super::interrupt`])
+//! stops the run after the current batch; the checkpoint of the last completed epoch is then
+//! written (from an on-device snapshot taken at that epoch's end when it was not checkpointed)
+//! and `train` returns an error saying so: at most the current epoch is lost.
 //!
 //! **Divergence.** A non-finite training loss (checked every [`CHECK_EVERY`] batches and at the
 //! end of the epoch) or evaluation loss stops the attempt. It is recorded and the run restarts
@@ -29,10 +36,12 @@
 //! per-epoch evaluation runs in full fp32, as `certify` does. The outcome records both.
 
 use super::augment::Augmentation;
-use crate::eval::{correct_and_margin, cra, evaluate, lipschitz_loss, Centering, Evaluation, RADII};
-use crate::stats::{median, SplitMix64};
+use super::interrupt;
 use super::schedule::OneCycle;
 use super::sgd::Sgd;
+use super::step::Step;
+use crate::eval::{cra, evaluate, Centering, Evaluation, RADII};
+use crate::stats::{median, SplitMix64};
 use crate::fsx::write_atomic;
 use crate::nn::checkpoint;
 use crate::nn::{ConvNet, Method, ModelSize, NetSpec};
@@ -40,12 +49,10 @@ use crate::progress::Progress;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tch::{nn, Device, Kind, Tensor};
 
-/// How often (in batches) the training loss is read back to detect divergence early and update
-/// the progress message; reading it every batch would synchronise the device every batch.
-pub const CHECK_EVERY: usize = 16;
+pub use super::step::CHECK_EVERY;
 
 pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
 pub const STATS_FILE: &str = "stats.csv";
@@ -98,6 +105,46 @@ pub struct TrainConfig {
     pub augmentation: Augmentation,
     /// TF32 switches of the training passes (the evaluation is always fp32).
     pub tf32: crate::precision::Tf32Mode,
+    /// When checkpoints are written (not part of the run's fingerprint: a run may resume with
+    /// another cadence).
+    pub checkpoint: CheckpointCadence,
+}
+
+/// How often a training run writes its checkpoint (pipeline YAML `train.checkpoint`): after an
+/// epoch when `every_epochs` epochs or `every_minutes` minutes have passed since the last one,
+/// whichever comes first; always after the last epoch and on SIGTERM/SIGINT.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointCadence {
+    /// Default 10.
+    #[serde(default = "default_every_epochs")]
+    pub every_epochs: u32,
+    /// Default 10.
+    #[serde(default = "default_every_minutes")]
+    pub every_minutes: f64,
+}
+
+fn default_every_epochs() -> u32 {
+    10
+}
+fn default_every_minutes() -> f64 {
+    10.0
+}
+
+impl Default for CheckpointCadence {
+    fn default() -> Self {
+        CheckpointCadence { every_epochs: default_every_epochs(), every_minutes: default_every_minutes() }
+    }
+}
+
+impl CheckpointCadence {
+    /// Every epoch (the behaviour before the cadence existed; tests and benchmarks).
+    pub const EVERY_EPOCH: CheckpointCadence = CheckpointCadence { every_epochs: 1, every_minutes: f64::INFINITY };
+
+    /// Whether a checkpoint is due `epochs` epochs and `elapsed` after the last one.
+    pub fn due(&self, epochs: usize, elapsed: Duration) -> bool {
+        epochs >= self.every_epochs.max(1) as usize || elapsed.as_secs_f64() >= self.every_minutes * 60.0
+    }
 }
 
 impl TrainConfig {
@@ -120,6 +167,7 @@ impl TrainConfig {
             eval_split: EvalSplit::Test,
             augmentation: Augmentation::CIFAR,
             tf32: crate::precision::Tf32Mode::default(),
+            checkpoint: CheckpointCadence::default(),
         }
     }
 
@@ -266,6 +314,13 @@ pub struct EpochStats {
     pub seconds: f64,
     pub train: SplitStats,
     pub eval: SplitStats,
+    /// Seconds of the epoch's training pass alone (its batches, without the summary, evaluation
+    /// and I/O); not a column of `stats.csv`. Absent in outcomes written before it was recorded.
+    #[serde(default)]
+    pub train_seconds: f64,
+    /// Training batches of the epoch.
+    #[serde(default)]
+    pub train_batches: usize,
 }
 
 /// Column names are the contract of docs/artifacts.md (`epochs.csv` in a train artifact).
@@ -390,6 +445,7 @@ pub fn train_with(
         Vec::new()
     };
 
+    let _signals = interrupt::Guard::install();
     loop {
         let k = attempts.len();
         if k > cfg.max_retries {
@@ -473,8 +529,12 @@ fn read_checkpoint(path: &Path) -> anyhow::Result<Option<Checkpoint>> {
     Ok(Some(Checkpoint { attempt, epoch, fingerprint }))
 }
 
+/// Number of columns of a `stats.csv` row.
+const CSV_COLUMNS: usize = 19;
+
 /// Keeps the rows of earlier attempts and of this attempt up to `epoch` (rows of epochs after
-/// the checkpoint may exist when a run was killed between writing them and the checkpoint).
+/// the checkpoint exist when a run was stopped between two checkpoints; a row cut short by a
+/// kill is dropped too). Rewrites the file once, at the start of an attempt.
 fn truncate_stats(path: &Path, attempt: usize, epoch: usize) -> anyhow::Result<()> {
     let text = if path.exists() {
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
@@ -483,10 +543,10 @@ fn truncate_stats(path: &Path, attempt: usize, epoch: usize) -> anyhow::Result<(
     };
     let mut out = format!("{CSV_HEADER}\n");
     for line in text.lines().skip(1) {
-        let mut fields = line.split(',');
-        let a: Option<usize> = fields.next().and_then(|f| f.parse().ok());
-        let e: Option<usize> = fields.next().and_then(|f| f.parse().ok());
-        if let (Some(a), Some(e)) = (a, e) {
+        let fields: Vec<&str> = line.split(',').collect();
+        let a: Option<usize> = fields.first().and_then(|f| f.parse().ok());
+        let e: Option<usize> = fields.get(1).and_then(|f| f.parse().ok());
+        if let (Some(a), Some(e), CSV_COLUMNS) = (a, e, fields.len()) {
             if a < attempt || (a == attempt && e <= epoch) {
                 out.push_str(line);
                 out.push('\n');
@@ -496,15 +556,116 @@ fn truncate_stats(path: &Path, attempt: usize, epoch: usize) -> anyhow::Result<(
     write_atomic(path, out.as_bytes())
 }
 
-fn append_stats(path: &Path, row: &EpochStats) -> anyhow::Result<()> {
-    let mut text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    text.push_str(&row.csv_row());
-    text.push('\n');
-    write_atomic(path, text.as_bytes())
+/// `stats.csv`, open for appending: one row per epoch, flushed at once (so a kill loses no
+/// finished epoch's row), synced to disk before every checkpoint (so no checkpoint is ever on
+/// disk ahead of its rows). The bytes are those of [`EpochStats::csv_row`] under [`CSV_HEADER`].
+pub struct StatsFile {
+    writer: csv::Writer<std::fs::File>,
+}
+
+impl StatsFile {
+    /// Opens `path` for appending; it must exist with its header ([`truncate_stats`]).
+    pub fn append_to(path: &Path) -> anyhow::Result<Self> {
+        let file = std::fs::OpenOptions::new().append(true).open(path).with_context(|| format!("opening {}", path.display()))?;
+        Ok(StatsFile { writer: csv::WriterBuilder::new().has_headers(false).from_writer(file) })
+    }
+
+    /// Creates `path` with only the header (or empties it), then opens it for appending.
+    pub fn create(path: &Path) -> anyhow::Result<Self> {
+        write_atomic(path, format!("{CSV_HEADER}\n").as_bytes())?;
+        Self::append_to(path)
+    }
+
+    /// Appends one row and flushes it to the operating system.
+    pub fn append(&mut self, row: &EpochStats) -> anyhow::Result<()> {
+        let line = row.csv_row();
+        self.writer.write_record(line.split(','))?;
+        self.writer.flush()?;
+        Ok(())
+    }
+
+    /// Flushes and syncs the file's data to disk.
+    pub fn sync(&mut self) -> anyhow::Result<()> {
+        self.writer.flush()?;
+        self.writer.get_ref().sync_data()?;
+        Ok(())
+    }
+}
+
+/// What ends an epoch: the statistics row, and the checkpoint when it is due. The work per epoch
+/// does not grow with the epoch number.
+pub struct EpochRecords {
+    pub stats: StatsFile,
+    pub checkpoint_path: std::path::PathBuf,
+    pub cadence: CheckpointCadence,
+    /// Epoch of the checkpoint on disk (0: none) and when it was written.
+    pub checkpointed: usize,
+    pub checkpointed_at: Instant,
+}
+
+impl EpochRecords {
+    /// Appends `row`; writes the checkpoint if `force` or the cadence says so. Returns whether
+    /// it did.
+    pub fn end_epoch(&mut self, row: &EpochStats, force: bool, save: impl FnOnce(&Path) -> anyhow::Result<()>) -> anyhow::Result<bool> {
+        self.stats.append(row)?;
+        let due = force || self.cadence.due(row.epoch - self.checkpointed, self.checkpointed_at.elapsed());
+        if due {
+            self.stats.sync()?;
+            save(&self.checkpoint_path)?;
+            self.checkpointed = row.epoch;
+            self.checkpointed_at = Instant::now();
+        }
+        Ok(due)
+    }
 }
 
 fn non_finite(x: f64) -> Option<String> {
     (!x.is_finite()).then(|| x.to_string())
+}
+
+/// Copies, on the device, of the model's variables and the optimizer's buffers at the end of an
+/// epoch that was not checkpointed: what an interruption during the next epoch saves.
+struct Snapshot {
+    epoch: usize,
+    variables: Vec<(String, Tensor)>,
+    momentum: Vec<(String, Tensor)>,
+}
+
+impl Snapshot {
+    fn take(vs: &nn::VarStore, opt: &Sgd, epoch: usize, previous: Option<Snapshot>) -> anyhow::Result<Snapshot> {
+        let _guard = tch::no_grad_guard();
+        // Reuse the previous snapshot's memory (the names and shapes do not change in a run).
+        let (mut variables, mut momentum) = match previous {
+            Some(s) => (s.variables, s.momentum),
+            None => (Vec::new(), Vec::new()),
+        };
+        let copy_into = |into: &mut Vec<(String, Tensor)>, from: Vec<(String, Tensor)>| -> anyhow::Result<()> {
+            let same = into.len() == from.len() && into.iter().zip(&from).all(|(a, b)| a.0 == b.0 && a.1.size() == b.1.size());
+            if same {
+                for ((_, dst), (_, src)) in into.iter_mut().zip(&from) {
+                    dst.f_copy_(src)?;
+                }
+            } else {
+                *into = from.into_iter().map(|(n, t)| Ok((n, t.f_detach_copy()?))).collect::<anyhow::Result<_>>()?;
+            }
+            Ok(())
+        };
+        let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        copy_into(&mut variables, vars)?;
+        copy_into(&mut momentum, opt.state())?;
+        Ok(Snapshot { epoch, variables, momentum })
+    }
+
+    /// Puts the snapshot back into the model and the optimizer.
+    fn restore(&self, vs: &nn::VarStore, opt: &mut Sgd) -> anyhow::Result<()> {
+        let _guard = tch::no_grad_guard();
+        let mut live = vs.variables();
+        for (name, t) in &self.variables {
+            live.get_mut(name).with_context(|| format!("snapshot variable {name} is not in the model"))?.f_copy_(t)?;
+        }
+        opt.load_state(&self.momentum)
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -545,60 +706,74 @@ fn run_attempt(
     }
     let stats_path = work_dir.join(STATS_FILE);
     truncate_stats(&stats_path, attempt, start_epoch)?;
+    let mut records = EpochRecords {
+        stats: StatsFile::append_to(&stats_path)?,
+        checkpoint_path: ckpt_path.clone(),
+        cadence: cfg.checkpoint,
+        checkpointed: start_epoch,
+        checkpointed_at: Instant::now(),
+    };
 
-    let centering = Centering::new(data.channel_mean, device)?;
+    let mut step = Step::new(opt, cfg.augmentation, Centering::new(data.channel_mean, device)?);
     let schedule = OneCycle::new(cfg.lr, cfg.epochs);
     let n = data.train_images.size()[0];
     let batches = ((n + cfg.batch_size - 1) / cfg.batch_size) as usize;
     let mut last = None;
+    let mut snapshot: Option<Snapshot> = None;
+    // On SIGTERM/SIGINT: the checkpoint of the last completed epoch, then an error.
+    let interrupted = |sig: i32, step: &mut Step, snapshot: &Option<Snapshot>, records: &EpochRecords| -> anyhow::Result<AttemptResult> {
+        let mut saved = records.checkpointed;
+        if let Some(s) = snapshot.as_ref().filter(|s| s.epoch > records.checkpointed) {
+            s.restore(&vs, &mut step.opt)?;
+            save_checkpoint(&records.checkpoint_path, &vs, &step.opt, attempt, s.epoch, seed, fingerprint)?;
+            saved = s.epoch;
+        }
+        anyhow::bail!(
+            "{} {}: training stopped by {}; the checkpoint holds epoch {saved}/{} ({}); run again to resume",
+            cfg.method, cfg.size, interrupt::name(sig), cfg.epochs, records.checkpoint_path.display()
+        )
+    };
     for epoch in start_epoch + 1..=cfg.epochs {
+        if let Some(sig) = interrupt::received() {
+            return interrupted(sig, &mut step, &snapshot, &records);
+        }
         let started = Instant::now();
         tch::manual_seed(epoch_seed(seed, epoch));
         let (lr, momentum) = schedule.for_epoch(epoch);
-        opt.lr = lr;
-        opt.momentum = momentum;
+        step.opt.lr = lr;
+        step.opt.momentum = momentum;
         let mut task = progress.task(&format!("{} {} epoch {epoch}/{}", cfg.method, cfg.size, cfg.epochs), batches as u64);
 
-        // Training pass (§6.4 step 1): metrics from the detached outputs, i.e. before the step.
+        // Training pass (§6.4 step 1): the shared step (metrics from the detached outputs, i.e.
+        // before the update, kept on the device).
         let perm = Tensor::f_randperm(n, (Kind::Int64, device))?;
-        let (mut losses, mut corrects, mut margins) = (Vec::new(), Vec::new(), Vec::new());
         for b in 0..batches {
             let start = b as i64 * cfg.batch_size;
             let idx = perm.f_narrow(0, start, cfg.batch_size.min(n - start))?;
-            let x = cfg.augmentation.apply(&data.train_images.f_index_select(0, &idx)?, &centering)?;
-            let y = data.train_labels.f_index_select(0, &idx)?;
-            let out = net.forward_t(&x, true);
-            let loss = lipschitz_loss(&out, &y)?;
-            opt.zero_grad();
-            loss.f_backward()?;
-            opt.step()?;
-            {
-                let _guard = tch::no_grad_guard();
-                losses.push(loss.f_detach()?.f_to_kind(Kind::Double)?);
-                let (c, m) = correct_and_margin(&out.f_detach()?, &y)?;
-                corrects.push(c);
-                margins.push(m);
-            }
+            let check = step.run(&*net, &data.train_images, &data.train_labels, &idx)?;
             task.inc(1);
-            if (b + 1) % CHECK_EVERY == 0 {
-                let recent = Tensor::f_stack(&losses[losses.len() - CHECK_EVERY..], 0)?.f_mean(Kind::Double)?.f_double_value(&[])?;
-                if let Some(loss) = non_finite(recent) {
+            if let Some(check) = check {
+                if let Some(loss) = non_finite(check.loss) {
                     task.finish("diverged");
                     let divergence = Divergence { epoch, phase: "train".into(), loss };
                     return Ok(AttemptResult::Diverged { epochs_completed: epoch - 1, divergence });
                 }
-                let acc = Tensor::f_cat(&corrects[corrects.len() - CHECK_EVERY..], 0)?.f_to_kind(Kind::Double)?.f_mean(Kind::Double)?.f_double_value(&[])?;
-                task.set_message(format!("loss {recent:.4} acc {acc:.3}"));
+                task.set_message(format!("loss {:.4} acc {:.3}", check.loss, check.accuracy));
+            }
+            if let Some(sig) = interrupt::received() {
+                task.finish("interrupted");
+                return interrupted(sig, &mut step, &snapshot, &records);
             }
         }
-        let train_loss = Tensor::f_stack(&losses, 0)?.f_mean(Kind::Double)?.f_double_value(&[])?;
-        if let Some(loss) = non_finite(train_loss) {
+        let metrics = step.take_metrics();
+        let summary = metrics.summary()?.context("an epoch without batches")?;
+        let train_seconds = started.elapsed().as_secs_f64();
+        if let Some(loss) = non_finite(summary.loss) {
             task.finish("diverged");
             return Ok(AttemptResult::Diverged { epochs_completed: epoch - 1, divergence: Divergence { epoch, phase: "train".into(), loss } });
         }
-        let train_correct = Vec::<bool>::try_from(Tensor::f_cat(&corrects, 0)?.f_to_device(Device::Cpu)?)?;
-        let train_margins = Vec::<f64>::try_from(Tensor::f_cat(&margins, 0)?.f_to_device(Device::Cpu)?)?;
-        let train_stats = SplitStats::from_parts(train_loss, &train_correct, &train_margins);
+        crate::nn::fft::take_singular_inverses().with_context(|| format!("{} {} epoch {epoch}", cfg.method, cfg.size))?;
+        let train_stats = SplitStats::from_parts(summary.loss, &summary.correct, &summary.margins);
 
         // Evaluation pass (§6.4 step 2): frozen network, caches recomputed after the last step.
         let eval = {
@@ -619,13 +794,19 @@ fn run_attempt(
             seconds: started.elapsed().as_secs_f64(),
             train: train_stats,
             eval: SplitStats::from_evaluation(&eval),
+            train_seconds,
+            train_batches: batches,
         };
         task.finish(&format!(
             "train loss {:.4} acc {:.3} | eval loss {:.4} acc {:.3} cra36 {:.3}",
             row.train.loss, row.train.accuracy, row.eval.loss, row.eval.accuracy, row.eval.cra[0]
         ));
-        append_stats(&stats_path, &row)?;
-        save_checkpoint(&ckpt_path, &vs, &opt, attempt, epoch, seed, fingerprint)?;
+        // The last epoch, and an epoch that ended after a signal arrived, are always saved.
+        let force = epoch == cfg.epochs || interrupt::received().is_some();
+        let saved = records.end_epoch(&row, force, |path| save_checkpoint(path, &vs, &step.opt, attempt, epoch, seed, fingerprint))?;
+        if !saved {
+            snapshot = Some(Snapshot::take(&vs, &step.opt, epoch, snapshot.take())?);
+        }
         last = Some(row);
     }
     Ok(AttemptResult::Completed { vs, last })
@@ -646,4 +827,68 @@ fn save_checkpoint(
     named.push(("meta/seed".into(), Tensor::from_slice(&[(seed >> 1) as i64])));
     named.push(("meta/run".into(), Tensor::from_slice(fingerprint.as_bytes())));
     checkpoint::save_with(vs, named, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(epoch: usize, x: f64) -> EpochStats {
+        let split = |l: f64| SplitStats { loss: l, accuracy: 0.5, cra: [0.25, 0.125, 1.0 / 3.0, 0.0], median_margin: -0.0 };
+        EpochStats {
+            attempt: 1,
+            epoch,
+            lr: x,
+            momentum: 0.85,
+            seconds: 12.3456,
+            train: split(f64::NAN),
+            eval: split(1e-300),
+            train_seconds: 1.0,
+            train_batches: 3,
+        }
+    }
+
+    /// The appended file has exactly the bytes of the former whole-file writer: the header, then
+    /// `csv_row()` and a newline per epoch (numbers as Rust prints them, no quoting).
+    #[test]
+    fn appended_statistics_have_the_published_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STATS_FILE);
+        let rows = [row(1, 0.1), row(2, 1.0 / 3.0), row(3, 2e-7)];
+        {
+            let mut f = StatsFile::create(&path).unwrap();
+            f.append(&rows[0]).unwrap();
+        }
+        // Reopened for appending (a resumed run), as the training loop does.
+        let mut f = StatsFile::append_to(&path).unwrap();
+        f.append(&rows[1]).unwrap();
+        f.append(&rows[2]).unwrap();
+        f.sync().unwrap();
+        let mut want = format!("{CSV_HEADER}\n");
+        for r in &rows {
+            want.push_str(&r.csv_row());
+            want.push('\n');
+        }
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), want);
+        assert!(want.contains(",NaN,") && want.contains(",0.000000000000000") && want.contains(",12.346,"), "{want}");
+        assert_eq!(CSV_HEADER.split(',').count(), CSV_COLUMNS);
+        // Truncation keeps the rows up to the checkpoint and drops a row cut short by a kill.
+        std::fs::write(&path, format!("{want}1,4,0.1,0.8")).unwrap();
+        truncate_stats(&path, 1, 2).unwrap();
+        let kept = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(kept, format!("{CSV_HEADER}\n{}\n{}\n", rows[0].csv_row(), rows[1].csv_row()));
+    }
+
+    #[test]
+    fn checkpoint_cadence_by_epochs_or_minutes() {
+        let c = CheckpointCadence::default();
+        assert_eq!((c.every_epochs, c.every_minutes), (10, 10.0));
+        assert!(!c.due(9, Duration::from_secs(599)));
+        assert!(c.due(10, Duration::ZERO));
+        assert!(c.due(1, Duration::from_secs(600)));
+        assert!(CheckpointCadence::EVERY_EPOCH.due(1, Duration::ZERO));
+        let parsed: CheckpointCadence = serde_yaml::from_str("every_epochs: 3").unwrap();
+        assert_eq!(parsed, CheckpointCadence { every_epochs: 3, every_minutes: 10.0 });
+        assert!(serde_yaml::from_str::<CheckpointCadence>("every_epoch: 3").is_err(), "a typo is an error");
+    }
 }
