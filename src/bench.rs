@@ -11,13 +11,12 @@
 //! sitting by `scripts/authors_bench.py` (a JSON object `{method: seconds}`); `scripts/speed.sh`
 //! runs both one after the other.
 
-use crate::device::{kind_name, synchronize};
+use crate::device::kind_name;
 use crate::nn::{Method, ModelSize, NetSpec};
 use crate::progress::Progress;
 use crate::train::Synthetic;
 use anyhow::Context;
 use std::io::Write;
-use std::time::Instant;
 use tch::nn::Module;
 use tch::Device;
 
@@ -109,22 +108,12 @@ pub struct BenchRow {
     pub error: Option<String>,
 }
 
-/// Times `step` `warmup + iters` times, synchronising the device around each timed call, and
-/// returns the median in milliseconds.
-fn time_ms(device: Device, warmup: usize, iters: usize, mut step: impl FnMut()) -> f64 {
-    for _ in 0..warmup {
-        step();
-    }
-    synchronize(device);
-    let times: Vec<f64> = (0..iters.max(1))
-        .map(|_| {
-            let t = Instant::now();
-            step();
-            synchronize(device);
-            t.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    crate::stats::median(&times)
+/// Times `step` `warmup + iters` times ([`crate::measure::time_batches`]) and returns the median
+/// in milliseconds.
+fn time_ms(device: Device, warmup: usize, iters: usize, step: impl FnMut()) -> f64 {
+    let mut task = Progress::hidden().task("bench", 0);
+    let seconds = crate::measure::time_batches(device, warmup as u32, iters.max(1) as u32, &mut task, step);
+    crate::stats::median(&seconds) * 1e3
 }
 
 /// Measures one method. Panics inside libtorch (out of memory) are the caller's to catch.

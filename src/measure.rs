@@ -260,8 +260,8 @@ impl Bench {
 }
 
 /// Seconds of each of `n` calls of `f` after `warmup` untimed calls, synchronising `device`
-/// around each timed call.
-fn time_batches(device: Device, warmup: u32, n: u32, task: &mut crate::progress::Task, mut f: impl FnMut()) -> Vec<f64> {
+/// around each timed call (the one timing loop of `measure` and `bench`); `task` advances per call.
+pub fn time_batches(device: Device, warmup: u32, n: u32, task: &mut crate::progress::Task, mut f: impl FnMut()) -> Vec<f64> {
     for _ in 0..warmup {
         f();
         task.inc(1);

@@ -75,6 +75,9 @@ impl StageRunner {
 
     /// Runs task `index` of `plan` (its inputs are done). Returns false when another process built
     /// the artifact while this one waited for its lock (then nothing was built here).
+    ///
+    /// Long on purpose: one match arm per stage, each only the glue from the plan's task to its
+    /// stage function (inputs looked up, manifest info, `store.build`); the work is in the stages.
     pub fn execute(&mut self, plan: &Plan, index: usize, store: &Store, progress: &Progress) -> anyhow::Result<bool> {
         let task = &plan.tasks[index];
         let device = self.device;

@@ -393,7 +393,8 @@ pub fn train(cfg: &TrainConfig, data: TrainData, work_dir: &Path, progress: &Pro
 type Builder<'a> = dyn Fn(&nn::Path) -> anyhow::Result<Box<dyn Network>> + 'a;
 
 /// [`train`] with any network: `build` creates it under the given path (used by tests with
-/// small stand-in networks). `cfg.method`/`size`/`kernel` only label the run.
+/// small stand-in networks). `cfg.method`/`size`/`kernel` only label the run. Long on purpose: the
+/// retry loop over attempts and the outcome each one publishes read in sequence.
 pub fn train_with(
     cfg: &TrainConfig,
     data: TrainData,
@@ -668,6 +669,10 @@ impl Snapshot {
     }
 }
 
+/// One attempt: build, resume from a checkpoint of this attempt, then the epoch loop. Long on
+/// purpose: the loop reads top to bottom in the order of an epoch (schedule, batches, statistics,
+/// evaluation, divergence, checkpoint cadence, interruption); its parts are in `step` and the
+/// helpers above.
 #[allow(clippy::too_many_arguments)]
 fn run_attempt(
     cfg: &TrainConfig,
