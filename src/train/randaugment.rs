@@ -18,9 +18,9 @@
 //!
 //! The batched form computes every operation's result for the whole batch and keeps, per image, the
 //! one it drew (`where`): no per-image loop, no host round trip (the random numbers come from torch's
-//! generator on the batch's device, seeded per epoch by the training loop). Departure: the authors
-//! apply the PIL implementation to PIL images; the tensor one differs from PIL only in rounding
-//! details (torchvision documents the two as equivalent).
+//! generator on the batch's device, seeded per epoch by the training loop). Departure (listed in
+//! the report, `report::DEPARTURES`): the authors apply torchvision's PIL implementation to PIL
+//! images, which can differ from the tensor one in rounding and resampling details.
 
 use anyhow::Context;
 use tch::{Device, Kind, Tensor};
