@@ -371,6 +371,24 @@ mod tests {
     }
 
     #[test]
+    fn color_contrast_sharpness_blend_with_their_degenerate_image_by_hand() {
+        // Pixels (100, 50, 0) and (200, 200, 200); grey = ⌊0.2989 r + 0.587 g + 0.114 b⌋ = 59 and
+        // ⌊199.98⌋ = 199. Factor 1.27: out = ⌊clamp(1.27 v − 0.27 d)⌋.
+        let x = image(&[100, 200, 50, 200, 0, 200], 1, 2);
+        // Colour, d = the pixel's grey: 127 − 15.93, 63.5 − 15.93, 254 − 53.73.
+        assert_eq!(vals(&run(&x, Op::Color, 0)), [111, 200, 47, 200, 0, 200]);
+        // Contrast, d = the mean grey (59 + 199)/2 = 129: 127 − 34.83, 254 − 34.83, 63.5 − 34.83.
+        assert_eq!(vals(&run(&x, Op::Contrast, 0)), [92, 219, 28, 219, 0, 219]);
+        // Sharpness leaves images of side ≤ 2 as they are.
+        assert_eq!(vals(&run(&x, Op::Sharpness, 0)), vals(&x));
+        // 3×3, 130 in the centre: the smoothed centre is round((130 + 4·130)/13) = 50, the border
+        // is kept; 1.27·130 − 0.27·50 = 151.6.
+        let dot: Vec<i64> = (0..27).map(|k| if k % 9 == 4 { 130 } else { 0 }).collect();
+        let sharp: Vec<i64> = (0..27).map(|k| if k % 9 == 4 { 151 } else { 0 }).collect();
+        assert_eq!(vals(&run(&image(&dot, 3, 3), Op::Sharpness, 0)), sharp);
+    }
+
+    #[test]
     fn translations_move_whole_pixels_and_fill_zero() {
         // 32 wide: 4 pixels (to the right for +, to the left for −).
         let (h, w) = (2, 32);
