@@ -67,12 +67,25 @@ pub struct DatasetEntry {
     /// Keep only the first N test images of each class.
     #[serde(default, deserialize_with = "de_opt_positive_usize")]
     pub test_per_class: Option<usize>,
+    /// Training augmentation: `crop_flip` (random crop with padding 4 and horizontal flip, R1's
+    /// CIFAR), `randaugment` (torchvision's RandAugment, 2 operations at magnitude 9, the authors'
+    /// Tiny ImageNet) or `none`. Unset: `randaugment` for tinyimagenet, `crop_flip` otherwise
+    /// ([`DatasetEntry::augmentation`]).
+    #[serde(default, deserialize_with = "de_augment")]
+    pub augment: Option<crate::train::Augmentation>,
 }
 
 impl DatasetEntry {
     /// `kind` as a whole: no `source` (the official archive, or generated data), every image.
     pub fn new(kind: crate::data::DatasetKind) -> DatasetEntry {
-        DatasetEntry { name: kind.as_str().to_string(), source: None, train_per_class: None, test_per_class: None }
+        DatasetEntry { name: kind.as_str().to_string(), source: None, train_per_class: None, test_per_class: None, augment: None }
+    }
+
+    /// The training augmentation: `augment` when set, else the dataset's default
+    /// ([`crate::train::Augmentation::default_for`]).
+    pub fn augmentation(&self) -> crate::train::Augmentation {
+        let kind = self.name.parse::<crate::data::DatasetKind>();
+        self.augment.unwrap_or_else(|| kind.map_or(crate::train::Augmentation::CIFAR, crate::train::Augmentation::default_for))
     }
 }
 
@@ -288,6 +301,11 @@ fn default_trials() -> u32 {
 fn de_dataset_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let s = String::deserialize(d)?;
     s.parse::<crate::data::DatasetKind>().map(|k| k.as_str().to_string()).map_err(|e| serde::de::Error::custom(e.to_string()))
+}
+
+fn de_augment<'de, D: Deserializer<'de>>(d: D) -> Result<Option<crate::train::Augmentation>, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse().map(Some).map_err(|e: anyhow::Error| serde::de::Error::custom(e.to_string()))
 }
 
 fn de_device<'de, D: Deserializer<'de>>(d: D) -> Result<DeviceChoice, D::Error> {
@@ -624,6 +642,19 @@ train:
 
     fn parse(text: &str) -> anyhow::Result<Pipeline> {
         Pipeline::parse(Path::new("pipelines/t.yaml"), text)
+    }
+
+    #[test]
+    fn augmentation_defaults_per_dataset_and_can_be_named() {
+        use crate::train::Augmentation;
+        let p = parse(&GOOD.replace("  - name: synthetic\n", "  - name: synthetic\n  - name: tinyimagenet\n  - name: cifar10\n    augment: none\n"))
+            .unwrap();
+        let got: Vec<Augmentation> = p.datasets.iter().map(DatasetEntry::augmentation).collect();
+        assert_eq!(got, [Augmentation::CIFAR, Augmentation::RandAugment { ops: 2, magnitude: 9 }, Augmentation::None]);
+        let p = parse(&GOOD.replace("  - name: synthetic\n", "  - name: tinyimagenet\n    augment: crop_flip\n")).unwrap();
+        assert_eq!(p.datasets[0].augmentation(), Augmentation::CIFAR);
+        let e = parse(&GOOD.replace("  - name: synthetic\n", "  - name: synthetic\n    augment: flip\n")).unwrap_err().to_string();
+        assert!(e.starts_with("pipelines/t.yaml:3:") && e.contains("\"flip\"") && e.contains("expected one of crop_flip, randaugment, none"), "{e}");
     }
 
     #[test]

@@ -165,6 +165,8 @@ fn bad_pipeline_files_exit_2_with_file_and_line_and_run_nothing() {
         ("epochs", good.replace("  epochs: 1\n", "  epochs: -2\n"), "must be a positive whole number, got -2"),
         ("key", good.replace("  lr: 0.02\n", "  lr: 0.02\n  momentum: 0.9\n"), "unknown field `momentum`"),
         ("hours", good.replace("hours: [0.0025]", "hours: [2h, 9 apples]"), "invalid time budget \"9 apples\""),
+        ("augment", good.replace("  - name: synthetic\n", "  - name: synthetic\n    augment: autoaugment\n"),
+            "unknown augmentation \"autoaugment\"; expected one of crop_flip, randaugment, none"),
         // The paper published no hyper-parameters for synthetic data, nor for LOT-M with 1×1 kernels.
         ("paper-data", good.replace("  lr: 0.02\n  wd: 1.0e-5\n", "  hyperparameters: paper\n").replace("search:\n  trials: 2\n  epochs: 1\n  seed: 0\n", ""),
             "not `synthetic`"),

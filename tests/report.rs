@@ -210,6 +210,16 @@ fn report_renders_every_table_and_plot_with_the_parquet_numbers() {
         assert!(html.contains(s), "provenance lacks {s}");
     }
 
+    // The departures: every entry of the one table, in both renderings, nothing else listed.
+    let unescaped = html.replace("&#x27;", "'").replace("&#x2F;", "/");
+    for d in lipctl::report::DEPARTURES {
+        assert!(md.contains(&format!("* **{}.** {}", d.topic, d.text)), "report.md lacks departure {:?}", d.topic);
+        assert!(unescaped.contains(&format!("<b>{}.</b>", d.topic)), "index.html lacks departure {:?}", d.topic);
+    }
+    let section = &md[md.find("## Departures").unwrap()..];
+    let section = &section[..section[3..].find("\n## ").unwrap()];
+    assert_eq!(section.matches("\n* ").count(), lipctl::report::DEPARTURES.len(), "{section}");
+
     // Every plot is an SVG with data drawn in it, inline in the HTML and a file beside report.md.
     assert!(!done.svgs.is_empty());
     let radars = done.svgs.iter().filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("radar_")).count();

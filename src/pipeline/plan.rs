@@ -11,6 +11,7 @@ use crate::budgets::BudgetMode;
 use crate::config::{DatasetEntry, Pipeline};
 use crate::nn::{Method, ModelSize};
 use crate::store::Key;
+use crate::train::Augmentation;
 use crate::precision::Tf32Mode;
 use serde_json::{json, Value};
 
@@ -123,6 +124,8 @@ pub struct TrainTask {
     pub max_epochs: Option<u32>,
     /// `train.checkpoint` (not in the key).
     pub checkpoint: crate::train::CheckpointCadence,
+    /// The dataset's training augmentation (`datasets[].augment`, or its default).
+    pub augmentation: Augmentation,
 }
 
 impl TrainTask {
@@ -151,6 +154,12 @@ impl TrainTask {
             config["max_epochs"] = json!(cap);
         }
         with_tf32(&mut config, self.tf32);
+        // Every artifact made before the choice existed was trained with crop and flip: that
+        // augmentation leaves the key as it was, any other enters it (so a Tiny ImageNet run made
+        // with crop and flip is not taken for a RandAugment one).
+        if self.augmentation != Augmentation::CIFAR {
+            config["augment"] = json!(self.augmentation);
+        }
         config
     }
 }
@@ -282,6 +291,7 @@ impl Builder {
             tf32: p.tf32,
             max_epochs: p.train.max_epochs,
             checkpoint: p.train.checkpoint,
+            augmentation: d.augmentation(),
         };
         // Budgets to train for: every configured one, or the fixed epoch count.
         let runs: Vec<(Epochs, Option<f64>)> = match (&budget, p.train.epochs) {
@@ -341,5 +351,56 @@ impl Builder {
                 self.push(Stage::Certify, format!("certify {label}"), config, vec![train], TaskSpec::Certify { train, audit_iterations, attack });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The plan of a pipeline file, with a stand-in prepare key per dataset (a prepare key hashes
+    /// the source's content; these keys only need to be fixed).
+    fn plan_of(file: &str) -> Plan {
+        let p = crate::config::Pipeline::load(std::path::Path::new(file)).unwrap();
+        let keys: Vec<Key> = p.datasets.iter().map(|d| Key::compute("prepare", 1, &json!({ "fake": d.name }), &[])).collect();
+        Plan::expand(&p, &keys, "cuda").unwrap()
+    }
+
+    fn task<'a>(plan: &'a Plan, label: &str) -> &'a Task {
+        plan.tasks.iter().find(|t| t.label == label).unwrap_or_else(|| panic!("no task {label:?}"))
+    }
+
+    /// Keys computed by the code before the augmentation choice existed (commit fc54927, same
+    /// stand-in prepare keys): CIFAR runs, cached under these keys, must be found again.
+    #[test]
+    fn cifar_keys_did_not_change_with_the_augmentation_option() {
+        let quick = plan_of("pipelines/quick.yaml");
+        let paper = plan_of("pipelines/paper.yaml");
+        for (plan, label, key) in [
+            (&quick, "train cifar10 AOL-XS 0.05h seed 0", "b13021b44a00c67bf8ceb82b91afe9b708aaab6c84422fe4f319319f646be280"),
+            (&quick, "certify cifar10 SOC-XS 0.05h seed 0", "3920408b3c7f56afbddfd41ff61087bf32965032f63b2ccf1dc2246aaa2d9fac"),
+            (&paper, "train cifar10 SOC-M 24h seed 0", "b2386c7d4a629ebb3880e1bf358baf6dac7b3c6cab8bae26f40cea7a8fe943b0"),
+            (&paper, "search cifar100 SOC-S trial 0", "27e0482e6f99df1350c31dbbbbcaf229a2f4fe4135bcfe3ad9655800951dc372"),
+        ] {
+            assert_eq!(task(plan, label).key.as_str(), key, "{label}");
+        }
+        // No CIFAR task's hashed config mentions the augmentation.
+        for t in quick.tasks.iter().chain(&paper.tasks).filter(|t| t.label.contains("cifar")) {
+            assert!(t.config.get("augment").is_none(), "{}: {}", t.label, t.config);
+        }
+    }
+
+    /// Tiny ImageNet runs were trained with crop and flip before; with RandAugment they are other
+    /// runs, so their keys (and their certificates') change.
+    #[test]
+    fn tiny_imagenet_runs_are_keyed_by_randaugment() {
+        let paper = plan_of("pipelines/paper.yaml");
+        let train = task(&paper, "train tinyimagenet AOL-XS 2h seed 0");
+        assert_ne!(train.key.as_str(), "10d740c0b54db94de9e6821a931e43f708a2cdf38f960c3ebfb5282502889624");
+        assert_eq!(train.config["augment"], json!({ "RandAugment": { "ops": 2, "magnitude": 9 } }));
+        let TaskSpec::Train(t) = &train.spec else { panic!("not a training task") };
+        assert_eq!(t.augmentation, Augmentation::TINY_IMAGENET);
+        let certify = task(&paper, "certify tinyimagenet AOL-XS 2h seed 0");
+        assert_ne!(certify.key.as_str(), "92e2007a861b5f85c0ef70396dd638c16136b0f8dcb1ea5cbd6cbfa3c9b4a80a");
     }
 }

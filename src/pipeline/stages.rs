@@ -274,6 +274,7 @@ fn train_config(t: &TrainTask, data: &Dataset, epochs: u64, lr: f64, wd: f64, de
     cfg.max_retries = t.max_retries as usize;
     cfg.tf32 = t.tf32;
     cfg.checkpoint = t.checkpoint;
+    cfg.augmentation = t.augmentation;
     cfg
 }
 

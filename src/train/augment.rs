@@ -1,14 +1,22 @@
 //! Training augmentation on the device, batched (reference-protocol §5.2; design §8).
 //!
-//! The dataset stays uint8 on the device; a batch is centred (`x/255 − mean`, no scaling), then
-//! randomly cropped with padding 4 and flipped horizontally with probability ½, as R1's
-//! `Normalize → RandomCrop(32, padding=4, fill=0) → RandomHorizontalFlip`. Padding happens after
-//! centering, so padded pixels are 0, i.e. the per-channel mean colour. Crop and flip are one
-//! `gather` per axis with per-image offsets: no per-image loop, no host round trip.
+//! The dataset stays uint8 on the device. Three augmentations, chosen per dataset in the pipeline
+//! (`datasets[].augment`, [`Augmentation::default_for`]):
+//!
+//! * `crop_flip` (CIFAR, R1's `Normalize → RandomCrop(32, padding=4, fill=0) →
+//!   RandomHorizontalFlip`): the batch is centred (`x/255 − mean`, no scaling), then randomly
+//!   cropped with padding 4 and flipped horizontally with probability ½. Padding happens after
+//!   centering, so padded pixels are 0, i.e. the per-channel mean colour. Crop and flip are one
+//!   `gather` per axis with per-image offsets: no per-image loop, no host round trip.
+//! * `randaugment` (Tiny ImageNet, the authors' `RandAugment(num_ops=2, magnitude=9)` on the uint8
+//!   image, then centring; no crop, no flip): [`super::randaugment`].
+//! * `none`: centring only.
 //!
 //! Random numbers come from torch's generator on the batch's device, so the training loop's
 //! per-epoch `manual_seed` makes the augmentation reproducible.
 
+use super::randaugment;
+use crate::data::DatasetKind;
 use crate::eval::Centering;
 use anyhow::Context;
 use tch::{Kind, Tensor};
@@ -16,25 +24,59 @@ use tch::{Kind, Tensor};
 /// Padding of R1's `RandomCrop` for CIFAR.
 pub const CROP_PADDING: i64 = 4;
 
-/// What the training pass does to each batch.
+/// What the training pass does to each batch. The `Debug` form enters checkpoint fingerprints
+/// and `Serialize` the train keys of non-default choices: keep both stable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Augmentation {
-    /// Centering only (Tiny ImageNet in R1 uses RandAugment instead, which lipctl does not do).
+    /// Centering only.
     None,
     /// Centering, random crop with the given padding, horizontal flip with probability ½.
     CropFlip { padding: i64 },
+    /// torchvision's RandAugment with `ops` operations at bin `magnitude` of 31 on the uint8
+    /// image, then centering.
+    RandAugment { ops: u32, magnitude: u32 },
 }
 
 impl Augmentation {
-    /// The CIFAR augmentation of R1.
+    /// The CIFAR augmentation of R1 (and of every artifact made before the choice existed).
     pub const CIFAR: Augmentation = Augmentation::CropFlip { padding: CROP_PADDING };
 
-    /// Centred (and augmented) float32 batch from uint8 images `[B, 3, H, W]`.
-    pub fn apply(self, images_u8: &Tensor, centering: &Centering) -> anyhow::Result<Tensor> {
-        let x = centering.apply(images_u8)?;
+    /// The authors' Tiny ImageNet augmentation: `RandAugment(num_ops=2, magnitude=9)`.
+    pub const TINY_IMAGENET: Augmentation = Augmentation::RandAugment { ops: 2, magnitude: 9 };
+
+    /// The pipeline's names, in the order error messages list them.
+    pub const NAMES: [&'static str; 3] = ["crop_flip", "randaugment", "none"];
+
+    /// The augmentation of a dataset whose pipeline entry names none: the authors' choice for
+    /// Tiny ImageNet, CIFAR's crop and flip for every other dataset.
+    pub fn default_for(kind: DatasetKind) -> Augmentation {
+        match kind {
+            DatasetKind::Tinyimagenet => Augmentation::TINY_IMAGENET,
+            _ => Augmentation::CIFAR,
+        }
+    }
+
+    /// The pipeline's name of this augmentation.
+    pub fn name(self) -> &'static str {
         match self {
-            Augmentation::None => Ok(x),
+            Augmentation::CropFlip { .. } => "crop_flip",
+            Augmentation::RandAugment { .. } => "randaugment",
+            Augmentation::None => "none",
+        }
+    }
+
+    /// Centred (and augmented) float32 batch from uint8 images `[B, 3, H, W]`. RandAugment uploads
+    /// its tables on every call here; the training step keeps them ([`Augmentation::apply_cached`]).
+    pub fn apply(self, images_u8: &Tensor, centering: &Centering) -> anyhow::Result<Tensor> {
+        self.apply_cached(images_u8, centering, &mut None)
+    }
+
+    /// [`Augmentation::apply`], keeping RandAugment's device tables in `tables` between batches.
+    pub fn apply_cached(self, images_u8: &Tensor, centering: &Centering, tables: &mut Option<randaugment::Tables>) -> anyhow::Result<Tensor> {
+        match self {
+            Augmentation::None => centering.apply(images_u8),
             Augmentation::CropFlip { padding } => {
+                let x = centering.apply(images_u8)?;
                 let b = x.size()[0];
                 let opts = (Kind::Int64, x.device());
                 let dy = Tensor::f_randint_low(0, 2 * padding + 1, [b], opts)?;
@@ -42,6 +84,28 @@ impl Augmentation {
                 let flip = Tensor::f_rand([b], (Kind::Float, x.device()))?.f_lt(0.5)?;
                 crop_flip(&x, padding, &dy, &dx, &flip)
             }
+            Augmentation::RandAugment { ops, magnitude } => {
+                let size = images_u8.size();
+                let (h, w) = (size[size.len() - 2], size[size.len() - 1]);
+                if !tables.as_ref().is_some_and(|t| t.fits(h, w, images_u8.device())) {
+                    *tables = Some(randaugment::Tables::new(magnitude, h, w, images_u8.device())?);
+                }
+                let t = tables.as_ref().context("internal error: RandAugment tables")?;
+                centering.apply(&t.apply(images_u8, ops)?)
+            }
+        }
+    }
+}
+
+impl std::str::FromStr for Augmentation {
+    type Err = anyhow::Error;
+    /// `crop_flip`, `randaugment` (2 operations at magnitude 9, the authors') or `none`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "crop_flip" => Ok(Augmentation::CIFAR),
+            "randaugment" => Ok(Augmentation::TINY_IMAGENET),
+            "none" => Ok(Augmentation::None),
+            _ => anyhow::bail!("unknown augmentation {s:?}; expected one of {}", Augmentation::NAMES.join(", ")),
         }
     }
 }
@@ -129,5 +193,24 @@ mod tests {
         // 64 fair coin flips: P(all or none flipped) ≈ 1e-19.
         assert!(flips > 0 && flips < b as usize);
         assert!(shifts.len() > 5, "offsets are not spread: {shifts:?}");
+    }
+
+    #[test]
+    fn randaugment_batch_is_centred_and_names_parse() {
+        tch::manual_seed(5);
+        let images = Tensor::randint(256, [16, 3, 8, 8], (Kind::Uint8, Device::Cpu));
+        let mean = [0.25, 0.5, 0.75];
+        let out = Augmentation::TINY_IMAGENET.apply(&images, &Centering::new(mean, Device::Cpu).unwrap()).unwrap();
+        assert_eq!((out.size(), out.kind()), (vec![16, 3, 8, 8], Kind::Float));
+        // Uncentred, every value is a byte again (the operations act on uint8 images).
+        let bytes = (&out + Tensor::from_slice(&mean).to_kind(Kind::Float).view([1, 3, 1, 1])) * 255.0;
+        assert!(f64::try_from((&bytes - bytes.round()).abs().max()).unwrap() < 1e-3);
+        assert!(!out.allclose(&center(&images, &mean), 1e-6, 1e-6, false), "two operations left every image unchanged");
+        assert_eq!("randaugment".parse::<Augmentation>().unwrap(), Augmentation::RandAugment { ops: 2, magnitude: 9 });
+        assert_eq!(" Crop_Flip".parse::<Augmentation>().unwrap(), Augmentation::CIFAR);
+        let e = "autoaugment".parse::<Augmentation>().unwrap_err().to_string();
+        assert!(e.contains("\"autoaugment\"") && e.contains("crop_flip, randaugment, none"), "{e}");
+        // Checkpoint fingerprints of existing runs print CIFAR's augmentation like this.
+        assert_eq!(format!("{:?}", Augmentation::CIFAR), "CropFlip { padding: 4 }");
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod augment;
 pub mod interrupt;
+pub mod randaugment;
 pub mod record;
 pub mod schedule;
 pub mod sgd;

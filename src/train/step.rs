@@ -87,19 +87,21 @@ pub struct Step {
     pub opt: Sgd,
     pub augmentation: Augmentation,
     centering: Centering,
+    /// RandAugment's device tables, made at the first batch.
+    rand_tables: Option<super::randaugment::Tables>,
     metrics: Metrics,
 }
 
 impl Step {
     pub fn new(opt: Sgd, augmentation: Augmentation, centering: Centering) -> Self {
-        Step { opt, augmentation, centering, metrics: Metrics::default() }
+        Step { opt, augmentation, centering, rand_tables: None, metrics: Metrics::default() }
     }
 
     /// One step on the batch `idx` (int64 indices on the device) of the uint8 dataset `images`
     /// `[N, 3, H, W]` with int64 `labels` `[N]`. Returns a [`Check`] after every
     /// [`CHECK_EVERY`]-th batch since the last [`Step::take_metrics`], `None` otherwise.
     pub fn run<N: nn::ModuleT + ?Sized>(&mut self, net: &N, images: &Tensor, labels: &Tensor, idx: &Tensor) -> anyhow::Result<Option<Check>> {
-        let x = self.augmentation.apply(&images.f_index_select(0, idx)?, &self.centering)?;
+        let x = self.augmentation.apply_cached(&images.f_index_select(0, idx)?, &self.centering, &mut self.rand_tables)?;
         let y = labels.f_index_select(0, idx)?;
         let out = net.forward_t(&x, true);
         let loss = lipschitz_loss(&out, &y)?;
