@@ -716,3 +716,49 @@ fn two_cpu_workers_build_the_artifacts_of_one() {
         }
     }
 }
+
+/// SIGTERM (a Slurm time limit, a preemption) stops the whole run, not just the training task it
+/// interrupts: the task checkpoints, the run says so and exits non-zero, and no later task starts
+/// (resuming the checkpoint is tests/train.rs's and tests/slurm.rs's). Before the fix the runner
+/// went on to the next method's tasks.
+#[test]
+fn sigterm_stops_the_run_and_the_next_run_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("artifacts");
+    let pipeline = dir.path().join("term.yaml");
+    std::fs::write(
+        &pipeline,
+        "name: term\ndevice: cpu\ndatasets:\n  - name: synthetic\n    train_per_class: 40\n    test_per_class: 10\n\
+         methods: [AOL, SLL]\nsizes: [XS]\nseeds: [0]\ntrain:\n  epochs: 400\n  lr: 0.02\n  wd: 0\n  batch_size: 40\n\
+         \x20 checkpoint: {every_epochs: 1}\ncertify:\n  audit_iterations: 5\n  attack: {enabled: false}\n",
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lipctl"))
+        .arg("--artifacts")
+        .arg(&root)
+        .args(["run", pipeline.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the first training task has checkpointed once.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    let checkpointed = || {
+        std::fs::read_dir(root.join("train")).into_iter().flatten().flatten().any(|e| e.path().join("checkpoint.safetensors").is_file())
+    };
+    while !checkpointed() {
+        assert!(std::time::Instant::now() < deadline, "the first training task never checkpointed");
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be interrupted");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "{out}");
+    assert!(out.contains("stopped by SIGTERM"), "{out}");
+    // Nothing after the interrupted task ran: no train or certify artifact at all.
+    assert!(artifacts_of(&root, "train").is_empty() && artifacts_of(&root, "certify").is_empty(), "{out}");
+    assert!(!out.contains("SLL"), "a task of the second method started after SIGTERM: {out}");
+    assert_no_partial(&root);
+}

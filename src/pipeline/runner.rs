@@ -87,11 +87,13 @@ pub struct RunReport {
     pub failed: Vec<(String, String)>,
     /// Tasks not run because an input failed or is missing.
     pub blocked: Vec<String>,
+    /// The signal (SIGTERM, SIGINT) that stopped the run before its remaining tasks.
+    pub interrupted: Option<i32>,
 }
 
 impl RunReport {
     pub fn ok(&self) -> bool {
-        self.failed.is_empty() && self.blocked.is_empty()
+        self.failed.is_empty() && self.blocked.is_empty() && self.interrupted.is_none()
     }
 }
 
@@ -221,6 +223,13 @@ pub fn run(
         out.flush()?;
         if let Some(bar) = overall.as_mut() {
             bar.inc(1);
+        }
+        // A SIGTERM (a Slurm time limit or preemption) or Ctrl-C stops the run, not just the task
+        // it interrupted: the training task checkpointed; the next run resumes it.
+        if let Some(sig) = crate::train::interrupt::received() {
+            writeln!(out, "stopped by {}: the remaining tasks were not started; run again to resume", crate::train::interrupt::name(sig))?;
+            report.interrupted = Some(sig);
+            break;
         }
     }
     if let Some(bar) = overall {

@@ -84,8 +84,13 @@ pub const DEPARTURES: &[Departure] = &[
     },
     Departure {
         topic: "Audited L in certificates",
-        text: "Certified radii use L = max(1, Π σ̂_i), the product of certify's power-iteration audit of every layer, so a layer measured above 1 shrinks every radius. The authors' CRA (their training statistics, from which the paper's tables come) takes L = 1: margin/√2 > ε.",
+        text: "Certified radii use L = max(1, Π σ_i) over every layer's audited value: its exact norm where the frozen layer is a circular convolution or dense matrix, a proven bound for residual (CPL, SLL), exponential (SOC) and padded-spectrum (LOT) layers, and a labelled power-iteration estimate only where neither is cheap; a layer above 1 shrinks every radius. The authors' CRA (their training statistics, from which the paper's tables come) takes L = 1: margin/√2 > ε.",
         code: "src/certify.rs",
+    },
+    Departure {
+        topic: "Certificates beyond the paper's",
+        text: "Besides the paper's global rule, certify reports the pairwise head certificate where the head is linear (never lower), attacks every certificate (a flip marks the run unsound), and gives the Standard baseline no CRA (not Lipschitz by construction); the paper printed CRA only for the Lipschitz layers too, but computed nothing that could flag an unsound one.",
+        code: "src/certify.rs, src/attack.rs",
     },
     Departure {
         topic: "RandAugment on tensors",
@@ -607,6 +612,7 @@ fn vs_paper_plot(t: &Tables) -> Result<Plot> {
                 label: format!("{}-{} {}h", vm[r].as_deref()?, vsz[r].as_deref()?, vb[r].unwrap_or(0.0)),
                 x: vx[r]?,
                 y: vy[r]?,
+                y_std: None,
             })
         })
         .collect();
@@ -663,8 +669,14 @@ fn curve_plots(t: &Tables) -> Result<Vec<Plot>> {
     Ok(curves)
 }
 
+/// One point per row with both `x` and `y` (rows without, e.g. a network that is not
+/// certifiable and has no CRA, are left out), with `<y>_std` as its error bar when the frame has it.
 fn points(df: &DataFrame, x: &str, y: &str) -> Result<Vec<Point>> {
     let (m, s, xs, ys) = (strings(df, "method")?, strings(df, "size")?, floats(df, x)?, floats(df, y)?);
+    let sd = match df.column(&format!("{y}_std")) {
+        Ok(_) => floats(df, &format!("{y}_std"))?,
+        Err(_) => vec![None; df.height()],
+    };
     Ok((0..df.height())
         .filter_map(|r| {
             Some(Point {
@@ -672,6 +684,7 @@ fn points(df: &DataFrame, x: &str, y: &str) -> Result<Vec<Point>> {
                 label: format!("{}-{}", m[r].as_deref()?, s[r].as_deref()?),
                 x: xs[r]?,
                 y: ys[r]?,
+                y_std: sd[r],
             })
         })
         .collect())

@@ -125,26 +125,86 @@ pub fn radar(method: &str, ours: &[Option<i64>; 6], paper: Option<&[Option<i64>;
     })
 }
 
-/// A labelled point.
+/// A labelled point, with its standard deviation over seeds when there are several.
 #[derive(Clone, Debug)]
 pub struct Point {
     pub method: String,
     pub label: String,
     pub x: f64,
     pub y: f64,
+    /// Standard deviation of `y` (drawn as an error bar of ±1 std).
+    pub y_std: Option<f64>,
 }
 
-/// A point as a dot in its method's colour with its label to the upper right (`label_dy` pixels
-/// above the centre, `font_px` high).
+/// A point as a dot in its method's colour with its label at `offset` pixels from the centre
+/// (top-left corner of the text), `font_px` high.
 fn labelled_dot<DB: DrawingBackend>(
     p: &Point,
-    label_dy: i32,
+    offset: (i32, i32),
     font_px: u32,
 ) -> ComposedElement<(f64, f64), DB, Circle<(i32, i32), i32>, Text<'static, (i32, i32), String>> {
     let c = method_color(&p.method);
     EmptyElement::at((p.x, p.y))
         + Circle::new((0, 0), 5, c.filled())
-        + Text::new(p.label.clone(), (7, label_dy), ("sans-serif", font_px).into_font())
+        + Text::new(p.label.clone(), offset, ("sans-serif", font_px).into_font())
+}
+
+/// Pixel box `(left, top, right, bottom)` of a label of `chars` characters at `font_px`, placed
+/// at `offset` from a dot at `at` (sans-serif averages ~0.6 em per character).
+fn label_box(at: (i32, i32), offset: (i32, i32), chars: usize, font_px: u32) -> (i32, i32, i32, i32) {
+    let (w, h) = ((chars as f64 * font_px as f64 * 0.6).ceil() as i32, font_px as i32);
+    (at.0 + offset.0, at.1 + offset.1, at.0 + offset.0 + w, at.1 + offset.1 + h)
+}
+
+fn overlaps(a: (i32, i32, i32, i32), b: (i32, i32, i32, i32)) -> bool {
+    a.0 < b.2 && b.0 < a.2 && a.1 < b.3 && b.1 < a.3
+}
+
+/// Label offsets for dots at pixel positions `at` with labels of `chars` characters: each label
+/// takes the first of a ring of candidate places (upper right, lower right, upper left, lower left,
+/// then further out) whose box overlaps no label placed before it and no dot; when none is free,
+/// the upper right.
+pub fn place_labels(at: &[(i32, i32)], chars: &[usize], font_px: u32) -> Vec<(i32, i32)> {
+    let h = font_px as i32;
+    let dots: Vec<(i32, i32, i32, i32)> = at.iter().map(|&(x, y)| (x - 5, y - 5, x + 6, y + 6)).collect();
+    let mut placed: Vec<(i32, i32, i32, i32)> = Vec::new();
+    let mut out = Vec::with_capacity(at.len());
+    for (i, (&p, &n)) in at.iter().zip(chars).enumerate() {
+        let w = (n as f64 * font_px as f64 * 0.6).ceil() as i32;
+        let mut candidates = Vec::new();
+        for ring in 0..4 {
+            let dy = ring * (h + 2);
+            candidates.extend([(7, -h - 2 - dy), (7, 2 + dy), (-7 - w, -h - 2 - dy), (-7 - w, 2 + dy)]);
+        }
+        let free = |o: &(i32, i32)| {
+            let b = label_box(p, *o, n, font_px);
+            !placed.iter().any(|q| overlaps(b, *q)) && !dots.iter().enumerate().any(|(j, d)| j != i && overlaps(b, *d))
+        };
+        let chosen = candidates.iter().copied().find(free).unwrap_or(candidates[0]);
+        placed.push(label_box(p, chosen, n, font_px));
+        out.push(chosen);
+    }
+    out
+}
+
+/// Draws `points` as labelled dots with non-overlapping labels ([`place_labels`]) and, where a
+/// point has a standard deviation, a vertical error bar of ±1 std.
+fn draw_points<DB: DrawingBackend, X: Ranged<ValueType = f64>, Y: Ranged<ValueType = f64>>(
+    chart: &mut ChartContext<'_, DB, Cartesian2d<X, Y>>,
+    points: &[Point],
+    font_px: u32,
+) -> Result<()> {
+    for p in points {
+        if let Some(sd) = p.y_std.filter(|s| s.is_finite() && *s > 0.0) {
+            let color = method_color(&p.method);
+            chart.draw_series(std::iter::once(PathElement::new(vec![(p.x, p.y - sd), (p.x, p.y + sd)], color.stroke_width(1)))).map_err(err)?;
+        }
+    }
+    let at: Vec<(i32, i32)> = points.iter().map(|p| chart.backend_coord(&(p.x, p.y))).collect();
+    let chars: Vec<usize> = points.iter().map(|p| p.label.chars().count()).collect();
+    let offsets = place_labels(&at, &chars, font_px);
+    chart.draw_series(points.iter().zip(offsets).map(|(p, o)| labelled_dot(p, o, font_px))).map_err(err)?;
+    Ok(())
 }
 
 /// Indices of the Pareto-optimal points: no other point is at least as fast (x ≤) and at least
@@ -191,7 +251,7 @@ pub fn pareto(title: &str, points: &[Point], x_desc: &str, y_desc: &str) -> Resu
                 .draw_series(std::iter::once(Circle::new((p.x, p.y), 8, ShapeStyle::from(&BLACK).stroke_width(1))))
                 .map_err(err)?;
         }
-        chart.draw_series(points.iter().map(|p| labelled_dot(p, -12, 11))).map_err(err)?;
+        draw_points(&mut chart, points, 11)?;
         Ok(())
     })
 }
@@ -340,7 +400,7 @@ pub fn versus(title: &str, points: &[Point], x_desc: &str, y_desc: &str) -> Resu
             .draw()
             .map_err(err)?;
         chart.draw_series(LineSeries::new(vec![(lo, lo), (hi, hi)], BLACK.mix(0.5))).map_err(err)?;
-        chart.draw_series(points.iter().map(|p| labelled_dot(p, -10, 10))).map_err(err)?;
+        draw_points(&mut chart, points, 10)?;
         Ok(())
     })
 }
@@ -350,7 +410,23 @@ mod tests {
     use super::*;
 
     fn p(x: f64, y: f64) -> Point {
-        Point { method: "AOL".into(), label: String::new(), x, y }
+        Point { method: "AOL".into(), label: String::new(), x, y, y_std: None }
+    }
+
+    #[test]
+    fn labels_of_coincident_points_do_not_overlap() {
+        // Cayley-XS and SOC-XS at the same place (as in a quick report), a third close by.
+        let at = [(100, 100), (100, 100), (104, 98)];
+        let chars = [9, 6, 7];
+        let offsets = place_labels(&at, &chars, 11);
+        let boxes: Vec<_> = (0..3).map(|i| label_box(at[i], offsets[i], chars[i], 11)).collect();
+        for i in 0..3 {
+            for j in 0..i {
+                assert!(!overlaps(boxes[i], boxes[j]), "labels {i} and {j} overlap: {boxes:?}");
+            }
+        }
+        // The check can fail: the old fixed offset puts both labels in one box.
+        assert!(overlaps(label_box(at[0], (7, -12), 9, 11), label_box(at[1], (7, -12), 6, 11)));
     }
 
     #[test]
