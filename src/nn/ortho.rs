@@ -150,6 +150,13 @@ pub fn conv2d_circular(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Te
     x.pad([half, half, half, half], "circular", None).conv2d(weight, bias, [1, 1], [0, 0], [1, 1], 1)
 }
 
+/// The exact adjoint of [`conv2d_circular`] without bias (the transposed convolution on the
+/// torus): circular "same" cross-correlation with the kernel's channels swapped and its taps
+/// flipped, `wᵀ[i, o, a, b] = w[o, i, k−1−a, k−1−b]`. `y [B, out, n, n]` → `[B, in, n, n]`.
+pub fn conv2d_circular_adjoint(y: &Tensor, weight: &Tensor) -> Tensor {
+    conv2d_circular(y, &weight.transpose(0, 1).flip([2i64, 3].as_slice()), None)
+}
+
 /// `conv2d` with zero "same" padding (`k/2` on every side, odd `k`), used by CPL and SLL.
 pub fn conv2d_zero(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Tensor {
     let half = weight.size()[3] / 2;

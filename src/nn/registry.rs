@@ -28,6 +28,7 @@ macro_rules! method_table {
             Lot = "LOT" in lot,
             Sll = "SLL" in sll,
             Soc = "SOC" in soc,
+            Sn = "SN" in sn,
         }
     };
 }
