@@ -29,6 +29,7 @@ macro_rules! method_table {
             Sll = "SLL" in sll,
             Soc = "SOC" in soc,
             Sn = "SN" in sn,
+            Bro = "BRO" in bro,
         }
     };
 }
