@@ -125,8 +125,9 @@ impl BcopConv {
 }
 
 /// The 2×2 dictionary of an orthogonal 2×2 convolution from projectors `P`, `Q` (§2.2),
-/// as a `[2, 2, C, C]` tensor: `[[PQ, P(I−Q)], [(I−P)Q, (I−P)(I−Q)]]`.
-fn block_dictionary(p: &Tensor, q: &Tensor) -> Tensor {
+/// as a `[2, 2, C, C]` tensor: `[[PQ, P(I−Q)], [(I−P)Q, (I−P)(I−Q)]]`. AOC builds its 2×2
+/// kernels from it too.
+pub(crate) fn block_dictionary(p: &Tensor, q: &Tensor) -> Tensor {
     let pq = p.matmul(q);
     let eye = Tensor::eye(p.size()[0], (p.kind(), p.device()));
     let p_not_q = p - &pq;
