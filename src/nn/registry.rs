@@ -30,6 +30,7 @@ macro_rules! method_table {
             Soc = "SOC" in soc,
             Sn = "SN" in sn,
             Bro = "BRO" in bro,
+            Aoc = "AOC" in aoc,
         }
     };
 }
