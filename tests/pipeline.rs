@@ -491,7 +491,7 @@ fn cifar10_source(dir: &Path) -> PathBuf {
     root
 }
 
-/// `pipelines/gpu.yaml`'s shape on a CPU, minutes long: all eight methods, paper-mode budgets (Table
+/// `pipelines/gpu.yaml`'s shape on a CPU, minutes long: every method, paper-mode budgets (Table
 /// 8), the paper's published lr/wd, on a 20+20-image CIFAR-10 subset at XS with `max_epochs: 1`.
 /// Standard (no Table 8 count) is a committed result with status `no_epoch_count`, not a failed
 /// task, and the run exits 0; LOT-L (which the paper records as not fitting; a pipeline of its own,
@@ -517,7 +517,9 @@ fn gpu_shaped_pipeline_runs_to_a_report_listing_every_status() {
     std::fs::write(&lot_l, shaped.replace("methods: all", "methods: [LOT]").replace("name: gpu-shaped", "name: gpu-lot-l")).unwrap();
     let data_arg = data.to_str().unwrap();
     // The second pipeline shares the prepared dataset.
-    for (file, counts) in [(&xs, "25 ran, 0 cached"), (&lot_l, "3 ran, 1 cached")] {
+    // prepare, then budget, train and certify per method of the registry.
+    let all_ran = format!("{} ran, 0 cached", 1 + 3 * lipctl::nn::Method::ALL.len());
+    for (file, counts) in [(&xs, all_ran.as_str()), (&lot_l, "3 ran, 1 cached")] {
         let o = lipctl(&root, &["run", file.to_str().unwrap(), "--data", data_arg]);
         let (out, err) = text(&o);
         assert!(o.status.success(), "{out}\n{err}");
@@ -549,8 +551,15 @@ fn gpu_shaped_pipeline_runs_to_a_report_listing_every_status() {
     assert!(standard_row.contains("no_epoch_count") && standard_row.contains("Table 8 has no epoch count"), "{standard_row}");
     let lot_row = row("| LOT | L |").unwrap_or_else(|| panic!("no LOT-L row:\n{md}"));
     assert!(lot_row.contains("does_not_fit") && lot_row.contains("out of memory"), "{lot_row}");
+    // Trained: the paper's seven layers (Table 8); Standard and the methods added since are
+    // `no_epoch_count`, each with the reason.
+    for m in lipctl::nn::Method::ALL.into_iter().filter(|m| !m.info().in_paper) {
+        let r = row(&format!("| {m} | XS |")).unwrap_or_else(|| panic!("no {m}-XS row:\n{md}"));
+        assert!(r.contains("no_epoch_count") && r.contains("not in the paper"), "{r}");
+    }
     let ok_rows = md.lines().filter(|l| l.contains(" | train | ") && l.contains(" | ok | ")).count();
-    assert_eq!(ok_rows, 7, "{md}");
+    let table_8 = lipctl::nn::Method::in_paper().filter(|m| m.is_lipschitz()).count();
+    assert_eq!(ok_rows, table_8, "{md}");
 }
 
 /// A pipeline whose dataset has no source, run without `--data` on a machine without the archive
