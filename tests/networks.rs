@@ -13,7 +13,7 @@ use lipctl::nn::checkpoint;
 use lipctl::nn::convnet::{parameter_counts, CONVS_PER_BLOCK};
 use lipctl::nn::{ConvNet, Method, ModelSize, NetSpec};
 use std::time::Instant;
-use tch::nn::{self, Module, ModuleT};
+use tch::nn::{self, Module, ModuleT, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
 /// The tests of this file share libtorch's global random generator (initialisations, random
@@ -207,6 +207,19 @@ fn save_and_strict_load_reproduce_outputs_exactly() {
             tch::manual_seed(24);
             let fb = tch::no_grad(|| net2.freeze().forward(&x));
             assert!(fa.equal(&fb), "{m}: frozen outputs differ after save/load");
+            // Resuming is bit-identical: one more SGD step (a training forward that also moves
+            // the power-iteration state) on the original and on the loaded network.
+            let step = |vs: &nn::VarStore, n: &ConvNet| {
+                tch::manual_seed(25);
+                let mut opt = nn::Sgd::default().build(vs, 0.01).unwrap();
+                opt.backward_step(&n.forward_t(&x, true).square().mean(Kind::Float));
+                let mut state: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+                state.sort_by(|a, b| a.0.cmp(&b.0));
+                state
+            };
+            for ((name, a), (_, b)) in step(&vs, &net).iter().zip(&step(&vs2, &net2)) {
+                assert!(a.equal(b), "{m}: {name} differs after one resumed step");
+            }
             // A checkpoint of another method is refused with a message naming a tensor and the file.
             let other = if m == Method::Sll { Method::Aol } else { Method::Sll };
             let (mut vs3, _) = build(other, ModelSize::XS, 32, 10, device);
