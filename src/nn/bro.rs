@@ -139,7 +139,7 @@ impl LipLayer for BroConv {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nn::convnet::{parameter_counts, CONVS_PER_BLOCK};
+    use crate::nn::convnet::{conv_shapes, parameter_counts};
     use crate::nn::fft::tests::{check_freeze_matches_eval, check_gradients_reach_every_parameter, impulse_matrix, singular_values};
     use crate::nn::ortho::testing::{fixed_randn, max_abs_diff};
     use crate::nn::{ConvNet, Method, ModelSize, NetSpec};
@@ -222,17 +222,13 @@ mod tests {
 
     #[test]
     fn parameter_counts_follow_the_formula() {
-        // Per conv: V (c·⌊c/2⌋·k²) and bias (c); no buffers. First conv 1×1 on w channels, 5 per
-        // block (c = w·2^i, k = 3 except the last block's 1), head 1×1 on w·2^nb.
+        // Per conv: V (c·⌊c/2⌋·k²) and bias (c); no buffers.
         for size in [ModelSize::XS, ModelSize::S] {
             let vs = nn::VarStore::new(Device::Cpu);
-            let net = tch::no_grad(|| ConvNet::new(&vs.root(), NetSpec::new(Method::Bro, size, 32, 10)).unwrap());
-            let (w, nb) = (net.spec.base_width(), net.spec.blocks());
-            let conv = |c: i64, k: i64| c * (c / 2) * k * k + c;
-            let mut trainable = conv(w, 1) + conv(w << nb, 1);
-            for i in 0..nb {
-                trainable += CONVS_PER_BLOCK * conv(w << i, if i == nb - 1 { 1 } else { 3 });
-            }
+            let spec = NetSpec::new(Method::Bro, size, 32, 10);
+            tch::no_grad(|| ConvNet::new(&vs.root(), spec).unwrap());
+            let shapes = conv_shapes(&spec);
+            let trainable: i64 = shapes.iter().map(|&(c, k, _)| c * (c / 2) * k * k + c).sum();
             assert_eq!(parameter_counts(&vs), (trainable, 0), "{size}");
         }
     }

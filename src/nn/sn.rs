@@ -153,7 +153,7 @@ impl LipLayer for SpectralNormConv {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nn::convnet::{parameter_counts, CONVS_PER_BLOCK};
+    use crate::nn::convnet::{conv_shapes, parameter_counts};
     use crate::nn::ortho::testing::{circular_conv_singular_values as oracle, fixed_randn, impulse_singular_values};
     use crate::nn::{ConvNet, Method, ModelSize, NetSpec};
     use tch::nn::ModuleT;
@@ -234,24 +234,18 @@ mod tests {
 
     #[test]
     fn parameter_counts_follow_the_formula() {
-        // Trainable: weight + bias of every conv, as Standard (§4.4). Buffers: one u [1, c, n, n]
-        // per conv: the first conv (w channels, 32²), 5 per block (c = w·2^i on (32/2^i)²), and
-        // the head (w·2^nb channels on 1²).
+        // Trainable: weight (c²·k²) and bias (c) of every conv, as Standard (§4.4); buffers: one
+        // power-iteration vector u [1, c, n, n] per conv.
         for size in [ModelSize::XS, ModelSize::S] {
             let vs = nn::VarStore::new(Device::Cpu);
-            let net = tch::no_grad(|| ConvNet::new(&vs.root(), NetSpec::new(Method::Sn, size, 32, 10)).unwrap());
-            let (w, nb) = (net.spec.base_width(), net.spec.blocks());
-            let mut trainable = w * w + w; // first conv: 1×1, w → w
-            let mut buffers = w * 32 * 32;
-            for i in 0..nb {
-                let (c, side, k) = (w << i, 32 >> i, if i == nb - 1 { 1 } else { 3 });
-                trainable += CONVS_PER_BLOCK * (c * c * k * k + c);
-                buffers += CONVS_PER_BLOCK * c * side * side;
-            }
-            let hw = w << nb;
-            trainable += hw * hw + hw;
-            buffers += hw;
+            let spec = NetSpec::new(Method::Sn, size, 32, 10);
+            tch::no_grad(|| ConvNet::new(&vs.root(), spec).unwrap());
+            let shapes = conv_shapes(&spec);
+            let trainable: i64 = shapes.iter().map(|&(c, k, _)| c * c * k * k + c).sum();
+            let buffers: i64 = shapes.iter().map(|&(c, _, n)| c * n * n).sum();
             assert_eq!(parameter_counts(&vs), (trainable, buffers), "{size}");
+            // The formula reproduces §4.4's Standard row.
+            assert_eq!(trainable, if size == ModelSize::XS { 1_572_288 } else { 6_283_136 });
         }
     }
 }
