@@ -67,9 +67,10 @@ pub const INFO: MethodInfo = MethodInfo {
 /// [`TRAIN_TOL`]: the stored vector has converged by then on the test shapes (as CPL's).
 pub const TRAIN_WARMUP_FORWARDS: usize = 100;
 
-/// The training forward divides by a power-iteration *lower* bound. After the warm-up the gap is
-/// set by the convergence rate `(σ₂/σ₁)²` per step, which is slow when the top singular values
-/// of different frequencies are close; measured below 1e-3 on the test shapes, 1e-2 kept.
+/// The training forward divides by a power-iteration *lower* bound. Measured in
+/// `tests/layers.rs`: up to 2.15 right after large optimizer steps (before the warm-up), at most
+/// 1 + 1e-6 after it. The margin allows for shapes whose top singular values at different
+/// frequencies are close, where one step per forward converges slowly (rate `(σ₂/σ₁)²`).
 pub const TRAIN_TOL: f64 = 1e-2;
 
 pub fn build(p: &nn::Path, spec: &ConvSpec, role: Role) -> anyhow::Result<Box<dyn LipLayer>> {
