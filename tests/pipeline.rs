@@ -465,9 +465,12 @@ fn slurm_waves_of_the_full_study_stay_within_max_array_size() {
     assert_eq!(o.status.code(), Some(2), "{err}");
     // Its inputs are missing here; the refusal names the task it mapped to.
     assert!(err.contains(&format!("task {index} (")) && err.contains("which is not done"), "{index}: {err}");
-    let o = lipctl_in(dir.path(), &root, &["run-task", paper, "36", "--wave", "search", "--offset", "1500"]);
+    // 3 datasets × 4 sizes × 16 trials per registry method; one past the end is refused.
+    let search = 3 * 4 * 16 * lipctl::nn::Method::ALL.len();
+    let offset = (search - 36).to_string();
+    let o = lipctl_in(dir.path(), &root, &["run-task", paper, "36", "--wave", "search", "--offset", &offset]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(text(&o).1.contains("the search wave of `paper` has 1536 tasks"), "{:?}", text(&o));
+    assert!(text(&o).1.contains(&format!("the search wave of `paper` has {search} tasks")), "{:?}", text(&o));
 }
 
 /// CIFAR-10 for the GPU-shaped run: the project machines' JPEG copy, else 10 classes of generated
@@ -634,7 +637,8 @@ fn a_real_out_of_memory_is_recorded_and_the_run_goes_on() {
 
 /// The plan's price, before anything runs: gpu.yaml trains six L models for Table 8's 2-hour
 /// counts, ~2 A100-hours each by the definition of the budget (the paper's own timings: 12 ± 1 h in
-/// all); quick.yaml's measured budgets are 8 × 0.05 h of wall clock on this device.
+/// all; one train task per registry method, those without a Table 8 count cost nothing);
+/// quick.yaml's measured budgets are 0.05 h of wall clock on this device per registry method.
 #[test]
 fn dry_run_prices_the_plan_per_stage() {
     let dir = tempfile::tempdir().unwrap();
@@ -651,9 +655,11 @@ fn dry_run_prices_the_plan_per_stage() {
     };
     let (out, hours) = price("gpu.yaml");
     assert!((11.0..=13.0).contains(&hours) && out.contains("from the paper's A100 timings"), "{out}");
-    assert!(out.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["train", "8", "8", &format!("{hours:.1}")]), "{out}");
+    let n = lipctl::nn::Method::ALL.len().to_string();
+    assert!(out.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["train", &n, &n, &format!("{hours:.1}")]), "{out}");
     let (out, hours) = price("quick.yaml");
-    assert_eq!(hours, 0.4, "{out}");
+    let expected: f64 = format!("{:.1}", lipctl::nn::Method::ALL.len() as f64 * 0.05).parse().unwrap();
+    assert_eq!(hours, expected, "{out}");
     assert!(out.contains("measured budgets"), "{out}");
     assert!(!root.join("train").exists(), "a dry run trained something");
 }
