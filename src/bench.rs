@@ -20,41 +20,27 @@ use std::io::Write;
 use tch::nn::Module;
 use tch::Device;
 
-/// The authors' PyTorch code, seconds per training step, ConvNet XS, batch 64, CPU (2 cores).
-pub const AUTHORS_CPU_XS_B64_TRAIN_S: [(Method, f64); 8] = [
-    (Method::Standard, 0.24),
-    (Method::Aol, 0.33),
-    (Method::Bcop, 1.0),
-    (Method::Cpl, 0.34),
-    (Method::Cayley, 1.2),
-    (Method::Lot, 7.6),
-    (Method::Sll, 0.43),
-    (Method::Soc, 0.77),
-];
-
-/// The authors' PyTorch code, seconds per training step, ConvNet S, batch 64, CPU (2 threads),
-/// `scripts/authors_bench.py --size S --batch 64 --threads 2` (median of 7 steps). Not measured
-/// yet on a quiet machine (NaN: no ratio printed); until then pass times measured in the same
-/// sitting with `--reference` (`scripts/speed.sh` does).
-pub const AUTHORS_CPU_S_B64_TRAIN_S: [(Method, f64); 8] = [
-    (Method::Standard, f64::NAN),
-    (Method::Aol, f64::NAN),
-    (Method::Bcop, f64::NAN),
-    (Method::Cpl, f64::NAN),
-    (Method::Cayley, f64::NAN),
-    (Method::Lot, f64::NAN),
-    (Method::Sll, f64::NAN),
-    (Method::Soc, f64::NAN),
-];
-
-/// The built-in reference times for a setting, if there are any.
+/// The built-in reference times for a setting, if there are any: the authors' PyTorch seconds per
+/// training step on this project's 2-core CPU machine at batch 64 (XS; S not measured yet on a
+/// quiet machine), from each method's [`MethodInfo::authors_cpu_b64_train_s`]. Methods without a
+/// time (not measured, or not in the authors' code) are left out and print no ratio; pass times
+/// measured in the same sitting with `--reference` (`scripts/speed.sh` does).
+///
+/// [`MethodInfo::authors_cpu_b64_train_s`]: crate::nn::MethodInfo::authors_cpu_b64_train_s
 pub fn builtin_reference(size: ModelSize, batch: i64, device: Device, input_side: i64) -> Option<Vec<(Method, f64)>> {
     if batch != 64 || device != Device::Cpu || input_side != 32 {
         return None;
     }
+    let time = |m: Method| {
+        let t = m.info().authors_cpu_b64_train_s;
+        match size {
+            ModelSize::XS => t.xs,
+            ModelSize::S => t.s,
+            _ => None,
+        }
+    };
     match size {
-        ModelSize::XS => Some(AUTHORS_CPU_XS_B64_TRAIN_S.to_vec()),
-        ModelSize::S => Some(AUTHORS_CPU_S_B64_TRAIN_S.to_vec()),
+        ModelSize::XS | ModelSize::S => Some(Method::ALL.into_iter().filter_map(|m| time(m).map(|s| (m, s))).collect()),
         _ => None,
     }
 }
@@ -225,9 +211,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_method_has_an_authors_reference_time() {
-        for m in Method::ALL {
-            assert!(AUTHORS_CPU_XS_B64_TRAIN_S.iter().any(|(r, _)| *r == m), "{m}");
+    fn builtin_reference_has_every_paper_method_at_xs_and_none_elsewhere() {
+        let xs = builtin_reference(ModelSize::XS, 64, Device::Cpu, 32).unwrap();
+        for m in Method::in_paper() {
+            assert!(xs.iter().any(|(r, _)| *r == m), "{m}");
         }
+        assert_eq!(xs.iter().find(|(m, _)| *m == Method::Standard).map(|(_, s)| *s), Some(0.24));
+        assert!(builtin_reference(ModelSize::XS, 128, Device::Cpu, 32).is_none());
+        assert!(builtin_reference(ModelSize::M, 64, Device::Cpu, 32).is_none());
     }
 }

@@ -48,19 +48,21 @@ pub fn run(sizes: &[ModelSize], progress: &Progress, out: &mut dyn Write) -> any
     task.finish("done");
 
     let size_header: Vec<String> = sizes.iter().map(|s| format!("{:>13}", format!("params {s}"))).collect();
-    writeln!(out, "{:<9} {:<10} {:<4} {}", "method", "orthogonal", "FFT", size_header.join(" "))?;
+    writeln!(out, "{:<9} {:<10} {:<4} {:<6} {}", "method", "orthogonal", "FFT", "paper", size_header.join(" "))?;
     for (m, counts) in &rows {
         let info = m.info();
         let counts: Vec<String> = counts.iter().map(|c| format!("{c:>13}")).collect();
         writeln!(
             out,
-            "{:<9} {:<10} {:<4} {}",
+            "{:<9} {:<10} {:<4} {:<6} {}",
             m.name(),
             if info.orthogonal { "yes" } else { "no" },
             if info.fft_based { "yes" } else { "no" },
+            if info.in_paper { "yes" } else { "no" },
             counts.join(" ")
         )?;
     }
+    writeln!(out, "paper: whether the paper (Prach et al., CVPR 2024) has results for the method; the others were added since.")?;
     writeln!(out)?;
     for (m, _) in &rows {
         let info = m.info();

@@ -24,29 +24,8 @@ use lipctl::nn::{ConvSpec, LipLayer, Method};
 use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
-/// SOC's exponential is truncated after 5 (training) or 12 (evaluation) Taylor terms of a
-/// skew-symmetric conv whose norm is only estimated by power iteration (reference-protocol §2.11),
-/// so it is only approximately orthogonal. Measured over the grid below: in evaluation mode the
-/// largest estimate was 1.0000074 (rounding level), so the general 1e-4 applies; …
-const SOC_EVAL_TOL: f64 = LIPSCHITZ_TOL;
-/// … in training mode (5 terms) up to 1.0031 (impulse-response σ_max of a k=3 block after
-/// adversarial steps) and distance ratios within [0.9980, 1.0040]; 1e-2 keeps a 2.5× margin.
-const SOC_TRAIN_TOL: f64 = 1e-2;
-
-/// LOT is flagged orthogonal by its `MethodInfo`, but as specified (reference-protocol §2.8) it is
-/// orthogonal only on the zero-padded (n+2p) torus and only up to its 1e-4 regulariser
-/// (`(ŴŴᴴ + 1e-4 I)^{−1/2} Ŵ`). On the layer's own n×n input, measured: k=1 singular values in
-/// [0.99986, 0.99998] (the regulariser), k=3 in [0.947, 1.0] (the crop after the padded FFT).
-/// Checked here: k=1 within this tolerance of 1; k=3 only σ_max ≤ 1 + ORTHO_TOL.
-const LOT_REGULARISER_TOL: f64 = 5e-4;
-
-/// CPL's training forward rescales with the norm estimate of a *single* power iteration from its
-/// stored vector (reference-protocol §2.6). Until that vector has converged the estimate is below
-/// ‖W‖ and the training-mode map can expand (measured: up to 2.9 right after initialisation, 1.34
-/// after large optimizer steps); evaluation uses 100 iterations and is 1-Lipschitz. So CPL's
-/// training-mode bound is checked after this many training forwards at fixed parameters (its
-/// steady state during training), and the value before them is only printed.
-const CPL_TRAIN_WARMUP: usize = 100;
+// Per-method tolerances (SOC's truncated series, LOT's regulariser, CPL's training warm-up) are
+// `MethodInfo::tolerances`, documented next to each method's `INFO`.
 
 /// Small shapes: every layer's matrix is at most a few hundred square (CI has 2 cores).
 #[derive(Clone, Copy, Debug)]
@@ -234,14 +213,15 @@ fn lipschitz_bound_at_random_parameters_and_after_adversarial_steps() {
                     }
                     for train in [true, false] {
                         let mode = if train { "train" } else { "eval" };
-                        if m == Method::Cpl && train {
+                        let warmup = m.info().tolerances.train_warmup_forwards;
+                        if warmup > 0 && train {
                             let (jac, dq) = estimates(&b, &case, train);
                             eprintln!(
                                 "{m:<8} {:?} k={} {phase:<7} {mode:<5}: jacobian {jac:.7}  quotient {dq:.7}  (before warm-up; not asserted)",
                                 case.role, case.spec.kernel
                             );
                             let _g = tch::no_grad_guard();
-                            for _ in 0..CPL_TRAIN_WARMUP {
+                            for _ in 0..warmup {
                                 let _ = b.layer.forward_t(&input(&case, 1, device), true);
                             }
                         }
@@ -252,12 +232,8 @@ fn lipschitz_bound_at_random_parameters_and_after_adversarial_steps() {
                         );
                         // The estimator must see at most the exact value (it is a lower bound);
                         // the bound holds if both estimates are below the tolerance.
-                        let bound = match (m, train) {
-                            (Method::Standard, _) => f64::INFINITY,
-                            (Method::Soc, true) => 1.0 + SOC_TRAIN_TOL,
-                            (Method::Soc, false) => 1.0 + SOC_EVAL_TOL,
-                            _ => 1.0 + LIPSCHITZ_TOL,
-                        };
+                        let tol = m.info().tolerances;
+                        let bound = 1.0 + if train { tol.lipschitz_train } else { tol.lipschitz_eval };
                         if jac > bound || dq > bound {
                             failures.push(format!(
                                 "{m} {:?} k={} {phase} {mode}: jacobian {jac} quotient {dq} > {bound}",
@@ -302,14 +278,16 @@ fn orthogonal_methods_preserve_distances_and_have_unit_singular_values() {
                 perturb(&b.vs);
                 adversarial_steps(&b, &case, 3, 0.05);
                 // Training mode is orthogonal only where it computes what evaluation computes
-                // (not BCOP's 3-iteration Björck head); SOC's 5-term series has its own tolerance.
-                let modes: &[bool] = if same_train_and_eval(m, case.role) || m == Method::Soc { &[false, true] } else { &[false] };
+                // (not BCOP's 3-iteration Björck head), or where the method claims a tolerance
+                // for it (SOC's 5-term series).
+                let tols = m.info().tolerances;
+                let modes: &[bool] =
+                    if same_train_and_eval(m, case.role) || tols.ortho_train.is_some() { &[false, true] } else { &[false] };
                 for &train in modes {
-                    let (tol, lower_checked) = match (m, train, case.spec.kernel) {
-                        (Method::Soc, true, _) => (SOC_TRAIN_TOL, true),
-                        (Method::Lot, _, 1) => (LOT_REGULARISER_TOL, true),
-                        (Method::Lot, _, _) => (ORTHO_TOL, false),
-                        _ => (ORTHO_TOL, true),
+                    let (tol, lower_checked) = match (train && !same_train_and_eval(m, case.role), case.spec.kernel) {
+                        (true, _) => (tols.ortho_train.expect("modes include train only then"), true),
+                        (false, 1) => (tols.ortho_1x1, true),
+                        (false, _) => (tols.ortho_kxk, tols.ortho_kxk_two_sided),
                     };
                     let f = |x: &Tensor| b.layer.forward_t(x, train);
                     let x = input(&case, 4, device);
@@ -374,15 +352,11 @@ fn frozen_forward_equals_eval_forward_and_follows_optimizer_steps() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// Methods whose training and evaluation forwards are the same computation (reference-protocol
-/// §2.13: no iteration counts, or equal ones, and no state updated in training). For the others
-/// (BCOP's Björck head 3/15, CPL 1/100 power iterations, SOC 5/12 terms) the two differ by design.
+/// Whether training and evaluation forwards are the same computation (reference-protocol §2.13:
+/// no iteration counts, or equal ones, and no state updated in training), from the method's
+/// `MethodInfo` (e.g. not BCOP's Björck head 3/15, CPL 1/100 power iterations, SOC 5/12 terms).
 fn same_train_and_eval(m: Method, role: Role) -> bool {
-    match m {
-        Method::Standard | Method::Aol | Method::Cayley | Method::Sll | Method::Lot => true,
-        Method::Bcop => role != Role::Head,
-        Method::Cpl | Method::Soc => false,
-    }
+    m.info().tolerances.train_is_eval.holds(role)
 }
 
 #[test]

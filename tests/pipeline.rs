@@ -467,9 +467,12 @@ fn slurm_waves_of_the_full_study_stay_within_max_array_size() {
     assert_eq!(o.status.code(), Some(2), "{err}");
     // Its inputs are missing here; the refusal names the task it mapped to.
     assert!(err.contains(&format!("task {index} (")) && err.contains("which is not done"), "{index}: {err}");
-    let o = lipctl_in(dir.path(), &root, &["run-task", paper, "36", "--wave", "search", "--offset", "1500"]);
+    // 3 datasets × 4 sizes × 16 trials per registry method; one past the end is refused.
+    let search = 3 * 4 * 16 * lipctl::nn::Method::ALL.len();
+    let offset = (search - 36).to_string();
+    let o = lipctl_in(dir.path(), &root, &["run-task", paper, "36", "--wave", "search", "--offset", &offset]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(text(&o).1.contains("the search wave of `paper` has 1536 tasks"), "{:?}", text(&o));
+    assert!(text(&o).1.contains(&format!("the search wave of `paper` has {search} tasks")), "{:?}", text(&o));
 }
 
 /// CIFAR-10 for the GPU-shaped run: the project machines' JPEG copy, else 10 classes of generated
@@ -493,7 +496,7 @@ fn cifar10_source(dir: &Path) -> PathBuf {
     root
 }
 
-/// `pipelines/gpu.yaml`'s shape on a CPU, minutes long: all eight methods, paper-mode budgets (Table
+/// `pipelines/gpu.yaml`'s shape on a CPU, minutes long: every method, paper-mode budgets (Table
 /// 8), the paper's published lr/wd, on a 20+20-image CIFAR-10 subset at XS with `max_epochs: 1`.
 /// Standard (no Table 8 count) is a committed result with status `no_epoch_count`, not a failed
 /// task, and the run exits 0; LOT-L (which the paper records as not fitting; a pipeline of its own,
@@ -519,7 +522,9 @@ fn gpu_shaped_pipeline_runs_to_a_report_listing_every_status() {
     std::fs::write(&lot_l, shaped.replace("methods: all", "methods: [LOT]").replace("name: gpu-shaped", "name: gpu-lot-l")).unwrap();
     let data_arg = data.to_str().unwrap();
     // The second pipeline shares the prepared dataset.
-    for (file, counts) in [(&xs, "25 ran, 0 cached"), (&lot_l, "3 ran, 1 cached")] {
+    // prepare, then budget, train and certify per method of the registry.
+    let all_ran = format!("{} ran, 0 cached", 1 + 3 * lipctl::nn::Method::ALL.len());
+    for (file, counts) in [(&xs, all_ran.as_str()), (&lot_l, "3 ran, 1 cached")] {
         let o = lipctl(&root, &["run", file.to_str().unwrap(), "--data", data_arg]);
         let (out, err) = text(&o);
         assert!(o.status.success(), "{out}\n{err}");
@@ -551,8 +556,15 @@ fn gpu_shaped_pipeline_runs_to_a_report_listing_every_status() {
     assert!(standard_row.contains("no_epoch_count") && standard_row.contains("Table 8 has no epoch count"), "{standard_row}");
     let lot_row = row("| LOT | L |").unwrap_or_else(|| panic!("no LOT-L row:\n{md}"));
     assert!(lot_row.contains("does_not_fit") && lot_row.contains("out of memory"), "{lot_row}");
+    // Trained: the paper's seven layers (Table 8); Standard and the methods added since are
+    // `no_epoch_count`, each with the reason.
+    for m in lipctl::nn::Method::ALL.into_iter().filter(|m| !m.info().in_paper) {
+        let r = row(&format!("| {m} | XS |")).unwrap_or_else(|| panic!("no {m}-XS row:\n{md}"));
+        assert!(r.contains("no_epoch_count") && r.contains("not in the paper"), "{r}");
+    }
     let ok_rows = md.lines().filter(|l| l.contains(" | train | ") && l.contains(" | ok | ")).count();
-    assert_eq!(ok_rows, 7, "{md}");
+    let table_8 = lipctl::nn::Method::in_paper().filter(|m| m.is_lipschitz()).count();
+    assert_eq!(ok_rows, table_8, "{md}");
 }
 
 /// A pipeline whose dataset has no source, run without `--data` on a machine without the archive
@@ -627,7 +639,8 @@ fn a_real_out_of_memory_is_recorded_and_the_run_goes_on() {
 
 /// The plan's price, before anything runs: gpu.yaml trains six L models for Table 8's 2-hour
 /// counts, ~2 A100-hours each by the definition of the budget (the paper's own timings: 12 ± 1 h in
-/// all); quick.yaml's measured budgets are 8 × 0.05 h of wall clock on this device.
+/// all; one train task per registry method, those without a Table 8 count cost nothing);
+/// quick.yaml's measured budgets are 0.05 h of wall clock on this device per registry method.
 #[test]
 fn dry_run_prices_the_plan_per_stage() {
     let dir = tempfile::tempdir().unwrap();
@@ -644,9 +657,11 @@ fn dry_run_prices_the_plan_per_stage() {
     };
     let (out, hours) = price("gpu.yaml");
     assert!((11.0..=13.0).contains(&hours) && out.contains("from the paper's A100 timings"), "{out}");
-    assert!(out.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["train", "8", "8", &format!("{hours:.1}")]), "{out}");
+    let n = lipctl::nn::Method::ALL.len().to_string();
+    assert!(out.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["train", &n, &n, &format!("{hours:.1}")]), "{out}");
     let (out, hours) = price("quick.yaml");
-    assert_eq!(hours, 0.4, "{out}");
+    let expected: f64 = format!("{:.1}", lipctl::nn::Method::ALL.len() as f64 * 0.05).parse().unwrap();
+    assert_eq!(hours, expected, "{out}");
     assert!(out.contains("measured budgets"), "{out}");
     assert!(!root.join("train").exists(), "a dry run trained something");
 }

@@ -305,6 +305,35 @@ fn auto_knowledge_overlays_measured_numbers_on_the_paper() {
     assert_eq!(a.inference_unit, "relative");
 }
 
+/// A method the paper lacks (`MethodInfo::in_paper` false) has no paper entry and is ranked only
+/// from the user's own aggregate; the knowledge sources say so.
+#[test]
+fn methods_not_in_the_paper_are_ranked_only_from_measured_results() {
+    let k = paper();
+    let since: Vec<Method> = Method::ALL.into_iter().filter(|m| !m.info().in_paper).collect();
+    for &m in &since {
+        for s in ModelSize::ALL {
+            assert!(k.entry(Dataset::Cifar10, m, s).is_none(), "{m}-{s} has paper knowledge");
+        }
+        assert!(k.sources[0].contains(m.name()) && k.sources[0].contains("not in the paper"), "{:?}", k.sources);
+    }
+    let Some(&m) = since.first() else { return };
+    let header = MEASURED_CSV.lines().next().unwrap();
+    let csv = format!(
+        "{header}\ncifar10,{m},XS,1,100,85.0,75.0,10,900000000,2.0,ok,TestGPU\ncifar10,{m},XS,2,200,86.0,76.0,10,900000000,2.0,ok,TestGPU\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("aggregate")).unwrap();
+    std::fs::write(dir.path().join("aggregate/results.csv"), csv).unwrap();
+    let k = Knowledge::load(KnowledgeMode::Auto, dir.path(), None).unwrap();
+    let a = recommend::answer(&q("80GB", "24h"), &k, &Rules::shipped().unwrap());
+    // Measured 76.0 beats the paper's best (SOC-M, 66.3).
+    let b = a.best().unwrap();
+    assert_eq!((b.method, b.size), (m, ModelSize::XS));
+    assert_eq!(b.sources.accuracy, Some(recommend::Source::Measured));
+    assert!(a.candidates.iter().filter(|c| c.method == m).all(|c| c.size == ModelSize::XS));
+}
+
 #[test]
 fn measured_csv_errors_name_the_file_line_and_column() {
     let err = knowledge::parse_measured_csv("m.csv", "dataset,method,size\ncifar10,AOL,XS\n").unwrap_err();

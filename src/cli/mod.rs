@@ -394,7 +394,7 @@ where
 /// One training run, outside a pipeline file (the same task, cache and artifacts as in one).
 #[derive(clap::Args, Debug)]
 pub struct SingleRunArgs {
-    /// Method: Standard, AOL, BCOP, CPL, Cayley, LOT, SLL or SOC.
+    /// Method: a name listed by `lipctl methods` (Standard, AOL, …, SN, BRO, AOC); any case.
     #[arg(long)]
     pub method: lipctl::nn::Method,
 

@@ -18,8 +18,8 @@
 //! once by [`LipLayer::freeze`].
 
 use super::ortho::{conv2d_circular, dirac, orthogonal};
-use super::registry::Role;
 use super::{ConvSpec, FrozenFn, LipLayer, MethodInfo};
+use super::registry::{AuthorsTimes, Role, Tolerances};
 use anyhow::Context;
 use tch::{nn, Tensor};
 
@@ -28,6 +28,10 @@ pub const INFO: MethodInfo = MethodInfo {
     fft_based: false,
     cached_at_inference: "rescaled kernel",
     guarantee: "1-Lipschitz: spectral norm ≤ 1 by the AOL rescaling (circular singular values ≤ 1 + 1e-5)",
+    in_paper: true,
+    color: (31, 119, 180),
+    authors_cpu_b64_train_s: AuthorsTimes { xs: Some(0.33), s: None },
+    tolerances: Tolerances::STRICT,
 };
 
 /// Added to `d_a` before the square root (§2.1), so an all-zero input channel does not divide by 0.

@@ -29,8 +29,8 @@
 
 use super::blocks::linear_on_maps;
 use super::ortho::{bjorck, conv2d_circular, default_uniform, orthogonal, BjorckScaling};
-use super::registry::Role;
 use super::{ConvSpec, FrozenFn, LipLayer, MethodInfo};
+use super::registry::{AuthorsTimes, Role, Tolerances, TrainIsEval};
 use anyhow::Context;
 use tch::{nn, Tensor};
 
@@ -39,6 +39,10 @@ pub const INFO: MethodInfo = MethodInfo {
     fft_based: false,
     cached_at_inference: "orthogonal kernel (Björck 20 iterations); head weight (Björck 15 iterations)",
     guarantee: "orthogonal with circular padding: all circular singular values 1 within 1e-4",
+    in_paper: true,
+    color: (255, 127, 14),
+    authors_cpu_b64_train_s: AuthorsTimes { xs: Some(1.0), s: None },
+    tolerances: Tolerances { train_is_eval: TrainIsEval::ExceptHead, ..Tolerances::STRICT },
 };
 
 /// Björck iterations for the convolution's matrices, training and evaluation alike (§2.2).
@@ -121,8 +125,9 @@ impl BcopConv {
 }
 
 /// The 2×2 dictionary of an orthogonal 2×2 convolution from projectors `P`, `Q` (§2.2),
-/// as a `[2, 2, C, C]` tensor: `[[PQ, P(I−Q)], [(I−P)Q, (I−P)(I−Q)]]`.
-fn block_dictionary(p: &Tensor, q: &Tensor) -> Tensor {
+/// as a `[2, 2, C, C]` tensor: `[[PQ, P(I−Q)], [(I−P)Q, (I−P)(I−Q)]]`. AOC builds its 2×2
+/// kernels from it too.
+pub(crate) fn block_dictionary(p: &Tensor, q: &Tensor) -> Tensor {
     let pq = p.matmul(q);
     let eye = Tensor::eye(p.size()[0], (p.kind(), p.device()));
     let p_not_q = p - &pq;

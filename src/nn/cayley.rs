@@ -28,8 +28,8 @@
 
 use super::blocks::linear_on_maps;
 use super::fft::{self, Layout, SpectralOperator};
-use super::registry::Role;
 use super::{ConvSpec, FrozenFn, LipLayer, MethodInfo};
+use super::registry::{AuthorsTimes, Role, Tolerances};
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
@@ -38,6 +38,10 @@ pub const INFO: MethodInfo = MethodInfo {
     fft_based: true,
     cached_at_inference: "per-frequency orthogonal matrices Q (rfft2 layout); the head's orthogonal matrix",
     guarantee: "orthogonal under circular padding: all singular values 1 within 1e-4",
+    in_paper: true,
+    color: (214, 39, 40),
+    authors_cpu_b64_train_s: AuthorsTimes { xs: Some(1.2), s: None },
+    tolerances: Tolerances::STRICT,
 };
 
 /// Cayley convolutions everywhere, the Cayley linear layer as head (reference-protocol §4.3).

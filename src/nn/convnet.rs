@@ -238,3 +238,19 @@ pub fn parameter_counts(vs: &nn::VarStore) -> (i64, i64) {
     let all: i64 = vs.variables().values().map(|t| t.numel() as i64).sum();
     (trainable, all - trainable)
 }
+
+/// The convolutions of the network of `spec` as `(channels, kernel, side)`, written out from the
+/// module doc (not from [`ConvNet::new`]): the first conv (1×1 on `w`), five per block (`w·2^i`
+/// channels on `side/2^i`, kernel `spec.kernel` except the last block's 1), the head (1×1 on
+/// `w·2^nb`, side 1). For the parameter-count formulas of the layer tests.
+#[cfg(test)]
+pub(crate) fn conv_shapes(spec: &NetSpec) -> Vec<(i64, i64, i64)> {
+    let (w, nb, side) = (spec.base_width(), spec.blocks(), spec.input_side);
+    let mut shapes = vec![(w, 1, side)];
+    for i in 0..nb {
+        let k = if i == nb - 1 { 1 } else { spec.kernel };
+        shapes.extend(std::iter::repeat((w << i, k, side >> i)).take(CONVS_PER_BLOCK as usize));
+    }
+    shapes.push((w << nb, 1, 1));
+    shapes
+}

@@ -54,7 +54,7 @@ pub fn take_singular_inverses() -> anyhow::Result<()> {
 }
 
 /// Records `info` of a batched `linalg_inv_ex` on the device, without reading it.
-fn record_inverse_status(info: &Tensor) {
+pub(crate) fn record_inverse_status(info: &Tensor) {
     let _guard = tch::no_grad_guard();
     let worst = if info.dim() == 0 { info.shallow_clone() } else { info.amax([0i64].as_slice(), false) };
     INVERSE_STATUS.with(|s| {

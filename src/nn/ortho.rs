@@ -150,6 +150,28 @@ pub fn conv2d_circular(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Te
     x.pad([half, half, half, half], "circular", None).conv2d(weight, bias, [1, 1], [0, 0], [1, 1], 1)
 }
 
+/// The exact adjoint of [`conv2d_circular`] without bias (the transposed convolution on the
+/// torus): circular "same" cross-correlation with the kernel's channels swapped and its taps
+/// flipped, `wᵀ[i, o, a, b] = w[o, i, k−1−a, k−1−b]`. `y [B, out, n, n]` → `[B, in, n, n]`.
+pub fn conv2d_circular_adjoint(y: &Tensor, weight: &Tensor) -> Tensor {
+    conv2d_circular(y, &weight.transpose(0, 1).flip([2i64, 3].as_slice()), None)
+}
+
+/// The kernel of "convolve with `first`, then with `second`" (stride 1, no bias): for
+/// `first [c2, c1, k, k]` and `second [c3, c2, l, l]`, `[c3, c1, k+l−1, k+l−1]` with
+/// `K[o, i, t] = Σ_{c, a+b=t} second[o, c, b]·first[c, i, a]` (cross-correlation offsets add). On
+/// the torus, [`conv2d_circular`] by `K` equals the two circular convolutions in turn when `k`, `l`
+/// and `k+l−1` are odd (the centres add); for even sizes it is the same up to a circular shift.
+/// Computed as one conv2d of `first`'s transpose by the flipped `second` (the block convolution
+/// of Boissin et al., ICML 2025, `fast_matrix_conv`).
+pub fn compose_kernels(first: &Tensor, second: &Tensor) -> Tensor {
+    let l = second.size()[3];
+    first
+        .transpose(0, 1)
+        .conv2d(&second.flip([2i64, 3].as_slice()), None::<Tensor>, [1, 1], [l - 1, l - 1], [1, 1], 1)
+        .transpose(0, 1)
+}
+
 /// `conv2d` with zero "same" padding (`k/2` on every side, odd `k`), used by CPL and SLL.
 pub fn conv2d_zero(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Tensor {
     let half = weight.size()[3] / 2;
@@ -349,5 +371,22 @@ mod tests {
         for (a, b) in fft.iter().zip(&imp) {
             assert!((a - b).abs() < 1e-5 * a.max(1.0), "{a} vs {b}");
         }
+    }
+
+    #[test]
+    fn composed_kernel_equals_two_circular_convolutions_in_turn() {
+        use super::testing::fixed_randn;
+        let first = fixed_randn(&[3, 2, 3, 3], 31);
+        let second = fixed_randn(&[4, 3, 3, 3], 32);
+        let x = fixed_randn(&[2, 2, 6, 6], 33);
+        let k = compose_kernels(&first, &second);
+        assert_eq!(k.size(), vec![4, 2, 5, 5]);
+        let twice = conv2d_circular(&conv2d_circular(&x, &first, None), &second, None);
+        assert!(max_abs_diff(&conv2d_circular(&x, &k, None), &twice) < 1e-10);
+        // A 1×1 first kernel is a matrix product: K[:, :, t] = second[:, :, t]·first.
+        let m = fixed_randn(&[3, 2, 1, 1], 34);
+        let k = compose_kernels(&m, &second);
+        let expected = second.permute([2, 3, 0, 1]).matmul(&m.view([3, 2])).permute([2, 3, 0, 1]);
+        assert!(max_abs_diff(&k, &expected) < 1e-12);
     }
 }

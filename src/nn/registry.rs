@@ -1,30 +1,87 @@
-//! The registry: the only `match` over methods in the crate. Every stage, test and report
-//! iterates over [`Method::ALL`]; adding a layer means one file in `src/nn/` and one arm here.
+//! The registry: the only place that lists the methods. Every stage, test and report iterates
+//! over [`Method::ALL`] and reads a method's properties from its [`MethodInfo`].
+//!
+//! **Adding a method** is its own file `src/nn/<module>.rs` (with `pub const INFO: MethodInfo` and
+//! `pub fn build(p, spec, role)`) and one line in [`method_table!`]. From that line the macros
+//! below generate the `pub mod` declaration (in `nn/mod.rs`), the [`Method`] variant with its serde
+//! name, [`Method::ALL`], [`Method::name`], [`Method::info`] and [`Method::build`]. Colours, the
+//! authors' reference timings, test tolerances and whether the paper has data for the method are
+//! fields of `MethodInfo`, so no other file has a list of methods to extend.
+//!
+//! New lines go at the end: the order is the authors' job-index order (reference-protocol §4.5)
+//! followed by methods added since, and the serde names are artifact keys (never rename one).
 
 use super::{ConvSpec, LipLayer};
 use serde::{Deserialize, Serialize};
 use tch::nn;
 
-/// The convolution families compared in the paper, plus the unconstrained baseline.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum Method {
-    #[serde(rename = "Standard")]
-    Standard,
-    #[serde(rename = "AOL")]
-    Aol,
-    #[serde(rename = "BCOP")]
-    Bcop,
-    #[serde(rename = "CPL")]
-    Cpl,
-    #[serde(rename = "Cayley")]
-    Cayley,
-    #[serde(rename = "LOT")]
-    Lot,
-    #[serde(rename = "SLL")]
-    Sll,
-    #[serde(rename = "SOC")]
-    Soc,
+/// The method table: `Variant = "paper spelling" in module,` — one line per method, in
+/// registry order. Expanded by `$then!` (a macro taking the same list).
+macro_rules! method_table {
+    ($then:ident) => {
+        $then! {
+            Standard = "Standard" in standard,
+            Aol = "AOL" in aol,
+            Bcop = "BCOP" in bcop,
+            Cpl = "CPL" in cpl,
+            Cayley = "Cayley" in cayley,
+            Lot = "LOT" in lot,
+            Sll = "SLL" in sll,
+            Soc = "SOC" in soc,
+            Sn = "SN" in sn,
+            Bro = "BRO" in bro,
+            Aoc = "AOC" in aoc,
+        }
+    };
 }
+
+/// `pub mod <module>;` for every line of the table (expanded in `nn/mod.rs`).
+macro_rules! declare_method_modules {
+    ($($variant:ident = $name:literal in $module:ident,)*) => {
+        $(pub mod $module;)*
+    };
+}
+
+/// The [`Method`] enum and its table-driven functions (expanded below).
+macro_rules! define_methods {
+    ($($variant:ident = $name:literal in $module:ident,)*) => {
+        /// The convolution families: the unconstrained baseline, the seven compared in the paper,
+        /// and the ones added since (see [`MethodInfo::in_paper`]). Serialises as the paper's
+        /// spelling (`"Standard"`, `"AOL"`, …), which is part of every artifact key.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        pub enum Method {
+            $(#[serde(rename = $name)] $variant,)*
+        }
+
+        impl Method {
+            /// All methods in registry order (the authors' job-index order, reference-protocol
+            /// §4.5, then the methods added since).
+            pub const ALL: [Method; [$($name),*].len()] = [$(Method::$variant),*];
+
+            /// The paper's spelling (the authors' spelling for methods added since).
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Method::$variant => $name,)*
+                }
+            }
+
+            /// The method's static properties (its module's `INFO`).
+            pub fn info(self) -> MethodInfo {
+                match self {
+                    $(Method::$variant => super::$module::INFO,)*
+                }
+            }
+
+            fn build_layer(self, p: &nn::Path, spec: &ConvSpec, role: Role) -> anyhow::Result<Box<dyn LipLayer>> {
+                match self {
+                    $(Method::$variant => super::$module::build(p, spec, role),)*
+                }
+            }
+        }
+    };
+}
+
+method_table!(define_methods);
 
 /// Where a convolution sits in the network. Some methods use a different layer or initialisation
 /// for the first convolution and the head (reference-protocol §4.3): AOL uses orthogonal init
@@ -36,7 +93,8 @@ pub enum Role {
     Head,
 }
 
-/// Static properties of a method, printed by `lipctl methods` and used by the report.
+/// Static properties of a method, printed by `lipctl methods` and read by the report, the bench,
+/// the recommender and the tests (so none of them keeps its own list of methods).
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct MethodInfo {
     /// Whether the layer is orthogonal (norm-preserving) as specified, not merely 1-Lipschitz.
@@ -47,51 +105,102 @@ pub struct MethodInfo {
     pub cached_at_inference: &'static str,
     /// The guarantee the tests check, in words.
     pub guarantee: &'static str,
+    /// Whether the paper (Prach et al., CVPR 2024) has results for the method (the seven compared
+    /// layers and the Standard baseline). `false`: no Table 8 budget (paper-mode budgets give
+    /// [`NoEpochCount`](crate::budgets::BudgetStatus)), no paper knowledge for the recommender,
+    /// marked "not in the paper" by the report.
+    pub in_paper: bool,
+    /// The method's colour in every plot, `(r, g, b)`.
+    pub color: (u8, u8, u8),
+    /// The authors' PyTorch code, seconds per training step of ConvNet XS and S at batch 64 on
+    /// this project's 2-core CPU machine (`scripts/authors_bench.py`); `None`: not measured (no
+    /// speed-up printed by `lipctl bench`).
+    pub authors_cpu_b64_train_s: AuthorsTimes,
+    /// What the tests accept for this method (`tests/layers.rs`, `tests/networks.rs`).
+    pub tolerances: Tolerances,
+}
+
+/// Seconds per training step of the authors' code (see [`MethodInfo::authors_cpu_b64_train_s`]).
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct AuthorsTimes {
+    pub xs: Option<f64>,
+    pub s: Option<f64>,
+}
+
+impl AuthorsTimes {
+    /// No reference time (methods the authors' code does not have).
+    pub const NONE: AuthorsTimes = AuthorsTimes { xs: None, s: None };
+}
+
+/// Whether a layer's training forward computes what its evaluation forward computes (no
+/// iteration counts that differ, no state updated in training; reference-protocol §2.13).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum TrainIsEval {
+    Always,
+    /// Except the linear head (BCOP's Björck head: 3 training, 15 evaluation iterations).
+    ExceptHead,
+    Never,
+}
+
+impl TrainIsEval {
+    pub fn holds(self, role: Role) -> bool {
+        match self {
+            TrainIsEval::Always => true,
+            TrainIsEval::ExceptHead => role != Role::Head,
+            TrainIsEval::Never => false,
+        }
+    }
+}
+
+/// The tolerances the layer and network tests hold a method to. The defaults
+/// ([`Tolerances::STRICT`]) are f32 rounding: 1e-4 on every bound (design §6). A method with a
+/// weaker, measured guarantee states its own values, and why, next to its `INFO`.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Tolerances {
+    /// One layer, training forward: `σ_max ≤ 1 + lipschitz_train` (∞: not Lipschitz-bounded).
+    pub lipschitz_train: f64,
+    /// One layer, evaluation forward.
+    pub lipschitz_eval: f64,
+    /// A whole ConvNet (27 layers), frozen forward.
+    pub lipschitz_network: f64,
+    /// Training forwards at fixed parameters before the training-mode bound holds (CPL's single
+    /// power iteration per step needs its stored vector to converge first).
+    pub train_warmup_forwards: usize,
+    pub train_is_eval: TrainIsEval,
+    /// Orthogonal methods: `|σ − 1|` of a 1×1 layer, and of a k×k layer; with
+    /// `ortho_kxk_two_sided = false` only `σ_max ≤ 1 + ortho_kxk` is required of k×k layers.
+    pub ortho_1x1: f64,
+    pub ortho_kxk: f64,
+    pub ortho_kxk_two_sided: bool,
+    /// Orthogonality of the training forward where it differs from evaluation; `None`: not
+    /// claimed (only the evaluation forward is orthogonal).
+    pub ortho_train: Option<f64>,
+}
+
+impl Tolerances {
+    /// f32 rounding on every bound; training equals evaluation.
+    pub const STRICT: Tolerances = Tolerances {
+        lipschitz_train: 1e-4,
+        lipschitz_eval: 1e-4,
+        lipschitz_network: 1e-4,
+        train_warmup_forwards: 0,
+        train_is_eval: TrainIsEval::Always,
+        ortho_1x1: 1e-4,
+        ortho_kxk: 1e-4,
+        ortho_kxk_two_sided: true,
+        ortho_train: None,
+    };
 }
 
 impl Method {
-    /// All methods in the authors' job-index order (reference-protocol §4.5).
-    pub const ALL: [Method; 8] = [
-        Method::Standard,
-        Method::Aol,
-        Method::Bcop,
-        Method::Cpl,
-        Method::Cayley,
-        Method::Lot,
-        Method::Sll,
-        Method::Soc,
-    ];
-
-    /// The paper's spelling.
-    pub fn name(self) -> &'static str {
-        match self {
-            Method::Standard => "Standard",
-            Method::Aol => "AOL",
-            Method::Bcop => "BCOP",
-            Method::Cpl => "CPL",
-            Method::Cayley => "Cayley",
-            Method::Lot => "LOT",
-            Method::Sll => "SLL",
-            Method::Soc => "SOC",
-        }
-    }
-
     /// Whether the network built from this method is 1-Lipschitz (everything but the baseline).
     pub fn is_lipschitz(self) -> bool {
         self != Method::Standard
     }
 
-    pub fn info(self) -> MethodInfo {
-        match self {
-            Method::Standard => super::standard::INFO,
-            Method::Aol => super::aol::INFO,
-            Method::Bcop => super::bcop::INFO,
-            Method::Cpl => super::cpl::INFO,
-            Method::Cayley => super::cayley::INFO,
-            Method::Lot => super::lot::INFO,
-            Method::Sll => super::sll::INFO,
-            Method::Soc => super::soc::INFO,
-        }
+    /// Methods the paper has results for, in registry order.
+    pub fn in_paper() -> impl Iterator<Item = Method> {
+        Method::ALL.into_iter().filter(|m| m.info().in_paper)
     }
 
     /// Builds one layer of this method under `p`. Rejects impossible specs (e.g. CPL with
@@ -100,16 +209,7 @@ impl Method {
         if spec.kernel < 1 || spec.kernel % 2 == 0 {
             anyhow::bail!("{}: kernel size {} is not supported; use an odd size (1 or 3)", self, spec.kernel);
         }
-        match self {
-            Method::Standard => super::standard::build(p, spec, role),
-            Method::Aol => super::aol::build(p, spec, role),
-            Method::Bcop => super::bcop::build(p, spec, role),
-            Method::Cpl => super::cpl::build(p, spec, role),
-            Method::Cayley => super::cayley::build(p, spec, role),
-            Method::Lot => super::lot::build(p, spec, role),
-            Method::Sll => super::sll::build(p, spec, role),
-            Method::Soc => super::soc::build(p, spec, role),
-        }
+        self.build_layer(p, spec, role)
     }
 }
 
@@ -165,5 +265,28 @@ mod tests {
         }
         let err = "Cayly".parse::<Method>().unwrap_err().to_string();
         assert!(err.contains("Cayly") && err.contains("Cayley") && err.contains("SOC"), "{err}");
+    }
+
+    #[test]
+    fn serde_names_are_the_artifact_keys_of_the_paper_methods() {
+        // Artifact keys contain these exact strings (a cached run depends on them).
+        let expected = ["Standard", "AOL", "BCOP", "CPL", "Cayley", "LOT", "SLL", "SOC"];
+        for (m, name) in Method::ALL.iter().zip(expected) {
+            assert_eq!(serde_json::to_string(m).unwrap(), format!("\"{name}\""));
+            assert!(m.info().in_paper, "{m}");
+        }
+        assert!(Method::ALL.len() >= expected.len());
+    }
+
+    #[test]
+    fn colours_are_distinct_and_paper_methods_have_xs_reference_times() {
+        for (i, a) in Method::ALL.iter().enumerate() {
+            for b in &Method::ALL[i + 1..] {
+                assert_ne!(a.info().color, b.info().color, "{a} and {b} share a colour");
+            }
+            if a.info().in_paper {
+                assert!(a.info().authors_cpu_b64_train_s.xs.is_some(), "{a}: no authors' XS time");
+            }
+        }
     }
 }

@@ -15,8 +15,8 @@
 //! into the transposed kernel.
 
 use super::ortho::{conv2d_zero, conv2d_zero_adjoint, default_uniform, xavier_normal};
-use super::registry::Role;
 use super::{ConvSpec, FrozenFn, LipLayer, MethodInfo};
+use super::registry::{AuthorsTimes, Role, Tolerances};
 use anyhow::Context;
 use tch::{nn, Tensor};
 
@@ -25,6 +25,10 @@ pub const INFO: MethodInfo = MethodInfo {
     fft_based: false,
     cached_at_inference: "per-channel rescaling folded into the transposed kernel",
     guarantee: "1-Lipschitz for any parameters (SDP rescaling; Jacobian norm ≤ 1 + 1e-5 in tests)",
+    in_paper: true,
+    color: (140, 86, 75),
+    authors_cpu_b64_train_s: AuthorsTimes { xs: Some(0.43), s: None },
+    tolerances: Tolerances::STRICT,
 };
 
 /// The ε of §2.10, used twice: in `q̃ = |q| + ε` and in `2/(bound + ε)`.

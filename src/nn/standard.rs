@@ -8,8 +8,8 @@
 //! [`Method::is_lipschitz`]: super::Method::is_lipschitz
 
 use super::ortho::{conv2d_circular, default_uniform};
-use super::registry::Role;
 use super::{ConvSpec, FrozenFn, LipLayer, MethodInfo};
+use super::registry::{AuthorsTimes, Role, Tolerances};
 use anyhow::Context;
 use tch::{nn, Tensor};
 
@@ -18,6 +18,15 @@ pub const INFO: MethodInfo = MethodInfo {
     fft_based: false,
     cached_at_inference: "nothing (plain weights)",
     guarantee: "none: unconstrained baseline, not Lipschitz-bounded",
+    in_paper: true,
+    color: (90, 90, 90),
+    authors_cpu_b64_train_s: AuthorsTimes { xs: Some(0.24), s: None },
+    tolerances: Tolerances {
+        lipschitz_train: f64::INFINITY,
+        lipschitz_eval: f64::INFINITY,
+        lipschitz_network: f64::INFINITY,
+        ..Tolerances::STRICT
+    },
 };
 
 /// A plain convolution with circular "same" padding.

@@ -367,6 +367,21 @@ enum BudgetEpochs {
     NotTrained(RunStatus, String),
 }
 
+/// Why a paper-mode budget task has no epochs: the Standard baseline has no Table 8 row, and a
+/// method added since the paper ([`MethodInfo::in_paper`](crate::nn::MethodInfo::in_paper) false)
+/// has no paper numbers at all.
+fn no_epoch_count_reason(plan: &Plan, task: usize) -> String {
+    let t = &plan.tasks[task];
+    let method = t.config.get("method").and_then(|m| serde_json::from_value::<crate::nn::Method>(m.clone()).ok());
+    match method {
+        Some(m) if !m.info().in_paper => format!(
+            "{}: {m} is not in the paper, so Table 8 has no epoch count for it; use budgets mode: measured to train it",
+            t.label
+        ),
+        _ => format!("{}: the paper's Table 8 has no epoch count for this model; use budgets mode: measured to train it", t.label),
+    }
+}
+
 /// A run's epoch count: fixed, or read from its budget artifact.
 fn resolve_epochs(store: &Store, plan: &Plan, epochs: &Epochs) -> anyhow::Result<BudgetEpochs> {
     use crate::budgets::BudgetStatus;
@@ -377,10 +392,7 @@ fn resolve_epochs(store: &Store, plan: &Plan, epochs: &Epochs) -> anyhow::Result
             let label = &plan.tasks[*task].label;
             Ok(match (budget.status, budget.epochs_for(*hours)) {
                 (BudgetStatus::Ok, Some(e)) if e.max(*min_epochs as u64) > 0 => BudgetEpochs::Train(e.max(*min_epochs as u64)),
-                (BudgetStatus::NoEpochCount, _) => BudgetEpochs::NotTrained(
-                    RunStatus::NoEpochCount,
-                    format!("{label}: the paper's Table 8 has no epoch count for this model; use budgets mode: measured to train it"),
-                ),
+                (BudgetStatus::NoEpochCount, _) => BudgetEpochs::NotTrained(RunStatus::NoEpochCount, no_epoch_count_reason(plan, *task)),
                 (BudgetStatus::DoesNotFit, _) if budget.mode == BudgetMode::Paper => BudgetEpochs::NotTrained(
                     RunStatus::DoesNotFit,
                     format!("{label}: does not fit, as in the paper (out of memory on its 80 GB A100)"),

@@ -304,20 +304,28 @@ fn median_of(v: Vec<f64>) -> Option<f64> {
 }
 
 impl Knowledge {
-    /// The paper's numbers for every dataset × registry method × size (3×3 kernels).
+    /// The paper's numbers for every dataset × registry method the paper has
+    /// ([`MethodInfo::in_paper`](crate::nn::MethodInfo::in_paper)) × size (3×3 kernels). Methods
+    /// added since have no entry here: they are ranked only from measured results (a user's own
+    /// aggregate, see [`Knowledge::overlay`]), and the sources say so.
     pub fn paper(p: &PaperData) -> Result<Knowledge> {
         let mut entries = Vec::new();
         for dataset in Dataset::ALL {
-            for method in Method::ALL {
+            for method in Method::in_paper() {
                 for size in ModelSize::ALL {
                     entries.push(paper_entry(p, dataset, method, size));
                 }
             }
         }
-        Ok(Knowledge {
-            entries,
-            sources: vec!["paper: Prach et al., CVPR 2024 (Tables 8–11, Figures 2 and 4; A100 80GB, batch 256)".into()],
-        })
+        let mut source = "paper: Prach et al., CVPR 2024 (Tables 8–11, Figures 2 and 4; A100 80GB, batch 256)".to_string();
+        let since: Vec<&str> = Method::ALL.iter().filter(|m| !m.info().in_paper).map(|m| m.name()).collect();
+        if !since.is_empty() {
+            source += &format!(
+                "; {} not in the paper: ranked only from measured results (your own aggregate), if any",
+                since.join(", ")
+            );
+        }
+        Ok(Knowledge { entries, sources: vec![source] })
     }
 
     /// Knowledge from measured rows only.

@@ -268,7 +268,27 @@ fn summary(t: &Tables) -> Result<Summary> {
     Ok(Summary { runs: runs.collect()?.height(), by_status, measurements: t.cost.height(), unsound })
 }
 
+/// " Not in the paper: SN, AOC (…)" for the methods of `t` whose
+/// [`MethodInfo::in_paper`](crate::nn::MethodInfo::in_paper) is false; empty when there are none.
+fn not_in_paper_note(t: &Tables) -> Result<String> {
+    let present: Vec<String> = strings(&t.results, "method")?.into_iter().flatten().collect();
+    let since: Vec<&str> = crate::nn::Method::ALL
+        .iter()
+        .filter(|m| !m.info().in_paper && present.iter().any(|p| p == m.name()))
+        .map(|m| m.name())
+        .collect();
+    Ok(if since.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " Not in the paper: {} (methods added since; no paper numbers to compare with, nor paper-mode budgets).",
+            since.join(", ")
+        )
+    })
+}
+
 fn build_tables(t: &Tables) -> Result<Vec<Table>> {
+    let note = not_in_paper_note(t)?;
     let radar_cols = [
         "method",
         "ra_score",
@@ -299,7 +319,7 @@ fn build_tables(t: &Tables) -> Result<Vec<Table>> {
             &t.table2,
             "table2",
             "Accuracy and certified robust accuracy (the paper's Table 2 layout)",
-            "Per dataset at its largest budget: clean accuracy and CRA at ε = 36/255 in %; `mark` is `best` on the size with the highest CRA of each method, or the run's status when it is not ok (diverged runs keep the numbers they reached).",
+            &format!("Per dataset at its largest budget: clean accuracy and CRA at ε = 36/255 in %; `mark` is `best` on the size with the highest CRA of each method, or the run's status when it is not ok (diverged runs keep the numbers they reached).{note}"),
             &[],
         )?,
         certificates_table(t)?,
@@ -328,7 +348,7 @@ fn build_tables(t: &Tables) -> Result<Vec<Table>> {
             &t.vs_paper,
             "vs_paper",
             "Ours vs the paper",
-            "Each of our numbers beside the paper's (data/paper/) wherever both exist; diff = ours − paper, ratio = ours / paper. Time and memory were measured on different hardware than the paper's A100.",
+            &format!("Each of our numbers beside the paper's (data/paper/) wherever both exist; diff = ours − paper, ratio = ours / paper. Time and memory were measured on different hardware than the paper's A100.{note}"),
             &[],
         )?,
         results_table(t)?,

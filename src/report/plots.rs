@@ -1,6 +1,6 @@
 //! SVG plots drawn with plotters' SVG backend. Each function returns the SVG text; a plot without
 //! data returns an SVG that says so (never an empty frame). Colours are fixed per method (registry
-//! order), so a method has the same colour in every plot.
+//! `MethodInfo::color`), so a method has the same colour in every plot.
 
 use crate::nn::registry::Method;
 use anyhow::{anyhow, Result};
@@ -9,20 +9,16 @@ use plotters::element::ComposedElement;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-/// One colour per method in registry order; unknown names get grey.
-const COLORS: [RGBColor; 8] = [
-    RGBColor(90, 90, 90),
-    RGBColor(31, 119, 180),
-    RGBColor(255, 127, 14),
-    RGBColor(44, 160, 44),
-    RGBColor(214, 39, 40),
-    RGBColor(148, 103, 189),
-    RGBColor(140, 86, 75),
-    RGBColor(227, 119, 194),
-];
-
+/// The method's colour ([`MethodInfo::color`](crate::nn::MethodInfo)); unknown names get grey.
 pub fn method_color(method: &str) -> RGBColor {
-    Method::ALL.iter().position(|m| m.name() == method).map(|i| COLORS[i]).unwrap_or(RGBColor(128, 128, 128))
+    Method::ALL
+        .iter()
+        .find(|m| m.name() == method)
+        .map(|m| {
+            let (r, g, b) = m.info().color;
+            RGBColor(r, g, b)
+        })
+        .unwrap_or(RGBColor(128, 128, 128))
 }
 
 fn err<E: std::fmt::Display>(e: E) -> anyhow::Error {
