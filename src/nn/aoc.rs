@@ -30,7 +30,7 @@
 //! Leaf names: `params (2k, C, ⌊C/2⌋)`, `bias (out)` (PyTorch's default `U(±1/√(in·k²))`).
 
 use super::bcop::block_dictionary;
-use super::ortho::{bjorck, compose_kernels, conv2d_circular, default_uniform, orthogonal, BjorckScaling};
+use super::ortho::{bjorck, compose_kernels, conv2d_circular, default_uniform, orthogonal, power_iteration, BjorckScaling};
 use super::registry::{AuthorsTimes, Role, Tolerances};
 use super::{ConvSpec, FrozenFn, LipLayer, MethodInfo};
 use anyhow::Context;
@@ -75,11 +75,27 @@ pub struct AocConv {
     kernel: i64,
 }
 
+/// `params / σ̂` per matrix, σ̂ from [`SCALING_ITERS`] power iterations under no-grad from a fixed
+/// start (all ones): the same scale in every forward and in float32 and float64. A random start
+/// (the shared [`BjorckScaling::PowerIteration`]) gives near-orthogonal matrices, whose singular
+/// values are all close, a scale that depends on the draw; 12 Björck steps do not erase it, and
+/// the float32 and float64 gradients of one network differed by 2.6e-3 (the self-test's 1e-3).
+fn scaled_for_bjorck(params: &Tensor) -> Tensor {
+    let size = params.size();
+    // `power_iteration` starts from left vectors `u [.., rows, 1]`.
+    let start = Tensor::ones([size[0], size[1], 1], (params.kind(), params.device())) / (size[1] as f64).sqrt();
+    let sigma = tch::no_grad(|| power_iteration(params, SCALING_ITERS, Some(&start)).sigma);
+    params / sigma.unsqueeze(-1).unsqueeze(-1)
+}
+
+/// Power iterations of the scale before Björck (as the shared scaling's).
+const SCALING_ITERS: i64 = 10;
+
 impl AocConv {
     /// The orthogonal kernel `[out, in, k, k]` from the current parameters (differentiable).
     pub fn kernel(&self) -> Tensor {
         let (ci, co, k) = (self.channels_in, self.channels_out, self.kernel);
-        let m = bjorck(&self.params, BJORCK_ITERS, BjorckScaling::PowerIteration);
+        let m = bjorck(&scaled_for_bjorck(&self.params), BJORCK_ITERS, BjorckScaling::None);
         let p = m.matmul(&m.transpose(-2, -1));
         let c = p.size()[1];
         let eye = Tensor::eye(c, (p.kind(), p.device()));
@@ -112,6 +128,11 @@ impl LipLayer for AocConv {
         let _guard = tch::no_grad_guard();
         let (kernel, bias) = (self.kernel(), self.bias.detach());
         Box::new(FrozenFn(move |x: &Tensor| conv2d_circular(x, &kernel, Some(&bias))))
+    }
+
+    /// One circular convolution by the cached kernel, plus a bias.
+    fn structure(&self) -> super::Structure {
+        super::Structure::CircularLinear
     }
 }
 

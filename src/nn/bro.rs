@@ -134,6 +134,12 @@ impl LipLayer for BroConv {
         let (op, bias) = tch::no_grad(|| (self.operator(self.spatial), self.bias.detach()));
         Box::new(FrozenFn(move |x: &Tensor| op.apply(x, &bias)))
     }
+
+    /// Per-frequency block reflectors on the unpadded torus (a circular convolution), or one real
+    /// matrix for a 1×1 kernel.
+    fn structure(&self) -> super::Structure {
+        super::Structure::CircularLinear
+    }
 }
 
 #[cfg(test)]

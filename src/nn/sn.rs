@@ -149,6 +149,11 @@ impl LipLayer for SpectralNormConv {
         let (kernel, bias) = (self.certified_kernel(self.spatial).detach(), self.bias.detach());
         Box::new(FrozenFn(move |x: &Tensor| conv2d_circular(x, &kernel, Some(&bias))))
     }
+
+    /// One circular convolution by the certified kernel, plus a bias.
+    fn structure(&self) -> super::Structure {
+        super::Structure::CircularLinear
+    }
 }
 
 #[cfg(test)]
