@@ -25,6 +25,7 @@ pub mod pipeline;
 pub mod store;
 pub mod precision;
 pub mod progress;
+pub mod pytorch;
 pub mod recommend;
 pub mod records;
 pub mod search;
