@@ -16,6 +16,7 @@ pub mod doctor;
 pub mod eval;
 pub mod failure;
 pub mod fsx;
+pub mod imported;
 pub mod lipschitz;
 pub mod methods;
 pub mod measure;

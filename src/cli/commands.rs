@@ -2,7 +2,7 @@
 //! 1 something the command checked failed; errors are the caller's to map to 2).
 
 use super::{
-    AggregateArgs, BenchArgs, BudgetsArgs, Cli, Command, DoctorArgs, MeasureArgs, MethodsArgs, PrepareArgs, ReportArgs, RunArgs,
+    AggregateArgs, BenchArgs, ImportArgs, BudgetsArgs, Cli, Command, DoctorArgs, MeasureArgs, MethodsArgs, PrepareArgs, ReportArgs, RunArgs,
     RunTaskArgs, SingleRunArgs, SlurmArgs, StatusArgs,
 };
 use anyhow::Context;
@@ -51,9 +51,33 @@ pub fn dispatch(cli: Cli, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
         Command::Methods(a) => methods(a, out),
         Command::Bench(a) => bench(a, out),
         Command::Recommend(a) => done(lipctl::recommend::run(&a, &g.artifacts, out)),
+        Command::Import(a) => import(a, &g, out),
         Command::Aggregate(a) => aggregate(a, &g, out),
         Command::Report(a) => report(a, &g, out),
     }
+}
+
+/// `lipctl import --from-pytorch`: maps, checks and publishes; prints the artifact folder and
+/// its `import.json`.
+fn import(a: ImportArgs, g: &Globals, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+    let (classes, input_side) = match a.dataset {
+        Some(d) => lipctl::imported::dataset_shape(d),
+        None => (a.classes as i64, a.input_side as i64),
+    };
+    let req = lipctl::imported::ImportRequest {
+        source: a.from_pytorch,
+        method: a.method,
+        size: a.size,
+        input_side,
+        classes,
+        dataset: a.dataset.map(|d| d.name().to_string()),
+    };
+    let store = g.store(&Progress::hidden())?;
+    let art = lipctl::imported::import(&req, &store)?;
+    let record: lipctl::imported::ImportRecord = lipctl::records::read(&art)?;
+    writeln!(out, "{}", art.dir.display())?;
+    print_json(out, &record)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Exit 0 when `ok`, else 1.

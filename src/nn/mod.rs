@@ -9,6 +9,7 @@
 //! `q` for SLL; `weight`, `bias`, `alpha` for Cayley).
 
 pub mod aol;
+pub mod authors;
 pub mod bcop;
 pub mod checkpoint;
 pub mod blocks;
