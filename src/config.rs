@@ -188,11 +188,15 @@ pub struct CertifyOptions {
     /// Power-iteration steps per layer in the Lipschitz audit.
     #[serde(default = "default_audit_iters", deserialize_with = "de_positive_u32")]
     pub audit_iterations: u32,
+    /// The attack check ([`crate::attack`]): `enabled`, `steps`, `restarts`, `targets`,
+    /// `samples`, `seed`; defaults in [`crate::attack::AttackOptions::default`].
+    #[serde(default)]
+    pub attack: crate::attack::AttackOptions,
 }
 
 impl Default for CertifyOptions {
     fn default() -> Self {
-        CertifyOptions { audit_iterations: default_audit_iters() }
+        CertifyOptions { audit_iterations: default_audit_iters(), attack: crate::attack::AttackOptions::default() }
     }
 }
 

@@ -7,6 +7,7 @@
 
 pub mod certify;
 pub mod aggregate;
+pub mod attack;
 pub mod bench;
 pub mod budgets;
 pub mod config;

@@ -301,23 +301,29 @@ impl Store {
         match verify(&dir, stage, key) {
             Ok(manifest) => Ok(Some(Artifact { stage: stage.into(), key: key.clone(), dir, manifest, cached: true })),
             Err(damage) => {
-                self.warn(format!("artifact {stage}/{} is damaged ({damage}); removing it so it is recomputed", key.short()));
-                // Move aside first (atomic), so no reader ever sees a half-deleted folder.
-                let aside = self.stage_dir(stage).join(format!(".damaged-{key}-{}", std::process::id()));
-                if aside.exists() {
-                    fsx::remove_dir_all(&aside)?;
-                }
-                if let Err(e) = fsx::rename(&dir, &aside) {
-                    // Another process noticed the same damage and moved it first.
-                    if dir.exists() {
-                        return Err(e);
-                    }
-                    return Ok(None);
-                }
-                fsx::remove_dir_all(&aside)?;
+                self.discard(stage, key, &format!("is damaged ({damage})"))?;
                 Ok(None)
             }
         }
+    }
+
+    /// Removes the artifact `stage`/`key` (saying `why` in a warning) so that the next build
+    /// recomputes it: moved aside first (atomic), so no reader ever sees a half-deleted folder.
+    /// Gone already (another process discarded it first) is not an error.
+    pub fn discard(&self, stage: &str, key: &Key, why: &str) -> Result<()> {
+        let dir = self.artifact_dir(stage, key);
+        self.warn(format!("artifact {stage}/{} {why}; removing it so it is recomputed", key.short()));
+        let aside = self.stage_dir(stage).join(format!(".damaged-{key}-{}", std::process::id()));
+        if aside.exists() {
+            fsx::remove_dir_all(&aside)?;
+        }
+        if let Err(e) = fsx::rename(&dir, &aside) {
+            if dir.exists() {
+                return Err(e);
+            }
+            return Ok(());
+        }
+        fsx::remove_dir_all(&aside)
     }
 
     /// Returns the artifact of `stage`/`key`, building it with `builder` when it is not there.

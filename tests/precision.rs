@@ -62,7 +62,7 @@ fn tf32_switches_round_trip_and_certify_forces_them_off_then_restores() {
             x * 0.5
         }
     };
-    let layer = AuditLayer { name: "half".into(), input_shape: vec![1, 2, 2, 2], forward: Box::new(record.clone()) };
+    let layer = AuditLayer { name: "half".into(), input_shape: vec![1, 2, 2, 2], forward: Box::new(record.clone()), structure: lipctl::nn::Structure::Opaque };
     let audit = certify::audit(&[layer], Device::Cpu, &AuditOptions { max_iterations: 5, ..Default::default() }).unwrap();
     assert!((audit.layers[0].sigma - 0.5).abs() < 1e-6, "{:?}", audit.layers);
     assert_eq!(precision::current().unwrap(), ALL_ON, "the audit did not restore the switches");
@@ -77,7 +77,7 @@ fn tf32_switches_round_trip_and_certify_forces_them_off_then_restores() {
     let model = nn::func(move |x: &Tensor| record(&x.flatten(1, -1)));
     let images = Tensor::from_slice(&[255u8, 0, 0, 0, 255, 0]).view([2, 3, 1, 1]);
     let labels = Tensor::from_slice(&[0i64, 1]);
-    let cert = certify::certify(&model, &images, &labels, [0.0; 3], 2, Device::Cpu, audit).unwrap();
+    let cert = certify::certify(&model, &images, &labels, [0.0; 3], 2, Device::Cpu, audit, true, None).unwrap();
     assert_eq!(cert.accuracy, 1.0);
     assert_eq!((cert.precision.tf32_cudnn, cert.precision.tf32_cublas, cert.precision.effective.as_str()), (false, false, "fp32"));
     assert_eq!(precision::current().unwrap(), ALL_ON, "certify did not restore the switches");
@@ -95,7 +95,7 @@ fn tf32_switches_round_trip_and_certify_forces_them_off_then_restores() {
     let images = Tensor::randint(256, [4, 3, 8, 8], (Kind::Uint8, Device::Cpu));
     let labels = Tensor::from_slice(&[0i64, 1, 0, 1]);
     let opts = AuditOptions { max_iterations: 5, ..Default::default() };
-    let cert = certify::certify_model_file(spec, &model_file, &images, &labels, [0.5; 3], 4, Device::Cpu, dir.path(), &opts).unwrap();
+    let cert = certify::certify_model_file(spec, &model_file, &images, &labels, [0.5; 3], 4, Device::Cpu, dir.path(), &opts, None).unwrap();
     assert_eq!((cert.precision.tf32_cudnn, cert.precision.tf32_cublas), (false, false));
     assert_eq!(precision::current().unwrap(), ALL_ON);
 

@@ -351,7 +351,7 @@ fn convnet_trains_then_certifies_with_an_audited_bound() {
         // cannot exceed its true norm (≤ 1) however early the iteration stops.
         let opts = AuditOptions { max_iterations: 10, tolerance: 1e-5, random_points: 0, ..Default::default() };
         let model = dir.join(outcome.model_file.as_ref().unwrap());
-        let cert = certify::certify_model_file(spec, &model, &eval_images, &eval_labels, [0.5; 3], 4, Device::Cpu, &dir.join("cert"), &opts)
+        let cert = certify::certify_model_file(spec, &model, &eval_images, &eval_labels, [0.5; 3], 4, Device::Cpu, &dir.join("cert"), &opts, None)
             .unwrap();
         // first_conv, 2 blocks × 5 convs (4×4 input), head.
         assert_eq!(cert.audit.layers.len(), 12, "{method}");
@@ -361,7 +361,12 @@ fn convnet_trains_then_certifies_with_an_audited_bound() {
         assert_eq!(cert.lipschitz, cert.audit.product.max(1.0));
         if method == Method::Aol {
             assert!(cert.audit.layers.iter().all(|l| l.sigma <= 1.0 + 1e-5), "{:?}", cert.audit.layers);
-            assert_eq!(cert.lipschitz, 1.0);
+            assert!(cert.lipschitz <= 1.0 + 1e-5, "{}", cert.lipschitz);
+        } else {
+            // The baseline is not Lipschitz by construction: accuracy, but no CRA.
+            assert!(cert.not_certifiable.is_some() && cert.cra.is_empty(), "{:?}", cert.cra);
+            let _ = std::fs::remove_dir_all(&dir);
+            continue;
         }
         // CRA can only fall as ε grows, and at ε = 0 it is at most the accuracy.
         assert_eq!(cert.cra.iter().map(|c| c.0).collect::<Vec<_>>(), EPSILONS.to_vec());
@@ -374,25 +379,44 @@ fn convnet_trains_then_certifies_with_an_audited_bound() {
     }
 }
 
-/// The audit differentiates every layer twice (double backward for `J·u`): every method's
-/// frozen layers must support it, and a freshly built Lipschitz network must audit to `L = 1`.
-/// (The slowest test here: freezing LOT and BCOP networks dominates.)
+/// Every method's frozen layers through both audit paths: the closed-form bounds their declared
+/// structures give (no layer of the paper's methods is left to an estimate), and the power
+/// iteration, which differentiates every layer twice (double backward for `J·u`). A freshly built
+/// Lipschitz network must audit to `L ≈ 1` either way. (The slowest test here: freezing LOT and
+/// BCOP networks dominates.)
 #[test]
 fn every_method_can_be_audited() {
-    use lipctl::certify::{self, AuditOptions};
-    use lipctl::nn::{ConvNet, NetSpec};
+    use lipctl::certify::{self, AuditOptions, BoundKind};
+    use lipctl::nn::{ConvNet, NetSpec, Structure};
     /// A few iterations only: the estimate is then a lower bound on each layer's norm (≤ 1 in
     /// theory); SOC's truncated series and LOT's regulariser allow this much above 1.
     const ORTHO_SLACK: f64 = 1e-3;
+    /// CPL's rescaling divides by a 100-step power-iteration estimate of ‖K‖², which at a random
+    /// initialisation has not converged: the sound bound max(1, r·‖K‖² − 1) then exceeds 1 by up
+    /// to ~1 % (measured 1.0096 here); training keeps iterating the same vector and closes it.
+    const CPL_INIT_SLACK: f64 = 2e-2;
     let opts = AuditOptions { max_iterations: 3, tolerance: 1e-5, random_points: 0, ..Default::default() };
     for method in Method::ALL {
         tch::manual_seed(0);
         let vs = nn::VarStore::new(Device::Cpu);
         let spec = NetSpec { method, size: ModelSize::XS, kernel: 3, input_side: 4, classes: CLASSES };
         let net = ConvNet::new(&vs.root(), spec).unwrap_or_else(|e| panic!("{method}: {e:#}"));
-        let audit = certify::audit(&certify::convnet_layers(&net), Device::Cpu, &opts).unwrap_or_else(|e| panic!("{method}: {e:#}"));
+        let bounds = certify::audit(&certify::convnet_layers(&net), Device::Cpu, &opts).unwrap_or_else(|e| panic!("{method}: {e:#}"));
+        let slack = if method == Method::Cpl { CPL_INIT_SLACK } else { ORTHO_SLACK };
+        for l in &bounds.layers {
+            assert!(l.kind != BoundKind::Estimate, "{method} {}: no closed-form bound", l.name);
+            if method.is_lipschitz() {
+                assert!(l.sigma <= 1.0 + slack, "{method} {}: bound {}", l.name, l.sigma);
+            }
+        }
+        let mut layers = certify::convnet_layers(&net);
+        for l in &mut layers {
+            l.structure = Structure::Opaque;
+        }
+        let audit = certify::audit(&layers, Device::Cpu, &opts).unwrap_or_else(|e| panic!("{method}: {e:#}"));
         assert_eq!(audit.layers.len(), 12, "{method}");
         assert!(audit.lipschitz >= 1.0);
+        assert!(audit.layers.iter().all(|l| l.kind == BoundKind::Estimate));
         if method.is_lipschitz() {
             for l in &audit.layers {
                 assert!(l.sigma <= 1.0 + ORTHO_SLACK, "{method} {}: σ = {}", l.name, l.sigma);

@@ -241,6 +241,17 @@ fn run_status(record: &TrainRecord, cert: Option<&CertifyRecord>) -> String {
     }
 }
 
+/// The `certificate` column of a certified run: `unsound` when the attack flipped a certified
+/// point, `not certifiable` (no CRA), `sound` (attacked, nothing flipped), or `not attacked`.
+fn certificate_word(c: &crate::certify::Certified) -> &'static str {
+    match (&c.not_certifiable, &c.attack) {
+        (_, Some(a)) if !a.sound => "unsound",
+        (Some(_), _) => "not certifiable",
+        (None, Some(_)) => "sound",
+        (None, None) => "not attacked",
+    }
+}
+
 /// The columns of `runs`, one row per train artifact.
 #[derive(Default)]
 struct RunCols {
@@ -262,6 +273,11 @@ struct RunCols {
     reason: Vec<Option<String>>,
     accuracy: Vec<Option<f64>>,
     cra: [Vec<Option<f64>>; 4],
+    cra_pairwise: [Vec<Option<f64>>; 4],
+    era: [Vec<Option<f64>>; 4],
+    attack_flips: Vec<Option<i64>>,
+    certificate: Vec<Option<String>>,
+    model_sha256: Vec<Option<String>>,
     lipschitz: Vec<Option<f64>>,
     margin: Vec<Option<f64>>,
     train_spe: Vec<Option<f64>>,
@@ -322,15 +338,23 @@ impl RunCols {
         let certified = cert.and_then(|c| c.certified.as_ref());
         let pct = |v: Option<f64>| v.map(|x| x * 100.0);
         self.accuracy.push(pct(certified.map(|c| c.accuracy)));
+        let attack = certified.and_then(|c| c.attack.as_ref());
         for (j, (radius, _)) in RADII.iter().enumerate() {
             self.cra[j].push(pct(cert.and_then(|c| c.cra(radius))));
+            self.cra_pairwise[j].push(pct(cert.and_then(|c| c.cra_pairwise(radius))));
+            self.era[j].push(pct(attack.and_then(|a| a.per_radius.get(*radius)).map(|r| r.era)));
         }
+        self.attack_flips.push(attack.map(|a| (a.flipped_at_certified_radius + a.per_radius.values().map(|r| r.flipped).sum::<usize>()) as i64));
+        self.certificate.push(certified.map(|c| certificate_word(c).to_string()));
+        self.model_sha256.push(certified.and_then(|c| c.model_sha256.clone()));
         self.lipschitz.push(certified.map(|c| c.lipschitz.bound));
         self.margin.push(certified.map(|c| c.margin_median));
     }
 
     fn frame(self) -> Result<DataFrame> {
         let [c36, c72, c108, c255] = self.cra;
+        let [p36, p72, p108, p255] = self.cra_pairwise;
+        let [e36, e72, e108, e255] = self.era;
         Ok(df!(
             "key" => self.key, "dataset" => self.dataset, "method" => self.method, "size" => self.size,
             "kernel" => self.kernel, "classes" => self.classes, "input_side" => self.input_side,
@@ -338,6 +362,9 @@ impl RunCols {
             "lr" => self.lr, "wd" => self.wd, "seed" => self.seed, "attempts" => self.attempts,
             "status" => self.status, "run_reason" => self.reason, "accuracy" => self.accuracy, "cra_36" => c36,
             "cra_72" => c72, "cra_108" => c108, "cra_255" => c255,
+            "cra_pw_36" => p36, "cra_pw_72" => p72, "cra_pw_108" => p108, "cra_pw_255" => p255,
+            "era_36" => e36, "era_72" => e72, "era_108" => e108, "era_255" => e255,
+            "attack_flips" => self.attack_flips, "certificate" => self.certificate, "model_sha256" => self.model_sha256,
             "lipschitz_bound" => self.lipschitz, "margin_median" => self.margin,
             "train_seconds_per_epoch" => self.train_spe, "device" => self.device,
             "precision" => self.precision

@@ -82,7 +82,7 @@ pub const SCHEMA_VERSION: u32 = 2;
 /// The tables written, in the order the report shows them.
 pub const TABLES: [&str; 8] = ["results", "settings", "table2", "budgets", "cost", "vs_paper", "radar", "curves"];
 /// Columns of `results`, in order.
-pub const RESULT_COLUMNS: [&str; 34] = [
+pub const RESULT_COLUMNS: [&str; 45] = [
     "key",
     "stage",
     "dataset",
@@ -104,6 +104,17 @@ pub const RESULT_COLUMNS: [&str; 34] = [
     "cra_72",
     "cra_108",
     "cra_255",
+    "cra_pw_36",
+    "cra_pw_72",
+    "cra_pw_108",
+    "cra_pw_255",
+    "era_36",
+    "era_72",
+    "era_108",
+    "era_255",
+    "attack_flips",
+    "certificate",
+    "model_sha256",
     "lipschitz_bound",
     "margin_median",
     "train_seconds_per_epoch",

@@ -184,7 +184,7 @@ const MEASURE_COLUMNS: [&str; 12] = [
 
 /// The columns of [`RESULT_COLUMNS`] that only a training run has; a measurement no run used has
 /// every other column.
-const RUN_ONLY_COLUMNS: [&str; 13] = [
+const RUN_ONLY_COLUMNS: [&str; 24] = [
     "epochs",
     "lr",
     "wd",
@@ -194,6 +194,17 @@ const RUN_ONLY_COLUMNS: [&str; 13] = [
     "cra_72",
     "cra_108",
     "cra_255",
+    "cra_pw_36",
+    "cra_pw_72",
+    "cra_pw_108",
+    "cra_pw_255",
+    "era_36",
+    "era_72",
+    "era_108",
+    "era_255",
+    "attack_flips",
+    "certificate",
+    "model_sha256",
     "lipschitz_bound",
     "margin_median",
     "train_seconds_per_epoch",
@@ -275,14 +286,14 @@ fn cost_table(measures: LazyFrame) -> Result<DataFrame> {
     .collect()?)
 }
 
-fn typed_dtype(name: &str) -> DataType {
+pub(crate) fn typed_dtype(name: &str) -> DataType {
     match name {
         "key" | "stage" | "dataset" | "method" | "size" | "status" | "error" | "device" | "precision"
-        | "memory_source" => {
+        | "memory_source" | "certificate" | "model_sha256" => {
             DataType::String
         }
         "kernel" | "classes" | "input_side" | "batch_size" | "epochs" | "seed" | "parameters"
-        | "attempts" | "train_peak_bytes" | "infer_peak_bytes" => DataType::Int64,
+        | "attempts" | "train_peak_bytes" | "infer_peak_bytes" | "attack_flips" => DataType::Int64,
         _ => DataType::Float64,
     }
 }
@@ -292,6 +303,19 @@ fn ok_mean(c: &str) -> Expr {
     let ok = col("status").eq(lit("ok"));
     when(ok.clone().any(true)).then(col(c).filter(ok).mean()).otherwise(col(c).mean()).alias(c)
 }
+
+/// Sample standard deviation (n − 1) over the same runs as [`ok_mean`], as `<c>_std`: over seeds
+/// when a pipeline lists several; null with one run.
+fn ok_std(c: &str) -> Expr {
+    let ok = col("status").eq(lit("ok"));
+    when(ok.clone().any(true)).then(col(c).filter(ok).std(1)).otherwise(col(c).std(1)).alias(format!("{c}_std"))
+}
+
+/// The columns a setting averages over its runs (seeds): mean and standard deviation of each.
+pub const SEED_AVERAGED: [&str; 13] = [
+    "accuracy", "cra_36", "cra_72", "cra_108", "cra_255", "cra_pw_36", "cra_pw_72", "cra_pw_108", "cra_pw_255", "era_36",
+    "era_72", "era_108", "era_255",
+];
 
 const SETTING: [&str; 6] = ["dataset", "kernel", "input_side", "budget_hours", "method", "size"];
 
@@ -312,11 +336,6 @@ pub fn settings_table(results: &DataFrame) -> Result<DataFrame> {
                 .then(lit("ok"))
                 .otherwise(col("status").first())
                 .alias("status"),
-            ok_mean("accuracy"),
-            ok_mean("cra_36"),
-            ok_mean("cra_72"),
-            ok_mean("cra_108"),
-            ok_mean("cra_255"),
             col("lr").first(),
             col("wd").first(),
             col("epochs").first(),
@@ -324,7 +343,16 @@ pub fn settings_table(results: &DataFrame) -> Result<DataFrame> {
             col("train_seconds_per_epoch").mean(),
             col("seconds_per_epoch").first(),
             col("parameters").first(),
-        ]);
+            // The worst certificate of the setting's runs: one unsound run marks it.
+            when(col("certificate").eq(lit("unsound")).any(true))
+                .then(lit("unsound"))
+                .otherwise(col("certificate").first())
+                .alias("certificate"),
+            col("attack_flips").sum(),
+        ]
+        .into_iter()
+        .chain(SEED_AVERAGED.iter().flat_map(|c| [ok_mean(c), ok_std(c)]))
+        .collect::<Vec<_>>());
     Ok(in_paper_order(lf, &["dataset", "kernel", "budget_hours"])?.collect()?)
 }
 
@@ -348,6 +376,10 @@ pub fn table2(settings: &DataFrame) -> Result<DataFrame> {
             .alias("is_best")])
         .with_columns([when(col("status").neq(lit("ok")))
             .then(col("status"))
+            .when(col("certificate").eq(lit("not certifiable")))
+            .then(lit("not certifiable"))
+            .when(col("certificate").eq(lit("unsound")))
+            .then(lit("unsound"))
             .when(col("is_best").fill_null(lit(false)))
             .then(lit("best"))
             .otherwise(lit(""))
@@ -360,7 +392,7 @@ pub fn table2(settings: &DataFrame) -> Result<DataFrame> {
         &long,
         ["dataset"],
         Some(["kernel", "method", "size"]),
-        Some(["accuracy", "cra_36", "mark"]),
+        Some(["runs", "accuracy", "accuracy_std", "cra_36", "cra_36_std", "mark"]),
         false,
         None,
         Some("|"),
@@ -379,7 +411,14 @@ pub fn table2(settings: &DataFrame) -> Result<DataFrame> {
             .get(0)
             .unwrap_or(0.0);
         let label = if b > 0.0 { format!("{d} {b}h") } else { format!("{d} fixed epochs") };
-        for (v, name) in [("accuracy", "acc %"), ("cra_36", "CRA 36 %"), ("mark", "mark")] {
+        for (v, name) in [
+            ("runs", "n"),
+            ("accuracy", "acc %"),
+            ("accuracy_std", "acc % std"),
+            ("cra_36", "CRA 36 %"),
+            ("cra_36_std", "CRA 36 % std"),
+            ("mark", "mark"),
+        ] {
             sel.push(col(format!("{v}|{d}")).alias(format!("{label} {name}")));
         }
     }
@@ -406,7 +445,7 @@ pub fn budgets_table(settings: &DataFrame) -> Result<DataFrame> {
         &long,
         ["budget_hours"],
         Some(["dataset", "kernel", "method", "size"]),
-        Some(["lr", "wd", "accuracy", "cra_36", "status"]),
+        Some(["lr", "wd", "runs", "accuracy", "accuracy_std", "cra_36", "cra_36_std", "status"]),
         false,
         None,
         Some("|"),
@@ -416,7 +455,7 @@ pub fn budgets_table(settings: &DataFrame) -> Result<DataFrame> {
         let hours: f64 = b.parse().unwrap_or(0.0);
         let label = if hours == 0.0 { "fixed".to_string() } else { format!("{hours}h") };
         for (v, name) in
-            [("lr", "lr"), ("wd", "wd"), ("accuracy", "acc %"), ("cra_36", "CRA 36 %"), ("status", "status")]
+            [("lr", "lr"), ("wd", "wd"), ("runs", "n"), ("accuracy", "acc %"), ("accuracy_std", "acc % std"), ("cra_36", "CRA 36 %"), ("cra_36_std", "CRA 36 % std"), ("status", "status")]
         {
             sel.push(col(format!("{v}|{b}")).alias(format!("{label} {name}")));
         }

@@ -28,9 +28,58 @@ fn settings() -> DataFrame {
         "size" => rows.iter().map(|r| r.3).collect::<Vec<_>>(),
         "status" => rows.iter().map(|r| r.4).collect::<Vec<_>>(),
         "accuracy" => rows.iter().map(|r| r.5).collect::<Vec<_>>(),
-        "cra_36" => rows.iter().map(|r| r.6).collect::<Vec<_>>()
+        "cra_36" => rows.iter().map(|r| r.6).collect::<Vec<_>>(),
+        "runs" => vec![1i64; rows.len()],
+        "accuracy_std" => vec![None::<f64>; rows.len()],
+        "cra_36_std" => vec![None::<f64>; rows.len()],
+        "certificate" => rows.iter().map(|r| if r.2 == "Standard" { "not certifiable" } else { "sound" }).collect::<Vec<_>>()
     )
     .unwrap()
+}
+
+/// `results` rows of three seeds of one setting (AOL-XS, 24 h) and one of another (SOC-XS):
+/// every column of [`RESULT_COLUMNS`], null where the test does not care.
+fn seed_results() -> DataFrame {
+    let n = 4;
+    let mut cols: Vec<Column> = RESULT_COLUMNS
+        .iter()
+        .map(|c| Column::full_null((*c).into(), n, &crate::aggregate::tables::typed_dtype(c)))
+        .collect();
+    let set = |cols: &mut Vec<Column>, name: &str, values: Column| {
+        let i = RESULT_COLUMNS.iter().position(|c| *c == name).unwrap();
+        cols[i] = values.with_name(name.into());
+    };
+    set(&mut cols, "stage", Column::new("".into(), vec!["train"; n]));
+    set(&mut cols, "dataset", Column::new("".into(), vec!["cifar10"; n]));
+    set(&mut cols, "kernel", Column::new("".into(), vec![3i64; n]));
+    set(&mut cols, "input_side", Column::new("".into(), vec![32i64; n]));
+    set(&mut cols, "budget_hours", Column::new("".into(), vec![24.0; n]));
+    set(&mut cols, "method", Column::new("".into(), vec!["AOL", "AOL", "AOL", "SOC"]));
+    set(&mut cols, "size", Column::new("".into(), vec!["XS"; n]));
+    set(&mut cols, "seed", Column::new("".into(), vec![0i64, 1, 2, 0]));
+    set(&mut cols, "status", Column::new("".into(), vec!["ok"; n]));
+    set(&mut cols, "accuracy", Column::new("".into(), vec![70.0, 72.0, 74.0, 60.0]));
+    set(&mut cols, "cra_36", Column::new("".into(), vec![50.0, 53.0, 56.0, 40.0]));
+    set(&mut cols, "certificate", Column::new("".into(), vec!["sound", "unsound", "sound", "sound"]));
+    set(&mut cols, "attack_flips", Column::new("".into(), vec![0i64, 3, 0, 0]));
+    DataFrame::new(cols).unwrap()
+}
+
+#[test]
+fn seeds_give_mean_std_and_n_and_one_unsound_run_marks_its_setting() {
+    let s = crate::aggregate::tables::settings_table(&seed_results()).unwrap();
+    let row = |m: &str| (0..s.height()).find(|&i| s.column("method").unwrap().str().unwrap().get(i) == Some(m)).unwrap();
+    let f = |c: &str, i: usize| s.column(c).unwrap().f64().unwrap().get(i);
+    let (aol, soc) = (row("AOL"), row("SOC"));
+    assert_eq!(s.column("runs").unwrap().i64().unwrap().get(aol), Some(3));
+    // Mean 72, sample standard deviation √((4 + 0 + 4)/2) = 2; CRA 53 ± 3.
+    assert_eq!((f("accuracy", aol), f("accuracy_std", aol)), (Some(72.0), Some(2.0)));
+    assert_eq!((f("cra_36", aol), f("cra_36_std", aol)), (Some(53.0), Some(3.0)));
+    // One run: no deviation.
+    assert_eq!((f("accuracy", soc), f("accuracy_std", soc)), (Some(60.0), None));
+    let cert = s.column("certificate").unwrap().str().unwrap();
+    assert_eq!((cert.get(aol), cert.get(soc)), (Some("unsound"), Some("sound")));
+    assert_eq!(s.column("attack_flips").unwrap().i64().unwrap().get(aol), Some(3));
 }
 
 /// Measurements by hand at sizes XS and S (same configuration); LOT runs out of memory.
@@ -151,6 +200,8 @@ fn table2_marks_the_best_size_and_non_ok_statuses() {
     assert_eq!(mark("CPL", "XS"), Some("best"));
     assert_eq!(mark("AOL", "S"), Some("best"), "the 2 h AOL-XS row is not at the largest budget");
     assert_eq!(mark("LOT", "XS"), Some("diverged"));
+    // The baseline's 99 % would be "best" by CRA, but it is not certifiable.
+    assert_eq!(mark("Standard", "XS"), Some("not certifiable"));
     // Dataset B's largest budget is 2 h.
     assert!(t.column("B 2h CRA 36 %").is_ok());
 }

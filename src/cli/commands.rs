@@ -2,7 +2,8 @@
 //! 1 something the command checked failed; errors are the caller's to map to 2).
 
 use super::{
-    AggregateArgs, BenchArgs, ImportArgs, BudgetsArgs, Cli, Command, DoctorArgs, MeasureArgs, MethodsArgs, PrepareArgs, ReportArgs, RunArgs,
+    AggregateArgs, AttackArgs, BenchArgs, BudgetsArgs, Cli, Command, DoctorArgs, ImportArgs, MeasureArgs, MethodsArgs, PrepareArgs, ReportArgs,
+    RunArgs,
     RunTaskArgs, SingleRunArgs, SlurmArgs, StatusArgs,
 };
 use anyhow::Context;
@@ -48,6 +49,7 @@ pub fn dispatch(cli: Cli, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
         Command::RunTask(a) => run_task(a, &g, out),
         Command::Slurm(a) => slurm(a, &g, out),
         Command::Certify(a) => single_run(a, true, &g, out),
+        Command::Attack(a) => attack(a, &g, out),
         Command::Methods(a) => methods(a, out),
         Command::Bench(a) => bench(a, out),
         Command::Recommend(a) => done(lipctl::recommend::run(&a, &g.artifacts, out)),
@@ -320,6 +322,18 @@ fn single_run(a: SingleRunArgs, certify: bool, g: &Globals, out: &mut dyn Write)
     let progress = Progress::for_stderr();
     let store = g.store(&progress)?;
     Ok(exit_code(lipctl::pipeline::single(pipeline, g.data(None), certify, &store, &progress, out)?))
+}
+
+/// `lipctl attack`: the run's (or `--model`'s) model attacked; exit 1 when a certified point
+/// was flipped.
+fn attack(a: AttackArgs, g: &Globals, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+    let radii = if a.radii.is_empty() { lipctl::eval::RADII.to_vec() } else { a.radii.clone() };
+    let opts = lipctl::attack::AttackOptions { steps: a.steps, restarts: a.restarts, targets: a.targets, samples: a.samples, ..Default::default() };
+    let pipeline = a.run.pipeline()?;
+    let progress = Progress::for_stderr();
+    let store = g.store(&progress)?;
+    let sound = lipctl::pipeline::attack(pipeline, g.data(None), a.model.as_deref(), &radii, &opts, &store, &progress, out)?;
+    Ok(exit_code(sound))
 }
 
 impl SingleRunArgs {

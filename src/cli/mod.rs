@@ -55,6 +55,10 @@ pub enum Command {
     Slurm(SlurmArgs),
     /// Certify a trained model: accuracy, CRA at 36/72/108/255 of 255 and the Lipschitz audit.
     Certify(SingleRunArgs),
+    /// Attack a trained model (L2 PGD with restarts and a targeted margin attack): empirical
+    /// robust accuracy per radius, and whether any certified point is flipped inside its
+    /// certified radius (exit 1 if so).
+    Attack(AttackArgs),
     /// List the layer methods with their properties and parameter counts per model size.
     Methods(MethodsArgs),
     /// Time a training step and a cached inference forward of each method's ConvNet.
@@ -69,6 +73,38 @@ pub enum Command {
     Aggregate(AggregateArgs),
     /// Aggregate, then render the HTML + Markdown report (a static folder).
     Report(ReportArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct AttackArgs {
+    /// The run whose model to attack (the flags `lipctl train` was given).
+    #[command(flatten)]
+    pub run: SingleRunArgs,
+
+    /// Attack this model file (a lipctl checkpoint of the run's method and size) instead of the
+    /// run's trained model in the store.
+    #[arg(long, value_name = "FILE")]
+    pub model: Option<PathBuf>,
+
+    /// L2 radius in [0, 1] pixel units (repeatable; default: 36/255, 72/255, 108/255 and 1).
+    #[arg(long = "radius", value_name = "EPS", value_parser = rule(lipctl::config::positive_f64))]
+    pub radii: Vec<f64>,
+
+    /// Gradient steps per attack run.
+    #[arg(long, default_value_t = 10, value_parser = rule(lipctl::config::positive_u32))]
+    pub steps: u32,
+
+    /// Untargeted PGD runs from random starts.
+    #[arg(long, default_value_t = 1)]
+    pub restarts: u32,
+
+    /// Runner-up classes attacked by the targeted margin attack.
+    #[arg(long, default_value_t = 1)]
+    pub targets: u32,
+
+    /// Attack only the first N test points.
+    #[arg(long, value_name = "N", value_parser = rule(lipctl::config::positive_u32))]
+    pub samples: Option<u32>,
 }
 
 #[derive(clap::Args, Debug)]

@@ -36,6 +36,22 @@ pub fn is_certified(correct: bool, margin: f64, eps: f64, lipschitz: f64) -> boo
     correct && margin > std::f64::consts::SQRT_2 * eps * lipschitz
 }
 
+/// The pairwise head margin of each sample (0 when wrong): `min_{j≠y} (z_y − z_j) / d[y, j]`,
+/// with `d [K, K]` the distances `‖w_y − w_j‖₂` between the rows of a linear head (any device,
+/// f64). With logits `W·φ(x) + b` and φ `L_φ`-Lipschitz, a correct point whose pairwise margin
+/// exceeds `ε·L_φ` keeps its label within radius ε: `z_y − z_j` is `L_φ·‖w_y − w_j‖`-Lipschitz.
+/// `logits [B, K]`, `labels [B]` int64; returns `[B]` f64.
+pub fn pairwise_margin(logits: &Tensor, labels: &Tensor, distances: &Tensor) -> anyhow::Result<Tensor> {
+    let z = logits.f_to_kind(Kind::Double)?;
+    let y = labels.f_unsqueeze(1)?;
+    let gap = z.f_gather(1, &y, false)?.f_sub(&z)?;
+    let d = distances.f_to_device(z.device())?.f_index_select(0, labels)?.f_clamp_min(1e-300)?;
+    let ratio = gap.f_div(&d)?.f_scatter_value(1, &y, f64::INFINITY)?;
+    let correct = logits.f_argmax(-1, false)?.f_eq_tensor(labels)?;
+    let best = ratio.f_amin([1i64].as_slice(), false)?;
+    Ok(best.f_where_self(&correct, &Tensor::f_zeros_like(&best)?)?)
+}
+
 /// Fraction of points certified at `eps`.
 pub fn cra(correct: &[bool], margins: &[f64], eps: f64, lipschitz: f64) -> f64 {
     if correct.is_empty() {
@@ -54,6 +70,8 @@ pub struct Evaluation {
     pub predictions: Vec<i64>,
     pub correct: Vec<bool>,
     pub margins: Vec<f64>,
+    /// [`pairwise_margin`] per sample, when the caller gave head distances (else empty).
+    pub pairwise_margins: Vec<f64>,
 }
 
 impl Evaluation {
@@ -73,13 +91,27 @@ pub fn evaluate(
     batch_size: i64,
     model_device: Device,
 ) -> anyhow::Result<Evaluation> {
+    evaluate_with_head(model, images, labels, channel_mean, batch_size, model_device, None)
+}
+
+/// [`evaluate`], plus the [`pairwise_margin`]s for the head row distances `distances [K, K]`
+/// when given.
+pub fn evaluate_with_head(
+    model: &dyn nn::Module,
+    images: &Tensor,
+    labels: &Tensor,
+    channel_mean: [f64; 3],
+    batch_size: i64,
+    model_device: Device,
+    distances: Option<&Tensor>,
+) -> anyhow::Result<Evaluation> {
     anyhow::ensure!(batch_size > 0, "batch size must be positive, got {batch_size}");
     let _fp32 = crate::precision::Fp32Guard::new()?;
     let _guard = tch::no_grad_guard();
     let n = images.size().first().copied().context("images must be [N, 3, H, W]")?;
     anyhow::ensure!(labels.size() == [n], "{} labels for {n} images", labels.numel());
     let centering = Centering::new(channel_mean, model_device)?;
-    let (mut losses, mut preds, mut corrects, mut margins) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut losses, mut preds, mut corrects, mut margins, mut pairwise) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut start = 0;
     while start < n {
         let len = batch_size.min(n - start);
@@ -88,6 +120,9 @@ pub fn evaluate(
         let logits = model.forward(&centering.apply(&x)?);
         losses.push(loss::lipschitz_loss(&logits, &y)?.f_to_kind(Kind::Double)?);
         let (c, m) = correct_and_margin(&logits, &y)?;
+        if let Some(d) = distances {
+            pairwise.push(pairwise_margin(&logits, &y, d)?);
+        }
         preds.push(logits.f_argmax(-1, false)?);
         corrects.push(c);
         margins.push(m);
@@ -103,6 +138,11 @@ pub fn evaluate(
         predictions: Vec::<i64>::try_from(Tensor::f_cat(&preds, 0)?.f_to_device(Device::Cpu)?)?,
         correct: Vec::<bool>::try_from(Tensor::f_cat(&corrects, 0)?.f_to_device(Device::Cpu)?)?,
         margins: Vec::<f64>::try_from(Tensor::f_cat(&margins, 0)?.f_to_device(Device::Cpu)?)?,
+        pairwise_margins: if pairwise.is_empty() {
+            Vec::new()
+        } else {
+            Vec::<f64>::try_from(Tensor::f_cat(&pairwise, 0)?.f_to_device(Device::Cpu)?)?
+        },
     })
 }
 
@@ -117,6 +157,11 @@ impl Centering {
     pub fn new(channel_mean: [f64; 3], device: tch::Device) -> anyhow::Result<Self> {
         let mean = Tensor::from_slice(&channel_mean).f_to_kind(Kind::Float)?.f_to_device(device)?.f_view([1, 3, 1, 1])?;
         Ok(Centering { mean })
+    }
+
+    /// The channel means `[1, 3, 1, 1]` (float32, on the device) that [`Centering::apply`] subtracts.
+    pub fn mean(&self) -> &Tensor {
+        &self.mean
     }
 
     /// Float32 centred batch from uint8 images `[B, 3, H, W]` (on the mean's device).

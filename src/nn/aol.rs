@@ -74,6 +74,11 @@ impl LipLayer for AolConv {
         let bias = self.bias.detach();
         Box::new(FrozenFn(move |x: &Tensor| conv2d_circular(x, &weight, Some(&bias))))
     }
+
+    /// A circular convolution (or a dense matrix on 1×1 maps) plus a bias.
+    fn structure(&self) -> super::Structure {
+        super::Structure::CircularLinear
+    }
 }
 
 #[cfg(test)]

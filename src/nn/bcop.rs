@@ -168,6 +168,11 @@ impl LipLayer for BcopConv {
         let bias = self.bias.detach();
         Box::new(FrozenFn(move |x: &Tensor| conv2d_circular(x, &weight, Some(&bias))))
     }
+
+    /// A circular convolution (or a dense matrix on 1×1 maps) plus a bias.
+    fn structure(&self) -> super::Structure {
+        super::Structure::CircularLinear
+    }
 }
 
 /// The Björck-orthonormalised linear layer of the BCOP networks (§2.3 `BjorckLinear`), on
@@ -208,6 +213,11 @@ impl LipLayer for BjorckLinear {
         let weight = self.orthogonal_weight(false);
         let bias = self.bias.detach();
         Box::new(FrozenFn(move |x: &Tensor| linear_on_maps(x, &weight, &bias)))
+    }
+
+    /// A circular convolution (or a dense matrix on 1×1 maps) plus a bias.
+    fn structure(&self) -> super::Structure {
+        super::Structure::CircularLinear
     }
 }
 

@@ -106,6 +106,11 @@ impl LipLayer for CayleyConv {
         let (op, bias) = tch::no_grad(|| (self.operator(self.spatial), self.bias.detach()));
         Box::new(FrozenFn(move |x: &Tensor| op.apply(x, &bias)))
     }
+
+    /// An orthogonal circular convolution applied per frequency (a dense matrix for the head), plus a bias.
+    fn structure(&self) -> super::Structure {
+        super::Structure::CircularLinear
+    }
 }
 
 /// `CayleyLinear` (reference-protocol §2.5) on `[B, in, 1, 1]` inputs.
@@ -150,6 +155,11 @@ impl LipLayer for CayleyLinear {
     fn freeze(&self) -> Box<dyn nn::Module> {
         let (q, bias) = tch::no_grad(|| (self.orthogonal_matrix(), self.bias.detach()));
         Box::new(FrozenFn(move |x: &Tensor| linear_on_maps(x, &q, &bias)))
+    }
+
+    /// An orthogonal circular convolution applied per frequency (a dense matrix for the head), plus a bias.
+    fn structure(&self) -> super::Structure {
+        super::Structure::CircularLinear
     }
 }
 

@@ -120,6 +120,15 @@ impl LipLayer for CplConv {
         let (kernel, bias) = (self.kernel.detach(), self.bias.detach());
         Box::new(FrozenFn(move |x: &Tensor| Self::residual(x, &kernel, &bias, &r)))
     }
+
+    /// `x − r·Kᵀ relu(Kx + b)`: with `G = √r·K` the Jacobian is `I − Gᵀ D G`, `D` the ReLU's
+    /// 0/1 diagonal; the same `r` as [`LipLayer::freeze`] (100 steps from the stored `u`).
+    fn structure(&self) -> super::Structure {
+        let _guard = tch::no_grad_guard();
+        let (u, v) = self.power_steps(EVAL_POWER_ITERS, EVAL_POWER_EPS);
+        let r = self.rescaling(&u, &v);
+        super::Structure::ZeroPadResidual { kernel: self.kernel.detach() * r.sqrt() }
+    }
 }
 
 #[cfg(test)]

@@ -145,6 +145,14 @@ impl LipLayer for Lot {
         let (op, bias) = tch::no_grad(|| (self.operator(self.spatial, EVAL_ITERS), self.bias.detach()));
         Box::new(FrozenFn(move |x: &Tensor| op.apply(x, &bias)))
     }
+
+    /// The frozen spectrum on the padded torus (a 1×1 kernel: one real matrix, a circular map).
+    fn structure(&self) -> super::Structure {
+        match tch::no_grad(|| self.operator(self.spatial, EVAL_ITERS)) {
+            SpectralOperator::Spectral { q, pad, .. } => super::Structure::Spectral { q, pad },
+            SpectralOperator::Pointwise(_) => super::Structure::CircularLinear,
+        }
+    }
 }
 
 #[cfg(test)]

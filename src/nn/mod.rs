@@ -57,6 +57,48 @@ pub trait LipLayer: nn::ModuleT {
     /// the caller freezes again, so a stale cache cannot exist (design §5). The frozen module's
     /// forward equals `forward_t(x, false)`.
     fn freeze(&self) -> Box<dyn nn::Module>;
+
+    /// What the Lipschitz audit may assume about the frozen map, so that it can use a sound
+    /// bound instead of a power-iteration estimate (`certify` module doc). The default,
+    /// [`Structure::Opaque`], is always correct; a layer that declares more must make it true of
+    /// the module [`LipLayer::freeze`] returns now (same parameters, same state).
+    fn structure(&self) -> Structure {
+        Structure::Opaque
+    }
+}
+
+/// The form of a frozen layer's map that gives its Lipschitz constant a closed-form bound
+/// ([`LipLayer::structure`]; computed by `certify`). Kernels are `[out, in, k, k]`, odd `k`.
+#[derive(Debug)]
+pub enum Structure {
+    /// No usable form (or non-linear without one): estimate by power iteration.
+    Opaque,
+    /// `x ↦ A x + b` with `A` commuting with circular shifts of the `[C, n, n]` input: a circular
+    /// convolution of any support, or a dense matrix when `n = 1`. Exact: `‖A‖` is the largest
+    /// singular value of the per-frequency matrices of its impulse response.
+    CircularLinear,
+    /// `x ↦ crop(C(pad(x))) + b`: the input zero-padded by `pad` on every side, the circular
+    /// convolution `C` on the padded torus whose per-frequency matrices are `q [F, out, in]`
+    /// (complex; any set of frequencies that holds every singular value, e.g. an `rfft2` half),
+    /// the output cropped back. `‖·‖ ≤ max σ(q)`, with equality when `pad = 0` (LOT).
+    Spectral { q: Tensor, pad: i64 },
+    /// `x ↦ x − Gᵀ ρ(G x + b)` with `G` the zero-padded "same" convolution by `kernel` and `ρ`
+    /// monotone, 1-Lipschitz and elementwise (ReLU; any per-channel scale already folded into
+    /// `kernel`): the Jacobian is `I − Gᵀ D G` with `D` diagonal in `[0, 1]`, so
+    /// `‖J‖ ≤ max(1, ‖G‖² − 1)`, with `‖G‖` bounded by FFT (CPL, SLL).
+    ZeroPadResidual { kernel: Tensor },
+    /// The series `Σ_{t≤terms} Aᵗ/t!` of the zero-padded "same" convolution `A` by a
+    /// skew-symmetric `kernel` (so `A` is a skew-symmetric matrix), between a channel zero-pad
+    /// and a channel truncation: `‖·‖ ≤ 1 + Σ_{t>terms} ‖A‖ᵗ/t!` (SOC).
+    ZeroPadSkewExponential { kernel: Tensor, terms: i64 },
+}
+
+impl Structure {
+    /// Whether the frozen map is affine (`x ↦ A x + b`), so that its matrix can be read from its
+    /// impulse response (the pairwise head certificate needs it).
+    pub fn is_affine(&self) -> bool {
+        matches!(self, Structure::CircularLinear | Structure::Spectral { .. } | Structure::ZeroPadSkewExponential { .. })
+    }
 }
 
 /// A frozen module that is just a closure over precomputed tensors.

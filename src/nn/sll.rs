@@ -80,6 +80,14 @@ impl LipLayer for SllConv {
         let (kernel, bias) = (self.kernel.detach(), self.bias.detach());
         Box::new(FrozenFn(move |x: &Tensor| residual(x, &kernel, &bias, &scaled)))
     }
+
+    /// `x − Kᵀ(r ⊙ relu(Kx + b))`: with `G = diag(√r)·K` (rows of `K` per output channel) the
+    /// Jacobian is `I − Gᵀ D G`, `D` the ReLU's 0/1 diagonal.
+    fn structure(&self) -> super::Structure {
+        let _guard = tch::no_grad_guard();
+        let r = sll_rescaling(&self.kernel, &self.q);
+        super::Structure::ZeroPadResidual { kernel: self.kernel.detach() * r.sqrt().view([-1, 1, 1, 1]) }
+    }
 }
 
 #[cfg(test)]

@@ -222,6 +222,13 @@ impl LipLayer for Soc {
         debug_assert_eq!(l_n.size()[3], self.kernel);
         Box::new(FrozenFn(move |x: &Tensor| exp_conv(x, &l_n, EVAL_TERMS, width, out, &bias)))
     }
+
+    /// The evaluation series ([`EVAL_TERMS`] terms) of the zero-padded convolution by the
+    /// skew-symmetric `L_n` that [`LipLayer::freeze`] caches.
+    fn structure(&self) -> super::Structure {
+        let kernel = tch::no_grad(|| self.normalized_filter(false));
+        super::Structure::ZeroPadSkewExponential { kernel, terms: EVAL_TERMS }
+    }
 }
 
 #[cfg(test)]

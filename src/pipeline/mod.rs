@@ -182,6 +182,57 @@ pub fn single(pipeline: Pipeline, data: DataChoice, certify: bool, store: &Store
     Ok(report.ok())
 }
 
+/// `lipctl attack`: attacks the model of a one-run `pipeline` (its trained model in the store, or
+/// `model` when given) at the `radii` (pixel units) on its test split, and at every certified
+/// point's own certified radius; prints one line per radius and returns whether no certified
+/// point was flipped. Prepares the dataset when missing; writes nothing else.
+#[allow(clippy::too_many_arguments)]
+pub fn attack(
+    pipeline: Pipeline,
+    data: DataChoice,
+    model: Option<&Path>,
+    radii: &[f64],
+    opts: &crate::attack::AttackOptions,
+    store: &Store,
+    progress: &Progress,
+    out: &mut dyn Write,
+) -> anyhow::Result<bool> {
+    let mut loaded = bind(pipeline, Path::new(COMMAND_LINE), data, progress)?;
+    let Some(train) = loaded.plan.tasks.iter().position(|t| t.stage == plan::Stage::Train) else {
+        anyhow::bail!("internal error: the one-run pipeline has no train task");
+    };
+    let model_file = match model {
+        Some(m) => m.to_path_buf(),
+        None => {
+            let t = &loaded.plan.tasks[train];
+            let artifact = store.lookup(t.stage.name(), &t.key)?.with_context(|| {
+                format!("{} is not trained yet: run `lipctl train` with the same flags first, or pass --model FILE", t.label)
+            })?;
+            artifact.path(stages::TRAIN_MODEL)
+        }
+    };
+    anyhow::ensure!(model_file.is_file(), "model file {} does not exist", model_file.display());
+    // Only the dataset: run the plan's prepare task(s), nothing else.
+    let mut prepare_only = loaded.plan.clone();
+    prepare_only.tasks.retain(|t| t.stage == plan::Stage::Prepare);
+    let run_opts = runner::RunOptions { dry_run: false, only: None, force: false, worker: None };
+    runner::run(&prepare_only, store, &mut loaded.stages, &run_opts, progress, &mut std::io::sink())?;
+    let (device, summary) = loaded.stages.attack(store, &loaded.plan, train, &model_file, radii, opts)?;
+    writeln!(out, "attack of {} on {} ({} test points, {} steps, {} restarts, {} targets)", model_file.display(),
+        crate::device::describe(device), summary.samples, opts.steps, opts.restarts, opts.targets)?;
+    writeln!(out, "certified points attacked at their certified radius: {}, flipped: {}", summary.attacked_at_certified_radius, summary.flipped_at_certified_radius)?;
+    writeln!(out, "{:>10} {:>8} {:>8} {:>8}", "radius", "CRA %", "ERA %", "flipped")?;
+    for radius in radii.iter().map(|&r| crate::certify::radius_name(r)) {
+        let Some(row) = summary.per_radius.get(&radius) else { continue };
+        let cra = row.cra.map_or("–".to_string(), |c| format!("{:.1}", c * 100.0));
+        writeln!(out, "{radius:>10} {cra:>8} {:>8.1} {:>8}", row.era * 100.0, row.flipped)?;
+    }
+    if !summary.sound {
+        writeln!(out, "UNSOUND: the attack flipped certified points inside their certified radius")?;
+    }
+    Ok(summary.sound)
+}
+
 /// Which task `lipctl run-task` runs: a plan index, or a position within one stage's wave (a
 /// Slurm array task of a wave's array with its offset already added).
 #[derive(Clone, Copy, Debug)]

@@ -82,7 +82,7 @@ pub enum TaskSpec {
     /// One random-search trial (a training run on the 90 % split, scored on the 10 % split).
     Search(TrainTask),
     Train(TrainTask),
-    Certify { train: usize, audit_iterations: u32 },
+    Certify { train: usize, audit_iterations: u32, attack: crate::attack::AttackOptions },
 }
 
 /// Where a training run's epoch count comes from.
@@ -336,9 +336,9 @@ impl Builder {
                 let budget_label = hours.map(|h| format!(" {h}h")).unwrap_or_default();
                 let label = format!("{name}{budget_label} seed {seed}");
                 let train = self.push(Stage::Train, format!("train {label}"), task.config(), deps, TaskSpec::Train(task));
-                let audit_iterations = p.certify.audit_iterations;
-                let config = json!({ "split": "test", "audit_iterations": audit_iterations });
-                self.push(Stage::Certify, format!("certify {label}"), config, vec![train], TaskSpec::Certify { train, audit_iterations });
+                let (audit_iterations, attack) = (p.certify.audit_iterations, p.certify.attack);
+                let config = json!({ "split": "test", "audit_iterations": audit_iterations, "attack": attack });
+                self.push(Stage::Certify, format!("certify {label}"), config, vec![train], TaskSpec::Certify { train, audit_iterations, attack });
             }
         }
     }

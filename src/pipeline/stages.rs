@@ -2,9 +2,10 @@
 //! (`data::prepare`, `train::train`, `certify`). Each stage writes its files into the store's
 //! temporary folder, so an artifact appears only when complete (docs/artifacts.md).
 
-use super::plan::{Epochs, Hyper, Plan, TaskSpec, TrainTask};
+use super::plan::{Epochs, Hyper, Plan, Task, TaskSpec, TrainTask};
 use crate::budgets::BudgetMode;
 use crate::store::{Artifact, Key, ManifestInfo, Store};
+use crate::attack::AttackOptions;
 use crate::certify::{certify_model_file, AuditOptions, CertifyRecord, CertifyStatus};
 use crate::config::DatasetEntry;
 use crate::data::{Dataset, DatasetKind, PrepareRequest};
@@ -185,7 +186,7 @@ impl StageRunner {
                 })?;
                 Ok(!artifact.cached)
             }
-            TaskSpec::Certify { train, audit_iterations } => {
+            TaskSpec::Certify { train, audit_iterations, attack } => {
                 let train_task = &plan.tasks[*train];
                 let TaskSpec::Train(t) = &train_task.spec else {
                     anyhow::bail!("internal error: certify task {} does not follow a train task", task.label);
@@ -193,15 +194,41 @@ impl StageRunner {
                 let trained = store
                     .lookup(train_task.stage.name(), &train_task.key)?
                     .with_context(|| format!("input `{}` is not done", train_task.label))?;
+                discard_stale_certificate(store, task, &trained)?;
                 let prepare_key = plan.tasks[train_task.deps[0]].key.clone();
                 let data = self.dataset(store, &prepare_key, t.train_per_class, t.test_per_class)?;
                 let spec = net_spec(t, data);
                 let info = manifest_info(task.stage.schema_version(), &task.config, &[train_task.key.clone()], device);
                 let opts = AuditOptions { max_iterations: *audit_iterations as usize, ..AuditOptions::default() };
-                let artifact = store.build(task.stage.name(), &task.key, &info, |tmp| certify_into(&trained, spec, data, device, &opts, tmp))?;
+                let artifact = store.build(task.stage.name(), &task.key, &info, |tmp| certify_into(&trained, spec, data, device, (&opts, attack), tmp))?;
                 Ok(!artifact.cached)
             }
         }
+    }
+
+    /// `lipctl attack` (see [`super::attack`]): certifies `model_file` as train task `train` of
+    /// `plan` would have been certified (its dataset must be prepared), then attacks it. Returns
+    /// the device and the attack summary.
+    pub fn attack(
+        &mut self,
+        store: &Store,
+        plan: &Plan,
+        train: usize,
+        model_file: &Path,
+        radii: &[f64],
+        opts: &AttackOptions,
+    ) -> anyhow::Result<(Device, crate::certify::AttackSummary)> {
+        let TaskSpec::Train(t) = &plan.tasks[train].spec else { anyhow::bail!("internal error: task {train} is not a train task") };
+        let prepare_key = plan.tasks[plan.tasks[train].deps[0]].key.clone();
+        let device = self.device;
+        let data = self.dataset(store, &prepare_key, t.train_per_class, t.test_per_class)?;
+        let spec = net_spec(t, data);
+        let audit = AuditOptions { max_iterations: crate::config::CertifyOptions::default().audit_iterations as usize, ..AuditOptions::default() };
+        let model = crate::certify::load_model(spec, model_file, device, &audit)?;
+        let (images, labels) = (&data.test_images, &data.test_labels);
+        let cert = crate::certify::certify(&model.frozen, images, labels, data.channel_mean, 256, device, model.audit, spec.method.is_lipschitz(), model.head.as_ref())?;
+        let summary = crate::certify::attack_certificate_at(&model.frozen, images, labels, data.channel_mean, &cert, radii, opts, 256, device)?;
+        Ok((device, summary))
     }
 
     /// The prepared dataset of `prepare_key`, reduced to the task's subset, loaded once per run.
@@ -276,8 +303,27 @@ pub fn read_outcome(trained: &Artifact) -> anyhow::Result<TrainRecord> {
     records::read(trained)
 }
 
+/// Provenance: a cached certificate of another model file than the one the train artifact holds
+/// now (the model was rebuilt, e.g. retrained on a non-deterministic device) describes a model
+/// that no longer exists; it is discarded so that the build certifies the current one.
+fn discard_stale_certificate(store: &Store, task: &Task, trained: &Artifact) -> anyhow::Result<()> {
+    let Some(cached) = store.lookup(task.stage.name(), &task.key)? else { return Ok(()) };
+    let model = trained.path(TRAIN_MODEL);
+    let record: CertifyRecord = records::read(&cached)?;
+    let Some(certified) = record.certified.as_ref().and_then(|c| c.model_sha256.clone()) else { return Ok(()) };
+    if !model.exists() {
+        return Ok(());
+    }
+    let current = fsx::checksum_file(&model)?.sha256;
+    if current != certified {
+        let why = format!("certified model {}… but {} is now {}…", &certified[..12], model.display(), &current[..12]);
+        store.discard(task.stage.name(), &task.key, &why)?;
+    }
+    Ok(())
+}
+
 /// Certifies a trained model on the test split; a diverged run yields a certificate that says so.
-fn certify_into(trained: &Artifact, spec: NetSpec, data: &Dataset, device: Device, opts: &AuditOptions, tmp: &Path) -> anyhow::Result<()> {
+fn certify_into(trained: &Artifact, spec: NetSpec, data: &Dataset, device: Device, (audit, attack): (&AuditOptions, &AttackOptions), tmp: &Path) -> anyhow::Result<()> {
     let outcome = read_outcome(trained)?.outcome;
     let not_certified = match outcome.status {
         RunStatus::Completed => None,
@@ -291,8 +337,8 @@ fn certify_into(trained: &Artifact, spec: NetSpec, data: &Dataset, device: Devic
     if let Some(record) = not_certified {
         return records::write(tmp, &record);
     }
-    let started = std::time::Instant::now();
-    let cert = certify_model_file(
+    // Writes certify.json (docs/artifacts.md) beside certificate.json and margins.csv.
+    certify_model_file(
         spec,
         &trained.path(TRAIN_MODEL),
         &data.test_images,
@@ -301,10 +347,10 @@ fn certify_into(trained: &Artifact, spec: NetSpec, data: &Dataset, device: Devic
         256,
         device,
         tmp,
-        opts,
+        audit,
+        Some(attack),
     )?;
-    // The certificate as docs/artifacts.md specifies it, beside certify's own files.
-    records::write(tmp, &CertifyRecord::certified(&cert, started.elapsed().as_secs_f64()))
+    Ok(())
 }
 
 /// The committed artifact of task `index` (its inputs are done when it runs).

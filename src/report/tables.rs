@@ -25,7 +25,7 @@ pub struct Cell {
 }
 
 /// Statuses shown as problems (diverged and out-of-memory runs are shown, never dropped).
-const BAD: [&str; 4] = ["diverged", "oom", "failed", "uncertified"];
+const BAD: [&str; 5] = ["diverged", "oom", "failed", "uncertified", "unsound"];
 
 /// How a float column is printed, chosen by its name: hyper-parameters in scientific notation
 /// with two significant digits, percentages with one decimal (as the paper prints them), memory
@@ -101,15 +101,40 @@ fn cell(column: &str, v: AnyValue) -> Cell {
     Cell { text, md, class }
 }
 
-/// Every row of `df` as text cells; `columns` picks and orders columns (all when empty).
+/// The standard deviation column of `name` in `df` (`<name>_std` or `<name> std`), if any.
+fn std_sibling<'a>(df: &'a DataFrame, name: &str) -> Option<&'a Column> {
+    df.column(&format!("{name}_std")).ok().or_else(|| df.column(&format!("{name} std")).ok())
+}
+
+/// Whether `name` is the standard deviation of another column of `names`.
+fn is_std_of_another(name: &str, names: &[&str]) -> bool {
+    let base = name.strip_suffix("_std").or_else(|| name.strip_suffix(" std"));
+    base.is_some_and(|b| names.contains(&b))
+}
+
+/// Every row of `df` as text cells; `columns` picks and orders columns (all when empty). A
+/// column with a standard deviation beside it (`<c>_std` or `<c> std`, over seeds) is shown as
+/// `mean ± std` where the deviation exists (several runs), and the deviation column is not shown
+/// on its own.
 pub fn from_frame(df: &DataFrame, id: &str, title: &str, caption: &str, columns: &[&str]) -> Result<Table> {
-    let df = if columns.is_empty() { df.clone() } else { df.select(columns.iter().copied())? };
-    let cols = df.get_columns();
+    let all: Vec<&str> = df.get_column_names().into_iter().map(|n| n.as_str()).collect();
+    let picked: Vec<&str> = if columns.is_empty() { all.clone() } else { columns.to_vec() };
+    let shown: Vec<&str> = picked.iter().copied().filter(|c| !is_std_of_another(c, &all)).collect();
+    let selected = df.select(shown.iter().copied())?;
+    let cols = selected.get_columns();
     let mut rows = Vec::with_capacity(df.height());
     for r in 0..df.height() {
         let mut row = Vec::with_capacity(cols.len());
         for c in cols {
-            row.push(cell(c.name().as_str(), c.get(r)?));
+            let name = c.name().as_str();
+            let mut cell = cell(name, c.get(r)?);
+            if let Some(AnyValue::Float64(sd)) = std_sibling(df, name).map(|s| s.get(r)).transpose()? {
+                if cell.class == "num" && sd.is_finite() {
+                    cell.text = format!("{} ± {}", cell.text, format_float(name, sd));
+                    cell.md = cell.text.clone();
+                }
+            }
+            row.push(cell);
         }
         rows.push(row);
     }
@@ -144,6 +169,16 @@ mod tests {
         assert_eq!(pretty("cra_36"), "cra 36 %");
         assert_eq!(pretty("eval_cra_36_pct"), "eval cra 36 %");
         assert_eq!(pretty("train_peak_bytes"), "train peak bytes");
+    }
+
+    #[test]
+    fn a_column_with_a_deviation_beside_it_shows_mean_plus_minus_std() {
+        let df = df!("method" => ["AOL", "SOC"], "cra_36" => [40.04, 30.0], "cra_36_std" => [Some(1.26), None]).unwrap();
+        let t = from_frame(&df, "t", "t", "", &[]).unwrap();
+        assert_eq!(t.columns, vec!["method", "cra 36 %"]);
+        assert_eq!(t.rows[0][1].text, "40.0 ± 1.3");
+        // One run: no deviation, the mean alone.
+        assert_eq!(t.rows[1][1].text, "30.0");
     }
 
     #[test]
