@@ -145,6 +145,34 @@ pub struct ImportArgs {
     /// Side of the square input images, without --dataset.
     #[arg(long, default_value_t = 32, value_parser = rule(lipctl::config::positive_u32))]
     pub input_side: u32,
+
+    /// Also certify the imported model as a pipeline's certify task does (accuracy, CRA at every
+    /// radius by both certificates, the audited L, the attack check) on the test split of
+    /// --certify-on, into a `certify` artifact that `aggregate` and `report` show.
+    #[arg(long)]
+    pub certify: bool,
+
+    /// Test data to certify on: cifar10, cifar100, tinyimagenet, imagefolder, npz or synthetic
+    /// (default: --dataset). Its classes and image side must be the network's.
+    #[arg(long, value_enum, ignore_case = true, hide_possible_values = true, requires = "certify")]
+    pub certify_on: Option<lipctl::data::DatasetKind>,
+
+    /// Folder or archive of that dataset (see `lipctl prepare --help`; default: the official
+    /// archive in data/, downloaded unless --offline).
+    #[arg(long, value_name = "PATH", requires = "certify")]
+    pub source: Option<PathBuf>,
+
+    /// Certify only the first N test images per class.
+    #[arg(long, value_name = "N", value_parser = rule(lipctl::config::positive_u32), requires = "certify")]
+    pub test_per_class: Option<u32>,
+
+    /// Attack only the first N test points (default: all of them).
+    #[arg(long, value_name = "N", value_parser = rule(lipctl::config::positive_u32), requires = "certify")]
+    pub attack_samples: Option<u32>,
+
+    /// Device of the certification: auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto", requires = "certify")]
+    pub device: lipctl::device::DeviceChoice,
 }
 
 #[derive(clap::Args, Debug)]
