@@ -9,6 +9,11 @@
 //! ([`crate::pytorch`], never unpickled with code execution) and mapped by
 //! [`crate::nn::authors`]; every check runs before the store is touched, so a bad file leaves
 //! nothing behind.
+//!
+//! An imported model is certified like a trained one by `lipctl import … --certify`
+//! (`pipeline::certify_imported`: a `certify` artifact with inputs `[import key, prepare key]`),
+//! shown by `aggregate` and `report` (rows with `stage` "imported" and the table "The authors'
+//! models, certified by lipctl"), and attacked by `lipctl attack --model <artifact>/model.safetensors`.
 
 use crate::fsx;
 use crate::nn::{authors, checkpoint, ConvNet, Method, ModelSize, NetSpec};
