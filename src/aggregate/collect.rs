@@ -2,13 +2,15 @@
 //! [`Raw`] (the only per-artifact loop; every join is in [`super::tables`]).
 //!
 //! Records are read through their stage's type: `meta.json` ([`Meta`]), `measure.json`
-//! ([`MeasureRecord`]), `train.json` ([`TrainRecord`]) and `certify.json` ([`CertifyRecord`]).
+//! ([`MeasureRecord`]), `train.json` ([`TrainRecord`]), `certify.json` ([`CertifyRecord`]) and
+//! `import.json` ([`ImportRecord`]).
 //! Run metadata (method, size, dataset, …) comes from each manifest's key config, read through the
 //! views `RunConfig` (train, search and measure keys) and `BudgetConfig`.
 
 use super::{committed, AggregateProvenance, DatasetProvenance, Scope, RADII};
 use crate::certify::CertifyRecord;
 use crate::data::Meta;
+use crate::imported::ImportRecord;
 use crate::measure::MeasureRecord;
 use crate::precision::PrecisionRecord;
 use crate::records;
@@ -22,8 +24,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// The raw per-artifact frames, before any join.
 pub struct Raw {
-    /// One row per train artifact (config, train.json, certify.json).
+    /// One row per train artifact (config, train.json, certify.json); `stage` "train".
     pub runs: DataFrame,
+    /// One row per certificate of an imported model (one `uncertified` row for an imported model
+    /// without one): the columns of `runs` (`stage` "imported"), then `source_file`,
+    /// `source_sha256` (of the authors' file), `test_data` (the prepared dataset certified on),
+    /// `samples` (test points certified) and `certify_key`.
+    pub imported: DataFrame,
     /// One row per measure artifact.
     pub measures: DataFrame,
     /// Every epochs.csv, long.
@@ -51,13 +58,18 @@ pub fn collect(store: &Store, scope: &Scope) -> Result<Raw> {
     }
     let mut devices = BTreeSet::new();
     let mut precisions = BTreeSet::new();
-    // Certify artifacts by the train key they certify (their first input).
+    // Certify artifacts by the train key they certify (their first input); those of imported
+    // models (config `imported: true`, first input the import key) apart, every one kept.
     let mut certs: BTreeMap<String, CertifyRecord> = BTreeMap::new();
+    let mut imported_certs: BTreeMap<String, Vec<Artifact>> = BTreeMap::new();
     for art in committed("certify")? {
-        let Some(train_key) = art.manifest.inputs.first() else { continue };
-        let cert: CertifyRecord = records::read(&art)?;
+        let Some(first) = art.manifest.inputs.first().map(|k| k.as_str().to_string()) else { continue };
         inputs.insert(art.key.clone());
-        certs.insert(train_key.as_str().to_string(), cert);
+        if art.manifest.config.get("imported") == Some(&Value::Bool(true)) {
+            imported_certs.entry(first).or_default().push(art);
+        } else {
+            certs.insert(first, records::read(&art)?);
+        }
     }
     let mut runs = RunCols::default();
     let mut curves = Curves::default();
@@ -66,6 +78,12 @@ pub fn collect(store: &Store, scope: &Scope) -> Result<Raw> {
         let cert = certs.get(art.key.as_str());
         runs.push(&art, cert, &datasets, &mut devices, &mut precisions)?;
         curves.read(&art)?;
+    }
+    let mut imported = ImportedCols::default();
+    for art in committed(crate::imported::STAGE)? {
+        inputs.insert(art.key.clone());
+        let certified = imported_certs.get(art.key.as_str()).map(Vec::as_slice).unwrap_or_default();
+        imported.push(&art, certified, &datasets, &mut devices, &mut precisions)?;
     }
     let mut measures = MeasureCols::default();
     for art in committed("measure")? {
@@ -82,6 +100,7 @@ pub fn collect(store: &Store, scope: &Scope) -> Result<Raw> {
     };
     Ok(Raw {
         runs: runs.frame()?,
+        imported: imported.frame()?,
         measures: measures.frame()?,
         curves: curves.frame()?,
         datasets: datasets_frame,
@@ -168,6 +187,7 @@ fn serde_word<T: Serialize>(value: &T) -> Option<String> {
 #[derive(Default)]
 struct Datasets {
     side_by_key: BTreeMap<String, i64>,
+    name_by_key: BTreeMap<String, String>,
     side_by_name: BTreeMap<String, i64>,
     name: Vec<String>,
     side: Vec<i64>,
@@ -185,6 +205,7 @@ impl Datasets {
             inputs.insert(art.key.clone());
             let side = meta.image_side as i64;
             d.side_by_key.insert(art.key.as_str().to_string(), side);
+            d.name_by_key.insert(art.key.as_str().to_string(), meta.name.clone());
             d.side_by_name.insert(meta.name.clone(), side);
             d.name.push(meta.name.clone());
             d.side.push(side);
@@ -252,9 +273,10 @@ fn certificate_word(c: &crate::certify::Certified) -> &'static str {
     }
 }
 
-/// The columns of `runs`, one row per train artifact.
+/// The columns of `runs`, one row per train artifact (and of `imported`, see [`ImportedCols`]).
 #[derive(Default)]
 struct RunCols {
+    stage: Vec<String>,
     key: Vec<String>,
     dataset: Vec<Option<String>>,
     method: Vec<Option<String>>,
@@ -304,6 +326,7 @@ impl RunCols {
             devices.insert(d.clone());
         }
         self.device.push(art.manifest.device.clone());
+        self.stage.push("train".into());
         self.key.push(art.key.as_str().to_string());
         self.input_side.push(datasets.input_side(art, trained.map(|t| t.input_side), &cfg));
         self.status.push(run_status(&record, cert));
@@ -356,7 +379,7 @@ impl RunCols {
         let [p36, p72, p108, p255] = self.cra_pairwise;
         let [e36, e72, e108, e255] = self.era;
         Ok(df!(
-            "key" => self.key, "dataset" => self.dataset, "method" => self.method, "size" => self.size,
+            "stage" => self.stage, "key" => self.key, "dataset" => self.dataset, "method" => self.method, "size" => self.size,
             "kernel" => self.kernel, "classes" => self.classes, "input_side" => self.input_side,
             "batch_size" => self.batch_size, "budget_hours" => self.budget_hours, "epochs" => self.epochs,
             "lr" => self.lr, "wd" => self.wd, "seed" => self.seed, "attempts" => self.attempts,
@@ -369,6 +392,91 @@ impl RunCols {
             "train_seconds_per_epoch" => self.train_spe, "device" => self.device,
             "precision" => self.precision
         )?)
+    }
+}
+
+/// The rows of imported models ([`Raw::imported`]).
+#[derive(Default)]
+struct ImportedCols {
+    runs: RunCols,
+    source_file: Vec<String>,
+    source_sha256: Vec<String>,
+    test_data: Vec<Option<String>>,
+    samples: Vec<Option<i64>>,
+    certify_key: Vec<Option<String>>,
+}
+
+impl ImportedCols {
+    /// Adds one row per artifact of `certified` (the certify artifacts of import artifact `art`),
+    /// or one `uncertified` row when there is none; devices and precisions go into the provenance.
+    fn push(
+        &mut self,
+        art: &Artifact,
+        certified: &[Artifact],
+        datasets: &Datasets,
+        devices: &mut BTreeSet<String>,
+        precisions: &mut BTreeSet<String>,
+    ) -> Result<()> {
+        let record: ImportRecord = records::read(art)?;
+        let certs: Vec<Option<&Artifact>> = if certified.is_empty() { vec![None] } else { certified.iter().map(Some).collect() };
+        for cert in certs {
+            let cert_record: Option<CertifyRecord> = cert.map(records::read).transpose()?;
+            self.push_model(art, &record, cert_record.as_ref(), cert.and_then(|c| c.manifest.device.clone()), devices, precisions);
+            self.source_file.push(record.source_file.clone());
+            self.source_sha256.push(record.source_sha256.clone());
+            // The certify artifact's second input is its prepared dataset.
+            let prepared = cert.and_then(|c| c.manifest.inputs.get(1));
+            self.test_data.push(prepared.and_then(|k| datasets.name_by_key.get(k.as_str()).cloned()));
+            self.samples.push(cert_record.as_ref().and_then(|c| c.certified.as_ref()).map(|c| c.n as i64));
+            self.certify_key.push(cert.map(|c| c.key.as_str().to_string()));
+        }
+        Ok(())
+    }
+
+    /// The `runs` columns of an imported model: its network, no training, its certificate.
+    fn push_model(
+        &mut self,
+        art: &Artifact,
+        record: &ImportRecord,
+        cert: Option<&CertifyRecord>,
+        device: Option<String>,
+        devices: &mut BTreeSet<String>,
+        precisions: &mut BTreeSet<String>,
+    ) {
+        let (r, net) = (&mut self.runs, record.net);
+        r.stage.push("imported".into());
+        r.key.push(art.key.as_str().to_string());
+        r.dataset.push(record.dataset.clone());
+        r.method.push(Some(net.method.name().to_string()));
+        r.size.push(Some(net.size.name().to_string()));
+        r.kernel.push(Some(net.kernel));
+        r.classes.push(Some(net.classes));
+        r.input_side.push(Some(net.input_side));
+        for column in [&mut r.batch_size, &mut r.epochs, &mut r.seed, &mut r.attempts] {
+            column.push(None);
+        }
+        for column in [&mut r.budget_hours, &mut r.lr, &mut r.wd, &mut r.train_spe] {
+            column.push(None);
+        }
+        r.status.push(cert.map_or_else(|| "uncertified".to_string(), |c| c.status.word().to_string()));
+        r.reason.push(cert.and_then(|c| c.reason.clone()));
+        r.push_certificate(cert);
+        let precision = cert.and_then(|c| c.certified.as_ref()?.precision.as_ref());
+        r.precision.push(precision.map(|p| precision_words("certify", p, precisions)));
+        devices.extend(device.clone());
+        r.device.push(device);
+    }
+
+    fn frame(self) -> Result<DataFrame> {
+        let mut df = self.runs.frame()?;
+        df.hstack_mut(&[
+            Column::new("source_file".into(), self.source_file),
+            Column::new("source_sha256".into(), self.source_sha256),
+            Column::new("test_data".into(), self.test_data),
+            Column::new("samples".into(), self.samples),
+            Column::new("certify_key".into(), self.certify_key),
+        ])?;
+        Ok(df)
     }
 }
 

@@ -4,8 +4,9 @@
 //! # What is read
 //!
 //! Every committed, checksum-verified artifact of the stages `prepare`, `measure`, `budget`,
-//! `train` and `certify` ([`Store::lookup`]; a damaged one is reported and skipped). A `certify`
-//! artifact belongs to the `train` key that is its first input. A train run is joined to the
+//! `train`, `certify` and `import` ([`Store::lookup`]; a damaged one is reported and skipped). A
+//! `certify` artifact belongs to the `train` (or, with `imported: true` in its config, `import`)
+//! key that is its first input. A train run is joined to the
 //! `measure` artifact of the same (method, size, kernel, classes, input side, batch size); when
 //! several device kinds measured it, the most recently committed measure wins. A run's input side
 //! comes from its config (`input_side`) when present, else from the `meta.json` of a `prepare`
@@ -16,9 +17,10 @@
 //! The key hashes the sorted keys of every artifact read plus a checksum of the paper's CSVs, so
 //! a new run or a changed reference file makes a new aggregate and nothing else does.
 //! Each table is written as `<name>.parquet` and `<name>.csv`:
-//! * `results`: one row per train run and one per measurement that no run used (for example an
+//! * `results`: one row per train run, one per measurement that no run used (for example an
 //!   out-of-memory model; its `dataset` is each prepared dataset of the measured input side and
-//!   class count), columns [`RESULT_COLUMNS`]. The names and units of `accuracy`, `cra_*` (%),
+//!   class count) and one per certificate of an imported model (`stage` train, measure or
+//!   imported), columns [`RESULT_COLUMNS`]. The names and units of `accuracy`, `cra_*` (%),
 //!   `seconds_per_epoch`, `train_peak_bytes`, `infer_ms_per_batch`, `status`, `device` are the
 //!   measured-results schema `lipctl recommend` reads (src/recommend/knowledge.rs). `status` is `ok`, `diverged`,
 //!   `uncertified` (trained, no certify artifact yet), `oom` or `failed`. `seed` is the seed that
@@ -36,6 +38,13 @@
 //!   epoch (a CIFAR epoch of 50 000 images for 32×32 inputs, a Tiny ImageNet epoch of 100 000
 //!   for 64×64, at the measured batch size), peak memory for training (GB = 10⁹ B) and inference
 //!   (MB = 10⁶ B), parameters; out-of-memory rows keep `status = oom`.
+//! * `imported`: the authors' models imported with `lipctl import` ([`crate::imported`]), one row
+//!   per certificate (`lipctl import --certify`; a certify artifact whose config says
+//!   `imported: true` and whose inputs are the import and the prepared test data): accuracy, CRA
+//!   by both certificates and ERA at every radius, attack flips, the audited L, the test data and
+//!   how many points, beside the paper's numbers at 24 h (`paper_*`; [`imported_table`]). The same
+//!   rows are in `results` with `stage = imported`; they are in no other table (no training run,
+//!   no budget, no seed).
 //! * `vs_paper`: ours beside the paper's number (`data/paper/`) wherever both exist, with
 //!   `diff = ours − paper` and `ratio = ours / paper`.
 //! * `radar`: the six Figure 1 scores computed from our data by [`radar_scores`].
@@ -63,7 +72,7 @@ mod tests;
 
 pub use collect::{collect, Raw};
 pub use radar::{radar_scores, COST_SCORE_BINS};
-pub use tables::{budgets_table, derive, settings_table, table2, vs_paper, Paper};
+pub use tables::{budgets_table, derive, imported_table, settings_table, table2, vs_paper, Paper, IMPORTED_COLUMNS};
 
 use crate::records::{self, KeyOrder, Record};
 use crate::store::{Artifact, Key, ManifestInfo, Store};
@@ -78,9 +87,9 @@ use std::path::{Path, PathBuf};
 /// Stage name in the store.
 pub const STAGE: &str = "aggregate";
 /// Bump when a table's columns or meaning change.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 /// The tables written, in the order the report shows them.
-pub const TABLES: [&str; 8] = ["results", "settings", "table2", "budgets", "cost", "vs_paper", "radar", "curves"];
+pub const TABLES: [&str; 9] = ["results", "imported", "settings", "table2", "budgets", "cost", "vs_paper", "radar", "curves"];
 /// Columns of `results`, in order.
 pub const RESULT_COLUMNS: [&str; 45] = [
     "key",
@@ -178,6 +187,7 @@ impl Record for AggregateProvenance {
 /// The aggregate's tables, in memory.
 pub struct Tables {
     pub results: DataFrame,
+    pub imported: DataFrame,
     pub settings: DataFrame,
     pub table2: DataFrame,
     pub budgets: DataFrame,
@@ -193,6 +203,7 @@ impl Tables {
     pub fn get(&self, name: &str) -> Option<&DataFrame> {
         Some(match name {
             "results" => &self.results,
+            "imported" => &self.imported,
             "settings" => &self.settings,
             "table2" => &self.table2,
             "budgets" => &self.budgets,
@@ -214,6 +225,7 @@ impl Tables {
         let provenance: AggregateProvenance = records::read_file(&dir.join(AggregateProvenance::FILE))?;
         Ok(Tables {
             results: read("results")?,
+            imported: read("imported")?,
             settings: read("settings")?,
             table2: read("table2")?,
             budgets: read("budgets")?,

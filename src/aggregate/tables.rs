@@ -25,6 +25,9 @@ pub struct Paper {
     pub infer_memory: DataFrame,
     /// Figure 1: method and the six scores.
     pub radar: DataFrame,
+    /// cra_all_radii_cifar10_24h.csv (the authors' CIFAR-10 24 h run logs): dataset (`cifar10`),
+    /// method, size, kernel, paper_cra_72, paper_cra_108, paper_cra_255.
+    pub all_radii: DataFrame,
     /// SHA-256 over the files read (part of the aggregate key).
     pub checksum: String,
 }
@@ -77,8 +80,20 @@ impl Paper {
             .select([col("method"), col("size"), col("infer_memory_mb").cast(DataType::Float64)])
             .collect()?;
         let radar = read("radar_scores.csv")?;
+        let all_radii = read("cra_all_radii_cifar10_24h.csv")?
+            .lazy()
+            .select([
+                lit("cifar10").alias("dataset"),
+                col("method"),
+                col("size"),
+                col("kernel").cast(DataType::Int64),
+                col("cra_72").cast(DataType::Float64).alias("paper_cra_72"),
+                col("cra_108").cast(DataType::Float64).alias("paper_cra_108"),
+                col("cra_255").cast(DataType::Float64).alias("paper_cra_255"),
+            ])
+            .collect()?;
         let checksum = hex::encode(hasher.finalize());
-        Ok(Paper { results, time, train_memory, infer_memory, radar, checksum })
+        Ok(Paper { results, time, train_memory, infer_memory, radar, all_radii, checksum })
     }
 }
 
@@ -132,8 +147,10 @@ pub fn derive(raw: Raw, paper: &Paper) -> Result<Tables> {
     let cost = cost_table(measures)?;
     let vs_paper = vs_paper(&settings, &cost, paper)?;
     let radar = super::radar::radar_with_paper(&settings, &cost, paper)?;
+    let imported = imported_table(&raw.imported, paper)?;
     Ok(Tables {
         results,
+        imported,
         settings,
         table2,
         budgets,
@@ -218,7 +235,6 @@ fn results_table(raw: &Raw, measures: LazyFrame) -> Result<DataFrame> {
     msel.extend(MEASURE_COLUMNS.iter().map(|c| col(*c).alias(format!("m_{c}"))));
     let measure_sel = measures.clone().select(msel);
     let runs = join_left(raw.runs.clone().lazy(), measure_sel.clone(), &JOIN_MEASURE).with_columns([
-        lit("train").alias("stage"),
         when(col("run_reason").is_not_null()).then(col("run_reason")).otherwise(col("m_error")).alias("error"),
         col("m_parameters").alias("parameters"),
         col("m_train_ms_per_batch").alias("train_ms_per_batch"),
@@ -240,6 +256,10 @@ fn results_table(raw: &Raw, measures: LazyFrame) -> Result<DataFrame> {
     let mut results = result_columns(runs, &RESULT_COLUMNS).collect()?;
     let measure_columns: Vec<&str> = RESULT_COLUMNS.into_iter().filter(|c| !RUN_ONLY_COLUMNS.contains(c)).collect();
     results.vstack_mut(&result_columns(unused, &measure_columns).collect()?)?;
+    // Imported models: no training, no measurement.
+    let imported_columns: Vec<&str> = RESULT_COLUMNS.into_iter().filter(|c| *c == "error" || raw.imported.column(c).is_ok()).collect();
+    let imported = raw.imported.clone().lazy().with_columns([col("run_reason").alias("error")]);
+    results.vstack_mut(&result_columns(imported, &imported_columns).collect()?)?;
     Ok(in_paper_order(results.lazy(), &["stage", "dataset", "kernel", "budget_hours"])?
         .sort(["stage"], SortMultipleOptions::default().with_order_descending(true).with_maintain_order(true))
         .collect()?)
@@ -259,6 +279,37 @@ fn result_columns(lf: LazyFrame, have: &[&str]) -> LazyFrame {
             })
             .collect::<Vec<_>>(),
     )
+}
+
+/// The columns of `imported`, in order.
+pub const IMPORTED_COLUMNS: [&str; 35] = [
+    "dataset", "method", "size", "kernel", "source_file", "test_data", "samples", "status", "certificate", "attack_flips",
+    "accuracy", "paper_accuracy", "cra_36", "cra_pw_36", "era_36", "paper_cra_36", "cra_72", "cra_pw_72", "era_72",
+    "paper_cra_72", "cra_108", "cra_pw_108", "era_108", "paper_cra_108", "cra_255", "cra_pw_255", "era_255",
+    "paper_cra_255", "lipschitz_bound", "paper_note", "model_sha256", "source_sha256", "key", "certify_key", "device",
+];
+
+/// `imported`: every certificate of an imported model ([`Raw::imported`]) beside the paper's
+/// published numbers for the same (dataset, method, size, kernel) at the 24 h budget: accuracy
+/// and CRA 36/255 from Tables 9–11 (`results.csv`), CRA 72/255, 108/255 and 1 from the authors'
+/// CIFAR-10 run logs (`cra_all_radii_cifar10_24h.csv`; none for the other datasets). A model
+/// imported without `--dataset` has no paper numbers. Columns [`IMPORTED_COLUMNS`], percent as
+/// in `results`.
+pub fn imported_table(imported: &DataFrame, paper: &Paper) -> Result<DataFrame> {
+    let keys = ["dataset", "method", "size", "kernel"];
+    let at_24h = paper.results.clone().lazy().filter(col("budget_hours").eq(lit(24.0))).select([
+        col("dataset"),
+        col("method"),
+        col("size"),
+        col("kernel"),
+        col("paper_accuracy"),
+        col("paper_cra_36"),
+        col("note").alias("paper_note"),
+    ]);
+    let lf = join_left(imported.clone().lazy(), at_24h, &keys);
+    let lf = join_left(lf, paper.all_radii.clone().lazy(), &keys);
+    let lf = lf.select(IMPORTED_COLUMNS.iter().map(|c| col(*c)).collect::<Vec<_>>());
+    Ok(in_paper_order(lf, &["dataset"])?.collect()?)
 }
 
 /// `cost`: one row per (newest) measurement, in the paper's order.

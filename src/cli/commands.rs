@@ -2,7 +2,8 @@
 //! 1 something the command checked failed; errors are the caller's to map to 2).
 
 use super::{
-    AggregateArgs, AttackArgs, BenchArgs, BudgetsArgs, Cli, Command, DoctorArgs, MeasureArgs, MethodsArgs, PrepareArgs, ReportArgs, RunArgs,
+    AggregateArgs, AttackArgs, BenchArgs, BudgetsArgs, Cli, Command, DoctorArgs, ImportArgs, MeasureArgs, MethodsArgs, PrepareArgs, ReportArgs,
+    RunArgs,
     RunTaskArgs, SingleRunArgs, SlurmArgs, StatusArgs,
 };
 use anyhow::Context;
@@ -52,9 +53,56 @@ pub fn dispatch(cli: Cli, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
         Command::Methods(a) => methods(a, out),
         Command::Bench(a) => bench(a, out),
         Command::Recommend(a) => done(lipctl::recommend::run(&a, &g.artifacts, out)),
+        Command::Import(a) => import(a, &g, out),
         Command::Aggregate(a) => aggregate(a, &g, out),
         Command::Report(a) => report(a, &g, out),
     }
+}
+
+/// `lipctl import --from-pytorch`: maps, checks and publishes; prints the artifact folder and
+/// its `import.json`.
+fn import(a: ImportArgs, g: &Globals, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+    let certify = a.certify.then(|| imported_certify(&a)).transpose()?;
+    let (classes, input_side) = match a.dataset {
+        Some(d) => lipctl::imported::dataset_shape(d),
+        None => (a.classes as i64, a.input_side as i64),
+    };
+    let req = lipctl::imported::ImportRequest {
+        source: a.from_pytorch,
+        method: a.method,
+        size: a.size,
+        input_side,
+        classes,
+        dataset: a.dataset.map(|d| d.name().to_string()),
+    };
+    let progress = Progress::for_stderr();
+    let store = g.store(&progress)?;
+    let art = lipctl::imported::import(&req, &store)?;
+    let record: lipctl::imported::ImportRecord = lipctl::records::read(&art)?;
+    writeln!(out, "{}", art.dir.display())?;
+    print_json(out, &record)?;
+    if let Some(c) = certify {
+        let cert = lipctl::pipeline::certify_imported((&art, &record), &c, g.data(None), &store, &progress)?;
+        writeln!(out, "{}", cert.dir.display())?;
+        writeln!(out, "{}", lipctl::fsx::read_to_string(&cert.path(lipctl::pipeline::stages::CERTIFICATE))?)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `import --certify` certifies on: `--certify-on` (else `--dataset`), `--source`,
+/// `--test-per-class`, `--attack-samples`, `--device`. Error: neither dataset flag is given.
+fn imported_certify(a: &ImportArgs) -> anyhow::Result<lipctl::pipeline::ImportedCertify> {
+    let kind = match (a.certify_on, a.dataset) {
+        (Some(kind), _) => kind,
+        (None, Some(d)) => d.name().parse()?,
+        (None, None) => anyhow::bail!("--certify needs test data: give --certify-on KIND (e.g. synthetic) or --dataset"),
+    };
+    let mut dataset = lipctl::config::DatasetEntry::new(kind);
+    dataset.source = a.source.clone();
+    dataset.test_per_class = a.test_per_class.map(|n| n as usize);
+    let mut options = lipctl::config::CertifyOptions::default();
+    options.attack.samples = a.attack_samples;
+    Ok(lipctl::pipeline::ImportedCertify { dataset, device: a.device, options })
 }
 
 /// Exit 0 when `ok`, else 1.

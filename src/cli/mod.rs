@@ -65,6 +65,9 @@ pub enum Command {
     Bench(BenchArgs),
     /// Which layer and model size fit a memory and time budget (ranked, with reasons).
     Recommend(lipctl::recommend::RecommendArgs),
+    /// Import a state dict saved by the authors' PyTorch code (training runs or torch.hub) as a
+    /// lipctl model artifact, marked imported with the file's SHA-256; prints import.json.
+    Import(ImportArgs),
     /// Gather every run of the store into one table (Parquet + CSV) and derive the paper's
     /// tables from it; prints the aggregate folder.
     Aggregate(AggregateArgs),
@@ -113,6 +116,63 @@ pub struct AggregateArgs {
     /// With --pipeline: the `--data` its run was given (the prepared data's key depends on it).
     #[arg(long, value_name = "PATH", requires = "pipeline")]
     pub data: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ImportArgs {
+    /// The authors' state dict (`model_state_dict.pth` of a training run, or a `torch.hub`
+    /// release file), read with torch.load(weights_only=True) by the project's .venv Python.
+    #[arg(long, value_name = "FILE.pth")]
+    pub from_pytorch: PathBuf,
+
+    /// Method of the network (paper spelling, case-insensitive).
+    #[arg(long)]
+    pub method: lipctl::nn::Method,
+
+    /// Model size (XS, S, M, L).
+    #[arg(long)]
+    pub size: lipctl::nn::ModelSize,
+
+    /// Dataset the model was trained on: sets the classes (10, 100, 200) and the input side
+    /// (32, 32, 64) and labels the model in reports.
+    #[arg(long, conflicts_with_all = ["classes", "input_side"])]
+    pub dataset: Option<lipctl::paper::Dataset>,
+
+    /// Classes of the head, without --dataset.
+    #[arg(long, default_value_t = 10, value_parser = rule(lipctl::config::positive_u32))]
+    pub classes: u32,
+
+    /// Side of the square input images, without --dataset.
+    #[arg(long, default_value_t = 32, value_parser = rule(lipctl::config::positive_u32))]
+    pub input_side: u32,
+
+    /// Also certify the imported model as a pipeline's certify task does (accuracy, CRA at every
+    /// radius by both certificates, the audited L, the attack check) on the test split of
+    /// --certify-on, into a `certify` artifact that `aggregate` and `report` show.
+    #[arg(long)]
+    pub certify: bool,
+
+    /// Test data to certify on: cifar10, cifar100, tinyimagenet, imagefolder, npz or synthetic
+    /// (default: --dataset). Its classes and image side must be the network's.
+    #[arg(long, value_enum, ignore_case = true, hide_possible_values = true, requires = "certify")]
+    pub certify_on: Option<lipctl::data::DatasetKind>,
+
+    /// Folder or archive of that dataset (see `lipctl prepare --help`; default: the official
+    /// archive in data/, downloaded unless --offline).
+    #[arg(long, value_name = "PATH", requires = "certify")]
+    pub source: Option<PathBuf>,
+
+    /// Certify only the first N test images per class.
+    #[arg(long, value_name = "N", value_parser = rule(lipctl::config::positive_u32), requires = "certify")]
+    pub test_per_class: Option<u32>,
+
+    /// Attack only the first N test points (default: all of them).
+    #[arg(long, value_name = "N", value_parser = rule(lipctl::config::positive_u32), requires = "certify")]
+    pub attack_samples: Option<u32>,
+
+    /// Device of the certification: auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto", requires = "certify")]
+    pub device: lipctl::device::DeviceChoice,
 }
 
 #[derive(clap::Args, Debug)]

@@ -220,6 +220,28 @@ pub struct FrozenConvNet {
     head: Box<dyn nn::Module>,
 }
 
+impl FrozenConvNet {
+    /// The logits `[B, classes]` and, in forward order, the output of every convolution before its
+    /// activation: `first_conv` `[B, w, n, n]`, then `block{i}.conv{j}` `[B, c_i, n_i, n_i]`, then the
+    /// head `[B, head_width, 1, 1]` (all channels, before the first `classes` are kept). For
+    /// comparing a network layer by layer with another implementation.
+    pub fn forward_traced(&self, x: &Tensor) -> (Tensor, Vec<Tensor>) {
+        let trace = std::cell::RefCell::new(Vec::new());
+        let keep = |y: Tensor| {
+            trace.borrow_mut().push(y.shallow_clone());
+            y
+        };
+        let logits = run_net(
+            &self.spec,
+            x,
+            &|h| keep(self.first.forward(h)),
+            &|i, j, h| keep(self.blocks[i][j].forward(h)),
+            &|h| keep(self.head.forward(h)),
+        );
+        (logits, trace.into_inner())
+    }
+}
+
 impl Module for FrozenConvNet {
     fn forward(&self, x: &Tensor) -> Tensor {
         run_net(

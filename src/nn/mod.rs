@@ -9,6 +9,7 @@
 //! `nn::Path` it is given, with the leaf names of reference-protocol §2 (e.g. `kernel`, `bias`,
 //! `q` for SLL; `weight`, `bias`, `alpha` for Cayley).
 
+pub mod authors;
 pub mod blocks;
 pub mod checkpoint;
 pub mod convnet;

@@ -212,11 +212,7 @@ pub fn attack(
         }
     };
     anyhow::ensure!(model_file.is_file(), "model file {} does not exist", model_file.display());
-    // Only the dataset: run the plan's prepare task(s), nothing else.
-    let mut prepare_only = loaded.plan.clone();
-    prepare_only.tasks.retain(|t| t.stage == plan::Stage::Prepare);
-    let run_opts = runner::RunOptions { dry_run: false, only: None, force: false, worker: None };
-    runner::run(&prepare_only, store, &mut loaded.stages, &run_opts, progress, &mut std::io::sink())?;
+    prepare_datasets(&mut loaded, store, progress)?;
     let (device, summary) = loaded.stages.attack(store, &loaded.plan, train, &model_file, radii, opts)?;
     writeln!(out, "attack of {} on {} ({} test points, {} steps, {} restarts, {} targets)", model_file.display(),
         crate::device::describe(device), summary.samples, opts.steps, opts.restarts, opts.targets)?;
@@ -231,6 +227,53 @@ pub fn attack(
         writeln!(out, "UNSOUND: the attack flipped certified points inside their certified radius")?;
     }
     Ok(summary.sound)
+}
+
+/// Runs only the prepare tasks of `loaded`'s plan (its datasets, nothing else); returns the
+/// first dataset's prepare key. Error: a dataset could not be prepared (the message says why).
+fn prepare_datasets(loaded: &mut Loaded, store: &Store, progress: &Progress) -> anyhow::Result<crate::store::Key> {
+    let mut prepare_only = loaded.plan.clone();
+    prepare_only.tasks.retain(|t| t.stage == plan::Stage::Prepare);
+    let run_opts = runner::RunOptions { dry_run: false, only: None, force: false, worker: None };
+    let report = runner::run(&prepare_only, store, &mut loaded.stages, &run_opts, progress, &mut std::io::sink())?;
+    if let Some((label, msg)) = report.failed.first() {
+        anyhow::bail!("{label}: {msg}");
+    }
+    prepare_only.tasks.first().map(|t| t.key.clone()).context("internal error: the one-run pipeline has no dataset")
+}
+
+/// What `lipctl import --certify` certifies an imported model on, and how.
+#[derive(Clone, Debug)]
+pub struct ImportedCertify {
+    /// The test data: its kind, source and `test_per_class` (no training image is used).
+    pub dataset: crate::config::DatasetEntry,
+    pub device: crate::device::DeviceChoice,
+    /// Audit iterations and the attack check, as a pipeline's `certify:` block.
+    pub options: crate::config::CertifyOptions,
+}
+
+/// `lipctl import … --certify`: prepares `req.dataset` through a one-run pipeline (as `lipctl
+/// attack` does; downloads an official archive unless `data` is offline), then certifies the
+/// imported model of `import` on its test split ([`stages::StageRunner::certify_imported`]).
+/// Returns the `certify` artifact (cached when it exists).
+pub fn certify_imported(
+    import: (&crate::store::Artifact, &crate::imported::ImportRecord),
+    req: &ImportedCertify,
+    data: DataChoice,
+    store: &Store,
+    progress: &Progress,
+) -> anyhow::Result<crate::store::Artifact> {
+    let net = import.1.net;
+    let name = format!("imported-{}-{}", net.method, net.size);
+    let train = crate::config::TrainOptions::fixed(1, 0.01, 0.0);
+    let mut pipeline = Pipeline::new(name, vec![req.dataset.clone()], vec![net.method], vec![net.size], train);
+    pipeline.device = req.device;
+    pipeline.kernel = net.kernel;
+    pipeline.certify = req.options.clone();
+    pipeline.validate(Path::new(COMMAND_LINE))?;
+    let mut loaded = bind(pipeline, Path::new(COMMAND_LINE), data, progress)?;
+    let prepare_key = prepare_datasets(&mut loaded, store, progress)?;
+    loaded.stages.certify_imported(store, &prepare_key, req.dataset.test_per_class, import, &req.options)
 }
 
 /// Which task `lipctl run-task` runs: a plan index, or a position within one stage's wave (a

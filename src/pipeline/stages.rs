@@ -7,7 +7,8 @@ use crate::budgets::BudgetMode;
 use crate::store::{Artifact, Key, ManifestInfo, Store};
 use crate::attack::AttackOptions;
 use crate::certify::{certify_model_file, AuditOptions, CertifyRecord, CertifyStatus};
-use crate::config::DatasetEntry;
+use crate::config::{CertifyOptions, DatasetEntry};
+use crate::imported::ImportRecord;
 use crate::data::{Dataset, DatasetKind, PrepareRequest};
 use crate::fsx;
 use crate::nn::NetSpec;
@@ -229,6 +230,53 @@ impl StageRunner {
         let cert = crate::certify::certify(&model.frozen, images, labels, data.channel_mean, 256, device, model.audit, spec.method.is_lipschitz(), model.head.as_ref())?;
         let summary = crate::certify::attack_certificate_at(&model.frozen, images, labels, data.channel_mean, &cert, radii, opts, 256, device)?;
         Ok((device, summary))
+    }
+
+    /// `lipctl import --certify` (see [`super::certify_imported`]): certifies the imported model
+    /// `import` on the test split of the prepared dataset `prepare_key` (its first
+    /// `test_per_class` images per class) with the audit and attack of a pipeline's certify task,
+    /// into a `certify` artifact whose inputs are `[import key, prepare key]` and whose config says
+    /// `imported: true`. Returns it (cached when it exists). Error (nothing written): the dataset's
+    /// classes or image side differ from the network's.
+    pub fn certify_imported(
+        &mut self,
+        store: &Store,
+        prepare_key: &Key,
+        test_per_class: Option<usize>,
+        (import, record): (&Artifact, &ImportRecord),
+        opts: &CertifyOptions,
+    ) -> anyhow::Result<Artifact> {
+        let device = self.device;
+        let data = self.dataset(store, prepare_key, None, test_per_class)?;
+        let net = record.net;
+        anyhow::ensure!(
+            data.num_classes() as i64 == net.classes && data.image_side() == net.input_side,
+            "the imported {} {} network ({}) takes {side}×{side} images of {} classes, but the dataset `{}` has {}×{} images of {} classes",
+            net.method,
+            net.size,
+            record.source_file,
+            net.classes,
+            data.name,
+            data.image_side(),
+            data.image_side(),
+            data.num_classes(),
+            side = net.input_side,
+        );
+        let config = serde_json::json!({
+            "split": "test",
+            "audit_iterations": opts.audit_iterations,
+            "attack": opts.attack,
+            "imported": true,
+            "test_per_class": test_per_class,
+        });
+        let info = manifest_info(CertifyRecord::SCHEMA_VERSION, &config, &[import.key.clone(), prepare_key.clone()], device);
+        let audit = AuditOptions { max_iterations: opts.audit_iterations as usize, ..AuditOptions::default() };
+        let model = crate::imported::model_path(import);
+        let stage = super::plan::Stage::Certify.name();
+        store.build(stage, &info.key(stage), &info, |tmp| {
+            let (images, labels) = (&data.test_images, &data.test_labels);
+            certify_model_file(net, &model, images, labels, data.channel_mean, 256, device, tmp, &audit, Some(&opts.attack)).map(|_| ())
+        })
     }
 
     /// The prepared dataset of `prepare_key`, reduced to the task's subset, loaded once per run.

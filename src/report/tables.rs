@@ -39,7 +39,7 @@ pub fn format_float(column: &str, x: f64) -> String {
     }
     if word("lr") || word("wd") {
         format!("{x:.1e}")
-    } else if c.contains('%') || c.contains("pct") || c.contains("accuracy") || c.starts_with("cra") {
+    } else if c.contains('%') || c.contains("pct") || c.contains("accuracy") || is_percent_column(&c) {
         format!("{x:.1}")
     } else if c.contains("lipschitz") {
         format!("{x:.4}")
@@ -52,6 +52,12 @@ pub fn format_float(column: &str, x: f64) -> String {
     }
 }
 
+/// CRA and ERA columns, also the paper's (`cra_36`, `cra_pw_72`, `era_255`, `paper_cra_36`).
+fn is_percent_column(name: &str) -> bool {
+    let name = name.strip_prefix("paper_").unwrap_or(name);
+    name.starts_with("cra") || name.starts_with("era_")
+}
+
 /// `x` with `digits` significant digits, without an exponent for the ranges a report shows.
 pub fn significant(x: f64, digits: i32) -> String {
     if x == 0.0 {
@@ -62,10 +68,10 @@ pub fn significant(x: f64, digits: i32) -> String {
     format!("{x:.decimals$}")
 }
 
-/// Column name as shown: percentages (`accuracy`, `cra_*`, `*_pct`) get `%`, underscores become
-/// spaces.
+/// Column name as shown: percentages (`accuracy`, `cra_*`, `era_*`, their `paper_*`, `*_pct`) get
+/// `%`, underscores become spaces.
 pub fn pretty(name: &str) -> String {
-    let percent = name == "accuracy" || name.starts_with("cra_");
+    let percent = name.ends_with("accuracy") || is_percent_column(name);
     let shown = name.replace("_pct", " %").replace('_', " ");
     if percent {
         format!("{shown} %")
@@ -167,6 +173,9 @@ mod tests {
     fn percent_columns_are_named_so() {
         assert_eq!(pretty("accuracy"), "accuracy %");
         assert_eq!(pretty("cra_36"), "cra 36 %");
+        assert_eq!(pretty("paper_cra_255"), "paper cra 255 %");
+        assert_eq!(pretty("era_72"), "era 72 %");
+        assert_eq!(format_float("paper_cra_255", 3.94), "3.9");
         assert_eq!(pretty("eval_cra_36_pct"), "eval cra 36 %");
         assert_eq!(pretty("train_peak_bytes"), "train peak bytes");
     }
