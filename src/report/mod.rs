@@ -84,7 +84,7 @@ pub const DEPARTURES: &[Departure] = &[
     },
     Departure {
         topic: "Audited L in certificates",
-        text: "Certified radii use L = max(1, Π σ_i) over every layer's audited value: its exact norm where the frozen layer is a circular convolution or dense matrix, a proven bound for residual (CPL, SLL), exponential (SOC) and padded-spectrum (LOT) layers, and a labelled power-iteration estimate only where neither is cheap; a layer above 1 shrinks every radius. The authors' CRA (their training statistics, from which the paper's tables come) takes L = 1: margin/√2 > ε.",
+        text: "Certified radii use L = max(1, Π σ_i) over every layer's audited value: its exact norm where the frozen layer is a circular convolution or dense matrix, a proven bound for residual (CPL, SLL), exponential (SOC) and padded-spectrum (LOT) layers, and a labelled power-iteration estimate only for a layer that declares no form; a layer above 1 shrinks every radius. The authors' CRA (their training statistics, from which the paper's tables come) takes L = 1: margin/√2 > ε.",
         code: "src/certify.rs",
     },
     Departure {
