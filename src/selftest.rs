@@ -54,7 +54,7 @@ pub const FORWARD_TOL: f64 = 1e-4;
 /// passes accumulate more rounding than forwards (Cayley's and LOT's complex inverses and
 /// Newton iterations most: measured 4e-5 and 1e-4 on the CPU, against ≤ 1e-5 elsewhere);
 /// 1e-3 leaves a factor 10 and still fails any real error.
-pub const GRAD_TOL: f64 = 1e-3;
+pub const GRAD_TOL: f64 = crate::nn::registry::Tolerances::STRICT.selftest_gradient;
 
 /// A gradient smaller than this fraction of the network's largest is compared in absolute terms
 /// (at that fraction): its digits are lost to cancellation, in float32 as in any precision, so a
@@ -65,7 +65,7 @@ pub const GRAD_FLOOR: f64 = 1e-2;
 /// A Lipschitz method's layers must have audited σ̂ ≤ 1 + AUDIT_TOL: the per-layer tolerance of
 /// the layer tests (tests/common `LIPSCHITZ_TOL`), which leaves two orders of magnitude for
 /// float32 rounding and none for a real violation.
-pub const AUDIT_TOL: f64 = 1e-4;
+pub const AUDIT_TOL: f64 = crate::nn::registry::Tolerances::STRICT.selftest_audit;
 
 /// Power-iteration steps per layer in the self-test's audit: enough for the estimate to settle
 /// at initialisation (orthogonal layers converge in one step), cheap enough for 8 methods on a
@@ -171,7 +171,7 @@ impl Selftest {
         writeln!(out, "self-test on {} against {}", self.device, self.reference)?;
         writeln!(
             out,
-            "tolerances: forward/frozen ≤ {FORWARD_TOL:.0e}, gradients ≤ {GRAD_TOL:.0e}, audited layer σ ≤ 1 + {AUDIT_TOL:.0e}"
+            "tolerances: forward/frozen ≤ {FORWARD_TOL:.0e}, gradients ≤ {GRAD_TOL:.0e}, audited layer σ ≤ 1 + {AUDIT_TOL:.0e} (unless the method's registry tolerances say otherwise)"
         )?;
         writeln!(
             out,
@@ -306,7 +306,7 @@ fn check_method(method: Method, opts: &SelftestOptions) -> anyhow::Result<Method
     let forward = max_relative(&out_dev, &out_ref)?;
     failures.extend(exceeds("training forward", forward, FORWARD_TOL));
     let (gradient, gradient_param) = gradient_difference(&vs_dev, &vs_ref, &mut failures)?;
-    failures.extend(exceeds(&format!("gradient of {gradient_param}"), gradient, GRAD_TOL));
+    failures.extend(exceeds(&format!("gradient of {gradient_param}"), gradient, method.info().tolerances.selftest_gradient));
 
     // 3. Frozen (cached) inference forward.
     let frozen = {
@@ -364,8 +364,9 @@ fn audit_check(method: Method, net: &ConvNet, device: Device, failures: &mut Vec
         .unwrap_or_default();
     if !audited.product.is_finite() {
         failures.push(format!("audited bound is {}", audited.product));
-    } else if method.is_lipschitz() && worst.1 > 1.0 + AUDIT_TOL {
-        failures.push(format!("layer {} audited at σ = {:.6} > 1 + {AUDIT_TOL:.0e}", worst.0, worst.1));
+    } else if method.is_lipschitz() && worst.1 > 1.0 + method.info().tolerances.selftest_audit {
+        let tol = method.info().tolerances.selftest_audit;
+        failures.push(format!("layer {} audited at σ = {:.6} > 1 + {tol:.0e}", worst.0, worst.1));
     }
     Ok((audited.product, worst))
 }

@@ -32,7 +32,15 @@ pub const INFO: MethodInfo = MethodInfo {
     in_paper: true,
     color: (44, 160, 44),
     authors_cpu_b64_train_s: AuthorsTimes { xs: Some(0.34), s: None },
-    tolerances: Tolerances { train_warmup_forwards: TRAIN_WARMUP_FORWARDS, train_is_eval: TrainIsEval::Never, ..Tolerances::STRICT },
+    // The self-test moves the kernel 10 % but not the stored vector; after the warm-up's 100
+    // one-step updates and freeze's 100 steps, the sound audit still measures r·‖K‖² − 1 = 1.0075
+    // (the old power-iteration audit, which shares CPL's underestimate, could not see it).
+    tolerances: Tolerances {
+        train_warmup_forwards: TRAIN_WARMUP_FORWARDS,
+        train_is_eval: TrainIsEval::Never,
+        selftest_audit: 1e-2,
+        ..Tolerances::STRICT
+    },
 };
 
 /// CPL's training forward rescales with the norm estimate of a *single* power iteration from its

@@ -175,6 +175,11 @@ pub struct Tolerances {
     /// Orthogonality of the training forward where it differs from evaluation; `None`: not
     /// claimed (only the evaluation forward is orthogonal).
     pub ortho_train: Option<f64>,
+    /// The CPU self-test (`lipctl doctor --selftest`): largest audited layer value above 1, at
+    /// weights moved 10 % off their initialisation.
+    pub selftest_audit: f64,
+    /// The self-test's float32-vs-float64 relative gradient difference.
+    pub selftest_gradient: f64,
 }
 
 impl Tolerances {
@@ -189,6 +194,8 @@ impl Tolerances {
         ortho_kxk: 1e-4,
         ortho_kxk_two_sided: true,
         ortho_train: None,
+        selftest_audit: 1e-4,
+        selftest_gradient: 1e-3,
     };
 }
 
