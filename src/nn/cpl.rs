@@ -33,12 +33,13 @@ pub const INFO: MethodInfo = MethodInfo {
     color: (44, 160, 44),
     authors_cpu_b64_train_s: AuthorsTimes { xs: Some(0.34), s: None },
     // The self-test moves the kernel 10 % but not the stored vector; after the warm-up's 100
-    // one-step updates and freeze's 100 steps, the sound audit still measures r·‖K‖² − 1 = 1.0075
-    // (the old power-iteration audit, which shares CPL's underestimate, could not see it).
+    // one-step updates and freeze's 100 steps, the sound audit still measures r·‖K‖² − 1 = 1.0329
+    // (block2.conv1; the old power-iteration audit, which shares CPL's underestimate, could not
+    // see it).
     tolerances: Tolerances {
         train_warmup_forwards: TRAIN_WARMUP_FORWARDS,
         train_is_eval: TrainIsEval::Never,
-        selftest_audit: 1e-2,
+        selftest_audit: 5e-2,
         ..Tolerances::STRICT
     },
 };
