@@ -354,7 +354,7 @@ fn arg<'a>(call: &'a [String], flag: &str) -> Option<&'a str> {
     call.iter().find_map(|a| a.strip_prefix(flag)?.strip_prefix('='))
 }
 
-/// `lipctl slurm pipelines/paper.yaml` (the full study, 2,208 tasks, a search wave of 1,536) run
+/// `lipctl slurm pipelines/paper.yaml` (the full study: a search wave of 16 trials × 3 datasets × 4 sizes per method) run
 /// against a fake `sbatch`: every array is numbered from 0 and stays below MaxArraySize (as
 /// `scontrol` reports it, 1001 when it cannot, or `--max-array-size`); the arrays of a wave cover
 /// it exactly at consecutive offsets; each depends on every array of the previous wave; GPUs are

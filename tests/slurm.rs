@@ -398,13 +398,14 @@ fn scancel_then_requeue_resumes_and_completes() {
     }
 }
 
-/// The driver script of the full study (`pipelines/paper.yaml`: 2,211 tasks, a search wave of
-/// 1,536) passes `sbatch --test-only` on a cluster with Slurm's default `MaxArraySize` (1001) and
-/// two GPUs declared as a generic resource (`cluster.sh` GPUS=2: device files that are plain
-/// files, so requests are validated and scheduled for real). A wrapper on PATH sends each request
-/// to the real `sbatch` with `--test-only`, without the dependency on jobs that `--test-only`
-/// never creates. The same script with `--max-array-size 2000` is refused at the search wave,
-/// naming it: the check can fail.
+/// The driver script of the full study (`pipelines/paper.yaml`: a search wave of 3 datasets × 4
+/// sizes × 16 trials per registry method, 2,112 with eleven methods, so three arrays) passes
+/// `sbatch --test-only` on a cluster with Slurm's default `MaxArraySize` (1001) and two GPUs
+/// declared as a generic resource (`cluster.sh` GPUS=2: device files that are plain files, so
+/// requests are validated and scheduled for real). A wrapper on PATH sends each request to the real
+/// `sbatch` with `--test-only`, without the dependency on jobs that `--test-only` never creates.
+/// The same script with `--max-array-size 2000` is refused at the search wave, naming it: the check
+/// can fail.
 #[test]
 #[ignore = "needs root and Debian's slurm-wlm + munge; run by `make test-slurm`"]
 fn full_study_script_is_accepted_by_sbatch_test_only() {
@@ -459,8 +460,14 @@ fi
     assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
     let stdout = text(&out.stdout);
     let waves: Vec<&str> = stdout.lines().filter_map(|l| l.split_once(": job ").map(|(w, _)| w)).collect();
-    assert_eq!(waves, ["prepare", "budget", "search", "search.1", "train", "certify", "report"], "{stdout}");
-    assert_eq!(accepted.lines().filter(|l| l.contains("to start at")).count(), 7, "{accepted}");
+    // 3 datasets × 4 sizes × 16 trials per registry method, in arrays of at most 1001 tasks.
+    let search = 3 * 4 * 16 * lipctl::nn::Method::ALL.len();
+    let chunks = search.div_ceil(lipctl::pipeline::slurm::DEFAULT_MAX_ARRAY_SIZE as usize);
+    let mut expected = vec!["prepare".to_string(), "budget".into(), "search".into()];
+    expected.extend((1..chunks).map(|i| format!("search.{i}")));
+    expected.extend(["train".into(), "certify".into(), "report".into()]);
+    assert_eq!(waves, expected, "{stdout}");
+    assert_eq!(accepted.lines().filter(|l| l.contains("to start at")).count(), expected.len(), "{accepted}");
 
     let (out, _) = submit(&["--max-array-size", "2000"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
