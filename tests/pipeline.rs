@@ -777,3 +777,145 @@ fn sigterm_stops_the_run_and_the_next_run_resumes() {
     assert!(!out.contains("SLL"), "a task of the second method started after SIGTERM: {out}");
     assert_no_partial(&root);
 }
+
+/// Every file under `root` with its size and modification time: a store that "nothing was written
+/// to" compares equal before and after.
+fn store_snapshot(root: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
+    let mut files = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten() {
+            let entry = entry.unwrap();
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else {
+                files.push((entry.path(), meta.len(), meta.modified().unwrap()));
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// The flags of one tiny synthetic run (AOL-XS, one epoch, 20 test points).
+const TINY_RUN: [&str; 8] = ["--epochs", "1", "--train-per-class", "20", "--test-per-class", "2", "--device", "cpu"];
+
+/// `lipctl attack --model` on a missing, truncated, foreign (another method's checkpoint) or
+/// non-checkpoint file, and `--radius` values that are not positive numbers: exit 2, one message
+/// naming the file or the value, and nothing written to the store. The good model attacked the
+/// same way succeeds, so each refusal is about the file or value and nothing else.
+#[test]
+fn attack_refuses_bad_model_files_and_radii_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("artifacts");
+    for method in ["AOL", "BCOP"] {
+        let o = lipctl(&root, &[&["train", "--method", method][..], &TINY_RUN[..]].concat());
+        assert!(o.status.success(), "{:?}", text(&o));
+    }
+    let model_of = |method: &str| {
+        artifacts_of(&root, "train")
+            .into_iter()
+            .find(|a| std::fs::read_to_string(a.join("manifest.json")).unwrap().contains(&format!("\"method\": \"{method}\"")))
+            .unwrap()
+            .join("model.safetensors")
+    };
+    let good = model_of("AOL");
+    let files = dir.path().join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    let truncated = files.join("truncated.safetensors");
+    std::fs::write(&truncated, &std::fs::read(&good).unwrap()[..1000]).unwrap();
+    let foreign = files.join("bcop.safetensors");
+    std::fs::copy(model_of("BCOP"), &foreign).unwrap();
+    let text_file = files.join("notes.safetensors");
+    std::fs::write(&text_file, "not a checkpoint\n").unwrap();
+    let missing = files.join("missing.safetensors");
+
+    let attack = |extra: &[&str]| lipctl(&root, &[&["attack", "--method", "AOL", "--samples", "8", "--steps", "2"][..], &TINY_RUN[..], extra].concat());
+    let before = store_snapshot(&root);
+    for (file, says) in [(&missing, "does not exist"), (&truncated, "damaged"), (&text_file, "damaged"), (&foreign, "different model")] {
+        let o = attack(&["--model", file.to_str().unwrap()]);
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{}: {err}", file.display());
+        assert!(err.contains(file.to_str().unwrap()) && err.contains(says), "{}: {err}", file.display());
+        assert_eq!(store_snapshot(&root), before, "{} wrote to the store", file.display());
+    }
+    for radius in ["0", "-0.1", "abc", "nan"] {
+        let o = attack(&["--model", good.to_str().unwrap(), "--radius", radius]);
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "--radius {radius}: {err}");
+        assert!(err.contains(&format!("'{radius}'")) && err.contains("--radius"), "--radius {radius}: {err}");
+        assert_eq!(store_snapshot(&root), before, "--radius {radius} wrote to the store");
+    }
+    let o = attack(&["--model", good.to_str().unwrap(), "--radius", "0.1"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert!(text(&o).0.contains("flipped: 0"), "{:?}", text(&o));
+    assert_no_partial(&root);
+}
+
+/// Provenance: a certificate names the SHA-256 of the model file it certified. When the train
+/// artifact is rebuilt with a different model (as a non-deterministic device would), the next
+/// `certify` discards the old certificate and certifies the new model; without a rebuild the
+/// certificate is reused (so the check can tell the two apart). A damaged model in the store is
+/// detected by its checksum, retrained and certified again.
+#[test]
+fn a_rebuilt_model_invalidates_its_certificate() {
+    use lipctl::store::{ManifestInfo, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("artifacts");
+    let certify = |seed: &str| {
+        let o = lipctl(&root, &[&["certify", "--method", "AOL", "--seed", seed][..], &TINY_RUN[..]].concat());
+        assert!(o.status.success(), "{:?}", text(&o));
+        text(&o).0
+    };
+    let certified_sha = || {
+        let [c] = &artifacts_of(&root, "certify")[..] else { panic!("one certificate expected") };
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(c.join("certify.json")).unwrap()).unwrap();
+        v["model_sha256"].as_str().unwrap().to_string()
+    };
+    let sha = |p: &Path| lipctl::fsx::checksum_file(p).unwrap().sha256;
+
+    let out = certify("0");
+    assert!(out.lines().any(|l| l.starts_with("done") && l.contains("certify")), "{out}");
+    let train = artifacts_of(&root, "train").pop().unwrap();
+    let first = sha(&train.join("model.safetensors"));
+    assert_eq!(certified_sha(), first);
+    let out = certify("0");
+    assert!(out.lines().any(|l| l.starts_with("cached") && l.contains("certify")), "{out}");
+
+    // Another model (seed 1) under the seed-0 train key, committed through the store as a rebuild
+    // would commit it: a valid artifact whose model differs from the certified one.
+    let other_root = dir.path().join("other");
+    let o = lipctl(&other_root, &[&["train", "--method", "AOL", "--seed", "1"][..], &TINY_RUN[..]].concat());
+    assert!(o.status.success(), "{:?}", text(&o));
+    let other = artifacts_of(&other_root, "train").pop().unwrap();
+    let store = Store::open(&root).unwrap();
+    let key = lipctl::store::Key::parse(train.file_name().unwrap().to_str().unwrap()).unwrap();
+    let manifest = store.lookup("train", &key).unwrap().unwrap().manifest;
+    store.discard("train", &key, "test: rebuilt").unwrap();
+    let info = ManifestInfo { schema_version: manifest.schema_version, config: manifest.config, inputs: manifest.inputs, device: manifest.device };
+    store
+        .build("train", &key, &info, |tmp| {
+            for f in ["model.safetensors", "train.json", "epochs.csv"] {
+                std::fs::copy(other.join(f), tmp.join(f))?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    let second = sha(&train.join("model.safetensors"));
+    assert_ne!(second, first);
+    let out = certify("0");
+    assert!(out.lines().any(|l| l.starts_with("done") && l.contains("certify")), "the stale certificate was reused: {out}");
+    assert_eq!(certified_sha(), second);
+
+    // A damaged model file: the store notices, retrains (seed 0 again) and certifies that model.
+    let model = train.join("model.safetensors");
+    let bytes = std::fs::read(&model).unwrap();
+    std::fs::write(&model, &bytes[..bytes.len() / 2]).unwrap();
+    let o = lipctl(&root, &[&["certify", "--method", "AOL", "--seed", "0"][..], &TINY_RUN[..]].concat());
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert!(text(&o).1.contains("damaged"), "{:?}", text(&o));
+    assert_eq!(sha(&model), first, "the retrained model is the seed-0 model");
+    assert_eq!(certified_sha(), first);
+    assert_no_partial(&root);
+}

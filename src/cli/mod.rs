@@ -86,8 +86,9 @@ pub struct AttackArgs {
     #[arg(long, value_name = "FILE")]
     pub model: Option<PathBuf>,
 
-    /// L2 radius in [0, 1] pixel units (repeatable; default: 36/255, 72/255, 108/255 and 1).
-    #[arg(long = "radius", value_name = "EPS", value_parser = rule(lipctl::config::positive_f64))]
+    /// L2 radius, a positive number in the units of pixels scaled to [0, 1] (repeatable; default:
+    /// 36/255, 72/255, 108/255 and 1).
+    #[arg(long = "radius", value_name = "EPS", allow_negative_numbers = true, value_parser = rule(lipctl::config::positive_f64))]
     pub radii: Vec<f64>,
 
     /// Gradient steps per attack run.

@@ -183,6 +183,9 @@ pub fn run(
             continue;
         }
         let selected = opts.only.is_none_or(|s| s == task.stage);
+        if !opts.dry_run {
+            super::stages::discard_stale(store, plan, i)?;
+        }
         let cached = store.lookup(task.stage.name(), &task.key)?.is_some();
         for w in store.take_warnings() {
             progress.println(&format!("warning: {w}"));
@@ -262,6 +265,7 @@ pub fn run_one(
 ) -> anyhow::Result<RunReport> {
     let mut report = RunReport::default();
     let task = &plan.tasks[index];
+    super::stages::discard_stale(store, plan, index)?;
     if store.lookup(task.stage.name(), &task.key)?.is_some() {
         writeln!(out, "cached   {} [{}]", task.label, task.key.short())?;
         report.cached += 1;

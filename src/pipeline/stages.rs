@@ -195,7 +195,6 @@ impl StageRunner {
                 let trained = store
                     .lookup(train_task.stage.name(), &train_task.key)?
                     .with_context(|| format!("input `{}` is not done", train_task.label))?;
-                discard_stale_certificate(store, task, &trained)?;
                 let prepare_key = plan.tasks[train_task.deps[0]].key.clone();
                 let data = self.dataset(store, &prepare_key, t.train_per_class, t.test_per_class)?;
                 let spec = net_spec(t, data);
@@ -352,9 +351,23 @@ pub fn read_outcome(trained: &Artifact) -> anyhow::Result<TrainRecord> {
     records::read(trained)
 }
 
-/// Provenance: a cached certificate of another model file than the one the train artifact holds
-/// now (the model was rebuilt, e.g. retrained on a non-deterministic device) describes a model
-/// that no longer exists; it is discarded so that the build certifies the current one.
+/// Provenance, checked by the runner before it asks the store whether task `index` of `plan` is
+/// cached: a certify task's cached certificate of another model file than the one its train
+/// artifact holds now (the model was rebuilt, e.g. retrained on a non-deterministic device)
+/// describes a model that no longer exists; it is discarded so that the task certifies the current
+/// one. Other stages, and a certify task whose model is not trained yet, are left alone.
+/// Errors: the store or a record cannot be read.
+pub fn discard_stale(store: &Store, plan: &Plan, index: usize) -> anyhow::Result<()> {
+    let task = &plan.tasks[index];
+    let TaskSpec::Certify { train, .. } = &task.spec else { return Ok(()) };
+    let train_task = &plan.tasks[*train];
+    match store.lookup(train_task.stage.name(), &train_task.key)? {
+        Some(trained) => discard_stale_certificate(store, task, &trained),
+        None => Ok(()),
+    }
+}
+
+/// [`discard_stale`] for one certify task and its committed train artifact.
 fn discard_stale_certificate(store: &Store, task: &Task, trained: &Artifact) -> anyhow::Result<()> {
     let Some(cached) = store.lookup(task.stage.name(), &task.key)? else { return Ok(()) };
     let model = trained.path(TRAIN_MODEL);
