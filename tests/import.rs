@@ -259,6 +259,7 @@ fn an_imported_model_is_certified_and_reported_beside_the_paper() {
         assert_eq!(row[&format!("cra {column} %")], pct(&cert["cra"][radius]), "{radius}: {row:?}");
         assert_eq!(row[&format!("cra pw {column} %")], pct(&cert["cra_pairwise"][radius]), "{radius}: {row:?}");
         assert_eq!(row[&format!("era {column} %")], pct(&cert["attack"]["per_radius"][radius]["era"]), "{radius}: {row:?}");
+        assert_eq!(row[&format!("attack cra {column} %")], pct(&cert["attack"]["per_radius"][radius]["cra"]), "{radius}: {row:?}");
     }
     // The model is in "All runs" too, as an imported row, and in no training table.
     let all = markdown_rows(&md, "| key | stage |");

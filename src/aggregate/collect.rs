@@ -297,6 +297,7 @@ struct RunCols {
     cra: [Vec<Option<f64>>; 4],
     cra_pairwise: [Vec<Option<f64>>; 4],
     era: [Vec<Option<f64>>; 4],
+    attack_cra: [Vec<Option<f64>>; 4],
     attack_flips: Vec<Option<i64>>,
     certificate: Vec<Option<String>>,
     model_sha256: Vec<Option<String>>,
@@ -365,7 +366,9 @@ impl RunCols {
         for (j, (radius, _)) in RADII.iter().enumerate() {
             self.cra[j].push(pct(cert.and_then(|c| c.cra(radius))));
             self.cra_pairwise[j].push(pct(cert.and_then(|c| c.cra_pairwise(radius))));
-            self.era[j].push(pct(attack.and_then(|a| a.per_radius.get(*radius)).map(|r| r.era)));
+            let attacked = attack.and_then(|a| a.per_radius.get(*radius));
+            self.era[j].push(pct(attacked.map(|r| r.era)));
+            self.attack_cra[j].push(pct(attacked.and_then(|r| r.cra)));
         }
         self.attack_flips.push(attack.map(|a| (a.flipped_at_certified_radius + a.per_radius.values().map(|r| r.flipped).sum::<usize>()) as i64));
         self.certificate.push(certified.map(|c| certificate_word(c).to_string()));
@@ -378,6 +381,7 @@ impl RunCols {
         let [c36, c72, c108, c255] = self.cra;
         let [p36, p72, p108, p255] = self.cra_pairwise;
         let [e36, e72, e108, e255] = self.era;
+        let [a36, a72, a108, a255] = self.attack_cra;
         Ok(df!(
             "stage" => self.stage, "key" => self.key, "dataset" => self.dataset, "method" => self.method, "size" => self.size,
             "kernel" => self.kernel, "classes" => self.classes, "input_side" => self.input_side,
@@ -387,6 +391,7 @@ impl RunCols {
             "cra_72" => c72, "cra_108" => c108, "cra_255" => c255,
             "cra_pw_36" => p36, "cra_pw_72" => p72, "cra_pw_108" => p108, "cra_pw_255" => p255,
             "era_36" => e36, "era_72" => e72, "era_108" => e108, "era_255" => e255,
+            "attack_cra_36" => a36, "attack_cra_72" => a72, "attack_cra_108" => a108, "attack_cra_255" => a255,
             "attack_flips" => self.attack_flips, "certificate" => self.certificate, "model_sha256" => self.model_sha256,
             "lipschitz_bound" => self.lipschitz, "margin_median" => self.margin,
             "train_seconds_per_epoch" => self.train_spe, "device" => self.device,

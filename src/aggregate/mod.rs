@@ -87,11 +87,11 @@ use std::path::{Path, PathBuf};
 /// Stage name in the store.
 pub const STAGE: &str = "aggregate";
 /// Bump when a table's columns or meaning change.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 /// The tables written, in the order the report shows them.
 pub const TABLES: [&str; 9] = ["results", "imported", "settings", "table2", "budgets", "cost", "vs_paper", "radar", "curves"];
 /// Columns of `results`, in order.
-pub const RESULT_COLUMNS: [&str; 45] = [
+pub const RESULT_COLUMNS: [&str; 49] = [
     "key",
     "stage",
     "dataset",
@@ -121,6 +121,10 @@ pub const RESULT_COLUMNS: [&str; 45] = [
     "era_72",
     "era_108",
     "era_255",
+    "attack_cra_36",
+    "attack_cra_72",
+    "attack_cra_108",
+    "attack_cra_255",
     "attack_flips",
     "certificate",
     "model_sha256",

@@ -199,35 +199,6 @@ const MEASURE_COLUMNS: [&str; 12] = [
     "precision",
 ];
 
-/// The columns of [`RESULT_COLUMNS`] that only a training run has; a measurement no run used has
-/// every other column.
-const RUN_ONLY_COLUMNS: [&str; 24] = [
-    "epochs",
-    "lr",
-    "wd",
-    "seed",
-    "accuracy",
-    "cra_36",
-    "cra_72",
-    "cra_108",
-    "cra_255",
-    "cra_pw_36",
-    "cra_pw_72",
-    "cra_pw_108",
-    "cra_pw_255",
-    "era_36",
-    "era_72",
-    "era_108",
-    "era_255",
-    "attack_flips",
-    "certificate",
-    "model_sha256",
-    "lipschitz_bound",
-    "margin_median",
-    "train_seconds_per_epoch",
-    "attempts",
-];
-
 /// `results`: every run joined to its measurement, then every measurement no run used, in the
 /// paper's order (train rows first).
 fn results_table(raw: &Raw, measures: LazyFrame) -> Result<DataFrame> {
@@ -251,10 +222,12 @@ fn results_table(raw: &Raw, measures: LazyFrame) -> Result<DataFrame> {
         .filter(col("key").is_not_null());
     let unused = join_left(measures, used_measures, &["key"]).filter(col("used_by").is_null());
     // A measurement holds for every prepared dataset of its shape (one row each; none: no dataset).
-    let unused = join_left(unused, raw.datasets.clone().lazy(), &["input_side", "classes"])
+    let mut unused = join_left(unused, raw.datasets.clone().lazy(), &["input_side", "classes"])
         .with_columns([lit("measure").alias("stage"), lit(NULL).cast(DataType::Float64).alias("budget_hours")]);
     let mut results = result_columns(runs, &RESULT_COLUMNS).collect()?;
-    let measure_columns: Vec<&str> = RESULT_COLUMNS.into_iter().filter(|c| !RUN_ONLY_COLUMNS.contains(c)).collect();
+    // A measurement row has the columns its frame has (no epochs, seed or certificate).
+    let have = unused.collect_schema()?;
+    let measure_columns: Vec<&str> = RESULT_COLUMNS.into_iter().filter(|c| have.contains(c)).collect();
     results.vstack_mut(&result_columns(unused, &measure_columns).collect()?)?;
     // Imported models: no training, no measurement.
     let imported_columns: Vec<&str> = RESULT_COLUMNS.into_iter().filter(|c| *c == "error" || raw.imported.column(c).is_ok()).collect();
@@ -282,11 +255,12 @@ fn result_columns(lf: LazyFrame, have: &[&str]) -> LazyFrame {
 }
 
 /// The columns of `imported`, in order.
-pub const IMPORTED_COLUMNS: [&str; 35] = [
-    "dataset", "method", "size", "kernel", "source_file", "test_data", "samples", "status", "certificate", "attack_flips",
-    "accuracy", "paper_accuracy", "cra_36", "cra_pw_36", "era_36", "paper_cra_36", "cra_72", "cra_pw_72", "era_72",
-    "paper_cra_72", "cra_108", "cra_pw_108", "era_108", "paper_cra_108", "cra_255", "cra_pw_255", "era_255",
-    "paper_cra_255", "lipschitz_bound", "paper_note", "model_sha256", "source_sha256", "key", "certify_key", "device",
+pub const IMPORTED_COLUMNS: [&str; 39] = [
+    "dataset", "method", "size", "kernel", "source_file", "test_data", "samples", "status", "certificate",
+    "attack_flips", "accuracy", "paper_accuracy", "cra_36", "cra_pw_36", "attack_cra_36", "era_36", "paper_cra_36",
+    "cra_72", "cra_pw_72", "attack_cra_72", "era_72", "paper_cra_72", "cra_108", "cra_pw_108", "attack_cra_108",
+    "era_108", "paper_cra_108", "cra_255", "cra_pw_255", "attack_cra_255", "era_255", "paper_cra_255",
+    "lipschitz_bound", "paper_note", "model_sha256", "source_sha256", "key", "certify_key", "device",
 ];
 
 /// `imported`: every certificate of an imported model ([`Raw::imported`]) beside the paper's
@@ -363,9 +337,9 @@ fn ok_std(c: &str) -> Expr {
 }
 
 /// The columns a setting averages over its runs (seeds): mean and standard deviation of each.
-pub const SEED_AVERAGED: [&str; 13] = [
+pub const SEED_AVERAGED: [&str; 17] = [
     "accuracy", "cra_36", "cra_72", "cra_108", "cra_255", "cra_pw_36", "cra_pw_72", "cra_pw_108", "cra_pw_255", "era_36",
-    "era_72", "era_108", "era_255",
+    "era_72", "era_108", "era_255", "attack_cra_36", "attack_cra_72", "attack_cra_108", "attack_cra_255",
 ];
 
 const SETTING: [&str; 6] = ["dataset", "kernel", "input_side", "budget_hours", "method", "size"];

@@ -376,7 +376,7 @@ fn imported_table(t: &Tables) -> Result<Option<Table>> {
         &t.imported,
         "imported",
         "The authors' models, certified by lipctl",
-        "State dicts of the authors' code imported with `lipctl import` (forward-equivalent to their network) and certified by lipctl on `samples` points of `test data` (`lipctl import --certify`), each beside the paper's published number for the same dataset, method and size at the 24 h budget (`paper`: Tables 9–11 for accuracy and CRA 36/255; CRA 72/255, 108/255 and 1 from the authors' CIFAR-10 run logs, none for the other datasets; none for a model imported without `--dataset`). `cra` is the paper's global certificate (margin > √2·ε·L), `cra pw` the pairwise head certificate, `era` the accuracy under lipctl's attack (an upper bound), `attack flips` the certified points the attack broke (must be 0); `lipschitz bound` is lipctl's audited L. On a test subset the numbers differ from the paper's by sampling noise (one standard error is about 1.6 points at 1 000 test images); on other test data than the model's dataset they are not comparable at all.",
+        "State dicts of the authors' code imported with `lipctl import` (forward-equivalent to their network) and certified by lipctl on `samples` points of `test data` (`lipctl import --certify`), each beside the paper's published number for the same dataset, method and size at the 24 h budget (`paper`: Tables 9–11 for accuracy and CRA 36/255; CRA 72/255, 108/255 and 1 from the authors' CIFAR-10 run logs, none for the other datasets; none for a model imported without `--dataset`). `cra` is the paper's global certificate (margin > √2·ε·L), `cra pw` the pairwise head certificate, `era` the accuracy under lipctl's attack (an upper bound) and `attack cra` the CRA on the same attacked points (≤ `era`), `attack flips` the certified points the attack broke (must be 0); `lipschitz bound` is lipctl's audited L. On a test subset the numbers differ from the paper's by sampling noise (one standard error is about 1.6 points at 1 000 test images); on other test data than the model's dataset they are not comparable at all.",
         &IMPORTED_SHOWN,
     )?;
     // Short checksums: the full 64 hex digits are in the CSV.
@@ -390,11 +390,12 @@ fn imported_table(t: &Tables) -> Result<Option<Table>> {
 }
 
 /// The columns of the imported models' table, in order (the checksum last, shortened).
-const IMPORTED_SHOWN: [&str; 30] = [
+const IMPORTED_SHOWN: [&str; 34] = [
     "dataset", "method", "size", "source_file", "test_data", "samples", "certificate", "attack_flips", "accuracy",
-    "paper_accuracy", "cra_36", "cra_pw_36", "era_36", "paper_cra_36", "cra_72", "cra_pw_72", "era_72", "paper_cra_72",
-    "cra_108", "cra_pw_108", "era_108", "paper_cra_108", "cra_255", "cra_pw_255", "era_255", "paper_cra_255",
-    "lipschitz_bound", "status", "paper_note", "model_sha256",
+    "paper_accuracy", "cra_36", "cra_pw_36", "attack_cra_36", "era_36", "paper_cra_36", "cra_72", "cra_pw_72",
+    "attack_cra_72", "era_72", "paper_cra_72", "cra_108", "cra_pw_108", "attack_cra_108", "era_108",
+    "paper_cra_108", "cra_255", "cra_pw_255", "attack_cra_255", "era_255", "paper_cra_255", "lipschitz_bound",
+    "status", "paper_note", "model_sha256",
 ];
 
 /// "Certificates under attack": per training run, the two certificates, the attack's empirical
@@ -405,11 +406,12 @@ fn certificates_table(t: &Tables) -> Result<Table> {
         &runs,
         "certificates",
         "Certificates under attack",
-        "Per run: CRA by the paper's global rule (`cra`, margin > √2·ε·L) and by the pairwise head certificate where the head is linear (`cra pw`, min over classes j of (z_y − z_j)/‖w_y − w_j‖ > ε·L_φ); `era` is the empirical robust accuracy under L2 PGD with random restarts and a targeted margin attack (an upper bound; CRA is a lower bound), on the points the pipeline's `certify.attack.samples` names. `attack flips` counts certified points the attack broke inside their certified radius and must be 0; `certificate` is `sound` (attacked, none flipped), `unsound`, or `not certifiable` (not Lipschitz by construction, or an audit that did not converge: no CRA). `lipschitz bound` is the audited L (exact or upper-bounded per layer where the layer's form allows, else a converged power-iteration estimate); `model sha256` is the certified model file's checksum (first 12 hex digits; a rebuilt model invalidates its certificate).",
+        "Per run: CRA by the paper's global rule (`cra`, margin > √2·ε·L) and by the pairwise head certificate where the head is linear (`cra pw`, min over classes j of (z_y − z_j)/‖w_y − w_j‖ > ε·L_φ); `era` is the empirical robust accuracy under L2 PGD with random restarts and a targeted margin attack (an upper bound), on the points the pipeline's `certify.attack.samples` names, and `attack cra` the CRA on those same points by the better of the two certificates (a lower bound: `attack cra` ≤ `era` always, while `cra` may count other points). `attack flips` counts certified points the attack broke inside their certified radius and must be 0; `certificate` is `sound` (attacked, none flipped), `unsound`, or `not certifiable` (not Lipschitz by construction, or an audit that did not converge: no CRA). `lipschitz bound` is the audited L (exact or upper-bounded per layer where the layer's form allows, else a converged power-iteration estimate); `model sha256` is the certified model file's checksum (first 12 hex digits; a rebuilt model invalidates its certificate).",
         &[
             "dataset", "method", "size", "budget_hours", "seed", "certificate", "attack_flips", "accuracy", "cra_36",
-            "cra_pw_36", "era_36", "cra_72", "cra_pw_72", "era_72", "cra_108", "cra_pw_108", "era_108", "cra_255",
-            "cra_pw_255", "era_255", "lipschitz_bound", "model_sha256",
+            "cra_pw_36", "attack_cra_36", "era_36", "cra_72", "cra_pw_72", "attack_cra_72", "era_72", "cra_108",
+            "cra_pw_108", "attack_cra_108", "era_108", "cra_255", "cra_pw_255", "attack_cra_255", "era_255",
+            "lipschitz_bound", "model_sha256",
         ],
     )?;
     // Short checksums: the full 64 hex digits are in the CSV.

@@ -54,7 +54,7 @@ pub fn format_float(column: &str, x: f64) -> String {
 
 /// CRA and ERA columns, also the paper's (`cra_36`, `cra_pw_72`, `era_255`, `paper_cra_36`).
 fn is_percent_column(name: &str) -> bool {
-    let name = name.strip_prefix("paper_").unwrap_or(name);
+    let name = name.strip_prefix("paper_").or_else(|| name.strip_prefix("attack_")).unwrap_or(name);
     name.starts_with("cra") || name.starts_with("era_")
 }
 
@@ -175,6 +175,8 @@ mod tests {
         assert_eq!(pretty("cra_36"), "cra 36 %");
         assert_eq!(pretty("paper_cra_255"), "paper cra 255 %");
         assert_eq!(pretty("era_72"), "era 72 %");
+        assert_eq!(pretty("attack_cra_36"), "attack cra 36 %");
+        assert_eq!(pretty("attack_flips"), "attack flips");
         assert_eq!(format_float("paper_cra_255", 3.94), "3.9");
         assert_eq!(pretty("eval_cra_36_pct"), "eval cra 36 %");
         assert_eq!(pretty("train_peak_bytes"), "train peak bytes");
