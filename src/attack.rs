@@ -55,14 +55,20 @@ impl Default for AttackOptions {
 /// reach the decision boundary up to that rounding. Ties and rounding are not flips.
 pub const FLIP_TOLERANCE: f64 = 1e-5;
 
+/// `[B]`: `max_{j≠y} z_j − z_y` of `logits [B, K]` and int64 `labels [B]`, differentiable (the
+/// untargeted attack's objective; positive when the point is misclassified).
+fn runner_up_gap(logits: &Tensor, labels: &Tensor) -> anyhow::Result<Tensor> {
+    let y = labels.f_unsqueeze(1)?;
+    let true_logit = logits.f_gather(1, &y, false)?.f_squeeze_dim(1)?;
+    let others = logits.f_scatter_value(1, &y, f64::NEG_INFINITY)?;
+    Ok(others.f_amax([1i64].as_slice(), false)?.f_sub(&true_logit)?)
+}
+
 /// `[B]` booleans: whether some class's logit exceeds the true class's in `logits [B, K]` by more
 /// than [`FLIP_TOLERANCE`].
 pub fn flipped(logits: &Tensor, labels: &Tensor) -> anyhow::Result<Tensor> {
-    let true_logit = logits.f_gather(1, &labels.f_unsqueeze(1)?, false)?.f_squeeze_dim(1)?;
-    let others = logits.f_scatter_value(1, &labels.f_unsqueeze(1)?, f64::NEG_INFINITY)?;
     let scale = logits.f_abs()?.f_amax([1i64].as_slice(), false)?.f_clamp_min(1.0)?;
-    let gap = others.f_amax([1i64].as_slice(), false)?.f_sub(&true_logit)?;
-    Ok(gap.f_gt_tensor(&(scale * FLIP_TOLERANCE))?)
+    Ok(runner_up_gap(logits, labels)?.f_gt_tensor(&(scale * FLIP_TOLERANCE))?)
 }
 
 /// Per-sample L2 norm of `[B, …]` as `[B, 1, 1, 1]`, floored away from 0.
@@ -143,11 +149,7 @@ pub fn find_flips(
 /// Every run of the module doc on one batch; the flipped flags OR-ed.
 fn attack_batch(model: &dyn nn::Module, centering: &Centering, x0: &Tensor, y: &Tensor, eps: &Tensor, opts: &AttackOptions) -> anyhow::Result<Tensor> {
     let y_col = y.f_unsqueeze(1)?;
-    let untargeted = |z: &Tensor| -> anyhow::Result<Tensor> {
-        let true_logit = z.f_gather(1, &y_col, false)?.f_squeeze_dim(1)?;
-        let others = z.f_scatter_value(1, &y_col, f64::NEG_INFINITY)?;
-        Ok(others.f_amax([1i64].as_slice(), false)? - true_logit)
-    };
+    let untargeted = |z: &Tensor| runner_up_gap(z, y);
     let mut broken = Tensor::f_zeros([x0.size()[0]], (Kind::Bool, x0.device()))?;
     for _ in 0..opts.restarts {
         // Uniform in the ball: a Gaussian direction, radius ε·U^(1/d).

@@ -169,6 +169,17 @@ pub fn spectral_norm_at(f: &dyn Fn(&Tensor) -> Tensor, point: &Tensor, opts: &Au
     Ok((est.sigma, est.iterations, est.converged))
 }
 
+/// The response of an affine map `f` (on `[B, C, n, n]` float inputs) to a unit impulse at pixel
+/// (0, 0) of each of its `C` input channels, its bias removed: `f(e_c) − f(0)` as `[C, …]` in
+/// f64. For a circular convolution that is its kernel spread over the torus; for a dense head
+/// (`n = 1`) row `c` is `W·e_c`.
+fn impulse_response(f: &dyn Fn(&Tensor) -> Tensor, c: i64, n: i64, device: Device) -> anyhow::Result<Tensor> {
+    let _guard = tch::no_grad_guard();
+    let impulses = Tensor::f_eye(c, (Kind::Float, device))?.f_view([c, c, 1, 1])?.f_constant_pad_nd([0, n - 1, 0, n - 1])?;
+    let zero = Tensor::f_zeros([1, c, n, n], (Kind::Float, device))?;
+    Ok(f(&impulses).f_sub(&f(&zero))?.f_to_kind(Kind::Double)?)
+}
+
 /// The exact spectral norm of a map `f` on `[1, c, n, n]` inputs that is affine and commutes
 /// with circular shifts ([`Structure::CircularLinear`]): the response to an impulse at pixel
 /// (0, 0) of each input channel is the circular kernel `h [out, c, n, n]`, and the operator's
@@ -177,10 +188,7 @@ pub fn spectral_norm_at(f: &dyn Fn(&Tensor) -> Tensor, point: &Tensor, opts: &Au
 pub fn circular_linear_norm(f: &dyn Fn(&Tensor) -> Tensor, input_shape: &[i64], device: Device) -> anyhow::Result<f64> {
     let &[1, c, n, m] = input_shape else { anyhow::bail!("audit: input shape {input_shape:?} is not [1, C, n, n]") };
     anyhow::ensure!(n == m, "audit: input shape {input_shape:?} is not square");
-    let _guard = tch::no_grad_guard();
-    let impulses = Tensor::f_eye(c, (Kind::Float, device))?.f_view([c, c, 1, 1])?.f_constant_pad_nd([0, n - 1, 0, n - 1])?;
-    let zero = Tensor::f_zeros([1, c, n, n], (Kind::Float, device))?;
-    let response = (f(&impulses) - f(&zero)).f_to_kind(Kind::Double)?; // [c, out, n, n]
+    let response = impulse_response(f, c, n, device)?; // [c, out, n, n]
     anyhow::ensure!(response.dim() == 4 && response.size()[2..] == [n, n], "audit: the layer's output {:?} is not [·, ·, {n}, {n}]", response.size());
     let per_frequency = response.f_fft_fft2(None::<&[i64]>, [-2i64, -1].as_slice(), "backward")?.f_permute([2, 3, 1, 0])?;
     max_singular_value(&per_frequency)
@@ -257,24 +265,24 @@ pub fn exponential_tail(rho: f64, terms: i64) -> f64 {
 }
 
 /// The closed-form bound of a layer whose [`Structure`] gives one (`None` for
-/// [`Structure::Opaque`]), for its input shape `[1, C, n, n]`: `(value, kind, converged)`; a
-/// closed form is always converged.
-pub fn structural_bound(layer: &AuditLayer<'_>, device: Device) -> anyhow::Result<Option<(f64, BoundKind, bool)>> {
+/// [`Structure::Opaque`]), for its input shape `[1, C, n, n]`: `(value, kind)`. A closed form
+/// has nothing to converge.
+pub fn structural_bound(layer: &AuditLayer<'_>, device: Device) -> anyhow::Result<Option<(f64, BoundKind)>> {
     let n = layer.input_shape.last().copied().unwrap_or(1);
     Ok(match &layer.structure {
         Structure::Opaque => None,
-        Structure::CircularLinear => Some((circular_linear_norm(&*layer.forward, &layer.input_shape, device)?, BoundKind::Exact, true)),
+        Structure::CircularLinear => Some((circular_linear_norm(&*layer.forward, &layer.input_shape, device)?, BoundKind::Exact)),
         Structure::Spectral { q, pad } => {
             let sigma = max_singular_value(&q.f_detach()?.f_to_kind(Kind::ComplexDouble)?)?;
-            Some((sigma, if *pad == 0 { BoundKind::Exact } else { BoundKind::Upper }, true))
+            Some((sigma, if *pad == 0 { BoundKind::Exact } else { BoundKind::Upper }))
         }
         Structure::ZeroPadResidual { kernel } => {
             let (g, _) = zero_pad_conv_norm(kernel, n, DENSE_NORM_LIMIT)?;
-            Some(((g * g - 1.0).max(1.0), BoundKind::Upper, true))
+            Some(((g * g - 1.0).max(1.0), BoundKind::Upper))
         }
         // The norm only enters the truncation tail (~1e-6 at ‖A‖ ≈ 2): the torus bound suffices.
         Structure::ZeroPadSkewExponential { kernel, terms } => {
-            Some((1.0 + exponential_tail(torus_bound(kernel, n)?, *terms), BoundKind::Upper, true))
+            Some((1.0 + exponential_tail(torus_bound(kernel, n)?, *terms), BoundKind::Upper))
         }
     })
 }
@@ -287,8 +295,8 @@ pub fn audit(layers: &[AuditLayer<'_>], device: Device, opts: &AuditOptions) -> 
     let mut out = Vec::new();
     for layer in layers {
         let context = || format!("auditing layer {}", layer.name);
-        if let Some((sigma, kind, converged)) = structural_bound(layer, device).with_context(context)? {
-            out.push(LayerAudit { name: layer.name.clone(), input_shape: layer.input_shape.clone(), sigma, kind, iterations: 0, converged });
+        if let Some((sigma, kind)) = structural_bound(layer, device).with_context(context)? {
+            out.push(LayerAudit { name: layer.name.clone(), input_shape: layer.input_shape.clone(), sigma, kind, iterations: 0, converged: true });
             continue;
         }
         let mut points = vec![Tensor::f_zeros(layer.input_shape.as_slice(), (Kind::Float, device))?];
@@ -359,11 +367,8 @@ pub fn head_geometry(head: &AuditLayer<'_>, classes: i64, audit: &Audit, device:
         return Ok(None);
     }
     let &[1, w, 1, 1] = head.input_shape.as_slice() else { anyhow::bail!("head input shape {:?} is not [1, W, 1, 1]", head.input_shape) };
-    let _guard = tch::no_grad_guard();
-    let basis = Tensor::f_eye(w, (Kind::Float, device))?.f_view([w, w, 1, 1])?;
-    let zero = Tensor::f_zeros([1, w, 1, 1], (Kind::Float, device))?;
     // Row i of the response is W·e_i: transposed, the head's matrix [out, W].
-    let matrix = (head.forward)(&basis).f_sub(&(head.forward)(&zero))?.f_flatten(1, -1)?.f_to_kind(Kind::Double)?.f_tr()?;
+    let matrix = impulse_response(&*head.forward, w, 1, device)?.f_flatten(1, -1)?.f_tr()?;
     anyhow::ensure!(matrix.size()[0] >= classes, "the head has {} outputs for {classes} classes", matrix.size()[0]);
     let rows = matrix.f_narrow(0, 0, classes)?.f_to_device(Device::Cpu)?;
     let distances = rows.f_unsqueeze(1)?.f_sub(&rows.f_unsqueeze(0)?)?.f_norm_scalaropt_dim(2, [2i64].as_slice(), false)?;
@@ -1060,7 +1065,7 @@ mod tests {
                 let f = |x: &Tensor| frozen.forward(x);
                 let shape = vec![1, c, n, n];
                 let audit_layer = AuditLayer { name: format!("{method}"), input_shape: shape.clone(), forward: Box::new(f), structure: layer.structure() };
-                let Some((bound, kind, _)) = structural_bound(&audit_layer, dev).unwrap() else {
+                let Some((bound, kind)) = structural_bound(&audit_layer, dev).unwrap() else {
                     panic!("{method} {role:?}: no closed-form bound (every paper method declares one)")
                 };
                 let oracle = match kind {
@@ -1080,7 +1085,7 @@ mod tests {
         let kernel = Tensor::randn([2, 2, 3, 3], (Kind::Float, dev));
         let f = |x: &Tensor| crate::nn::ortho::conv2d_zero(x, &kernel, None);
         let wrong = AuditLayer { name: "zero-padded declared circular".into(), input_shape: vec![1, 2, 4, 4], forward: Box::new(f), structure: Structure::CircularLinear };
-        let (claimed, _, _) = structural_bound(&wrong, dev).unwrap().unwrap();
+        let (claimed, _) = structural_bound(&wrong, dev).unwrap().unwrap();
         let exact = svdvals(&impulse_matrix(&f, 2, 4, dev)).max().double_value(&[]);
         assert!((claimed - exact).abs() > 1e-3, "{claimed} vs {exact}");
     }
