@@ -530,6 +530,17 @@ impl crate::records::Record for CertifyRecord {
 }
 
 impl CertifyRecord {
+    /// Provenance: whether this certificate describes a model that no longer exists. It names the
+    /// SHA-256 of the model file it certified, and `current` (the checksum of the model its train
+    /// artifact holds now; `None` when that holds no model or is gone) is another. A record
+    /// without a checksum (a run that was not trained or diverged) is never stale by this test.
+    pub fn is_stale(&self, current: Option<&str>) -> bool {
+        match self.certified.as_ref().and_then(|c| c.model_sha256.as_deref()) {
+            Some(certified) => Some(certified) != current,
+            None => false,
+        }
+    }
+
     /// The record of a certificate that took `seconds`, of the model file with checksum
     /// `model_sha256`, with its attack check when it ran.
     pub fn certified(cert: &Certificate, seconds: f64, model_sha256: Option<String>, attack: Option<AttackSummary>) -> Self {

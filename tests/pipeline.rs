@@ -853,11 +853,27 @@ fn attack_refuses_bad_model_files_and_radii_and_writes_nothing() {
     assert_no_partial(&root);
 }
 
+/// `lipctl aggregate` on `root`: the aggregate's folder name (its key) and the `status` of its one
+/// train row in `results.csv`.
+fn aggregate_train_status(root: &Path) -> (String, String) {
+    let o = lipctl(root, &["aggregate"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let folder = PathBuf::from(text(&o).0.trim());
+    let csv = std::fs::read_to_string(folder.join("results.csv")).unwrap();
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let (stage, status) = (header.iter().position(|c| *c == "stage").unwrap(), header.iter().position(|c| *c == "status").unwrap());
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect::<Vec<_>>()).filter(|r| r[stage] == "train").collect();
+    assert_eq!(rows.len(), 1, "{csv}");
+    (folder.file_name().unwrap().to_string_lossy().into_owned(), rows[0][status].to_string())
+}
+
 /// Provenance: a certificate names the SHA-256 of the model file it certified. When the train
 /// artifact is rebuilt with a different model (as a non-deterministic device would), the next
 /// `certify` discards the old certificate and certifies the new model; without a rebuild the
-/// certificate is reused (so the check can tell the two apart). A damaged model in the store is
-/// detected by its checksum, retrained and certified again.
+/// certificate is reused (so the check can tell the two apart). Until it is certified again the
+/// aggregate shows the run uncertified, and the new certificate makes a new aggregate. A damaged
+/// model in the store is detected by its checksum, retrained and certified again.
 #[test]
 fn a_rebuilt_model_invalidates_its_certificate() {
     use lipctl::store::{ManifestInfo, Store};
@@ -904,9 +920,16 @@ fn a_rebuilt_model_invalidates_its_certificate() {
         .unwrap();
     let second = sha(&train.join("model.safetensors"));
     assert_ne!(second, first);
+    // Before certify runs again, the aggregate is a new one and shows the run uncertified, not
+    // with the old model's certificate.
+    let (before_key, status) = aggregate_train_status(&root);
+    assert_eq!(status, "uncertified");
     let out = certify("0");
     assert!(out.lines().any(|l| l.starts_with("done") && l.contains("certify")), "the stale certificate was reused: {out}");
     assert_eq!(certified_sha(), second);
+    let (after_key, status) = aggregate_train_status(&root);
+    assert_eq!(status, "ok");
+    assert_ne!(after_key, before_key, "a new certificate under the same key must make a new aggregate");
 
     // A damaged model file: the store notices, retrains (seed 0 again) and certifies that model.
     let model = train.join("model.safetensors");

@@ -38,8 +38,45 @@ pub struct Raw {
     /// Prepared datasets: dataset (name), input_side, classes.
     pub datasets: DataFrame,
     pub provenance: AggregateProvenance,
-    /// Keys of every artifact read.
-    pub inputs: BTreeSet<Key>,
+    /// Every artifact read.
+    pub inputs: Inputs,
+}
+
+/// The artifacts an aggregate read: each key with a digest of its committed files' checksums.
+/// A rebuilt artifact (a retrained model, a certificate made again) keeps its key but changes
+/// the digest, so the aggregate built from it is a new one.
+#[derive(Default)]
+pub struct Inputs(BTreeMap<Key, String>);
+
+impl Inputs {
+    fn add(&mut self, art: &Artifact) {
+        let files = serde_json::to_value(&art.manifest.files).unwrap_or_default();
+        self.0.insert(art.key.clone(), crate::store::canonical_json(&files));
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The keys, sorted.
+    pub fn keys(&self) -> Vec<Key> {
+        self.0.keys().cloned().collect()
+    }
+
+    /// SHA-256 (hex) over every key and its files' checksums, in key order.
+    pub fn content_sha256(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        for (key, files) in &self.0 {
+            hasher.update(key.as_str().as_bytes());
+            hasher.update(files.as_bytes());
+        }
+        hex::encode(hasher.finalize())
+    }
 }
 
 /// Reads the store's artifacts in `scope` into [`Raw`] frames.
@@ -47,11 +84,11 @@ pub fn collect(store: &Store, scope: &Scope) -> Result<Raw> {
     let committed = |stage: &str| -> Result<Vec<Artifact>> {
         Ok(committed(store, stage)?.into_iter().filter(|a| scope.includes(&a.key)).collect())
     };
-    let mut inputs = BTreeSet::new();
+    let mut inputs = Inputs::default();
     let datasets = Datasets::collect(committed("prepare")?, &mut inputs);
     let mut budget_modes = BTreeSet::new();
     for art in committed("budget")? {
-        inputs.insert(art.key.clone());
+        inputs.add(&art);
         if let Some(mode) = config_view::<BudgetConfig>(&art)?.mode {
             budget_modes.insert(mode);
         }
@@ -64,7 +101,7 @@ pub fn collect(store: &Store, scope: &Scope) -> Result<Raw> {
     let mut imported_certs: BTreeMap<String, Vec<Artifact>> = BTreeMap::new();
     for art in committed("certify")? {
         let Some(first) = art.manifest.inputs.first().map(|k| k.as_str().to_string()) else { continue };
-        inputs.insert(art.key.clone());
+        inputs.add(&art);
         if art.manifest.config.get("imported") == Some(&Value::Bool(true)) {
             imported_certs.entry(first).or_default().push(art);
         } else {
@@ -74,20 +111,22 @@ pub fn collect(store: &Store, scope: &Scope) -> Result<Raw> {
     let mut runs = RunCols::default();
     let mut curves = Curves::default();
     for art in committed("train")? {
-        inputs.insert(art.key.clone());
-        let cert = certs.get(art.key.as_str());
+        inputs.add(&art);
+        // A certificate of a model this artifact no longer holds describes nothing: uncertified.
+        let model = art.manifest.files.get(crate::train::trainer::MODEL_FILE).map(|f| f.sha256.as_str());
+        let cert = certs.get(art.key.as_str()).filter(|c| !c.is_stale(model));
         runs.push(&art, cert, &datasets, &mut devices, &mut precisions)?;
         curves.read(&art)?;
     }
     let mut imported = ImportedCols::default();
     for art in committed(crate::imported::STAGE)? {
-        inputs.insert(art.key.clone());
+        inputs.add(&art);
         let certified = imported_certs.get(art.key.as_str()).map(Vec::as_slice).unwrap_or_default();
         imported.push(&art, certified, &datasets, &mut devices, &mut precisions)?;
     }
     let mut measures = MeasureCols::default();
     for art in committed("measure")? {
-        inputs.insert(art.key.clone());
+        inputs.add(&art);
         measures.push(&art, &mut devices, &mut precisions)?;
     }
     let datasets_frame = datasets.frame()?;
@@ -198,11 +237,11 @@ struct Datasets {
 impl Datasets {
     /// Every `prepare` artifact whose `meta.json` reads (others are skipped, as before records
     /// were typed); their keys are added to `inputs`.
-    fn collect(artifacts: Vec<Artifact>, inputs: &mut BTreeSet<Key>) -> Datasets {
+    fn collect(artifacts: Vec<Artifact>, inputs: &mut Inputs) -> Datasets {
         let mut d = Datasets::default();
         for art in artifacts {
             let Ok(meta) = records::read::<Meta>(&art) else { continue };
-            inputs.insert(art.key.clone());
+            inputs.add(&art);
             let side = meta.image_side as i64;
             d.side_by_key.insert(art.key.as_str().to_string(), side);
             d.name_by_key.insert(art.key.as_str().to_string(), meta.name.clone());

@@ -184,7 +184,7 @@ pub fn run(
         }
         let selected = opts.only.is_none_or(|s| s == task.stage);
         if !opts.dry_run {
-            super::stages::discard_stale(store, plan, i)?;
+            check_provenance(store, plan, i, progress);
         }
         let cached = store.lookup(task.stage.name(), &task.key)?.is_some();
         for w in store.take_warnings() {
@@ -241,6 +241,14 @@ pub fn run(
     Ok(report)
 }
 
+/// [`super::stages::discard_stale`] for task `index`; a failure to check (an unreadable record)
+/// is a warning, and the cached artifact stays: one unreadable certificate does not stop a run.
+fn check_provenance(store: &Store, plan: &Plan, index: usize, progress: &Progress) {
+    if let Err(e) = super::stages::discard_stale(store, plan, index) {
+        progress.println(&format!("warning: provenance of `{}` not checked: {e:#}", plan.tasks[index].label));
+    }
+}
+
 fn execute(plan: &Plan, index: usize, task: &Task, store: &Store, stages: &mut StageRunner, force: bool, progress: &Progress) -> anyhow::Result<bool> {
     if force {
         let dir = store.artifact_dir(task.stage.name(), &task.key);
@@ -265,7 +273,7 @@ pub fn run_one(
 ) -> anyhow::Result<RunReport> {
     let mut report = RunReport::default();
     let task = &plan.tasks[index];
-    super::stages::discard_stale(store, plan, index)?;
+    check_provenance(store, plan, index, progress);
     if store.lookup(task.stage.name(), &task.key)?.is_some() {
         writeln!(out, "cached   {} [{}]", task.label, task.key.short())?;
         report.cached += 1;

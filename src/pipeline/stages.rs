@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use tch::Device;
 
 /// File names inside a `train` artifact.
-pub const TRAIN_MODEL: &str = "model.safetensors";
+pub const TRAIN_MODEL: &str = crate::train::trainer::MODEL_FILE;
 pub const TRAIN_STATS: &str = "epochs.csv";
 pub const TRAIN_OUTCOME: &str = TrainRecord::FILE;
 pub const MEASUREMENT: &str = MeasureRecord::FILE;
@@ -352,33 +352,27 @@ pub fn read_outcome(trained: &Artifact) -> anyhow::Result<TrainRecord> {
 }
 
 /// Provenance, checked by the runner before it asks the store whether task `index` of `plan` is
-/// cached: a certify task's cached certificate of another model file than the one its train
-/// artifact holds now (the model was rebuilt, e.g. retrained on a non-deterministic device)
-/// describes a model that no longer exists; it is discarded so that the task certifies the current
-/// one. Other stages, and a certify task whose model is not trained yet, are left alone.
-/// Errors: the store or a record cannot be read.
+/// cached: a certify task's cached certificate that describes a model its train artifact no
+/// longer holds ([`CertifyRecord::is_stale`]: the model was rebuilt, e.g. retrained on a
+/// non-deterministic device, or the train artifact is gone) is discarded, so that the task
+/// certifies the current model. Other stages are left alone. Reads the model's checksum from the
+/// train artifact's manifest (verified by the lookup), not the file. Errors: the store or the
+/// certificate record cannot be read.
 pub fn discard_stale(store: &Store, plan: &Plan, index: usize) -> anyhow::Result<()> {
     let task = &plan.tasks[index];
     let TaskSpec::Certify { train, .. } = &task.spec else { return Ok(()) };
-    let train_task = &plan.tasks[*train];
-    match store.lookup(train_task.stage.name(), &train_task.key)? {
-        Some(trained) => discard_stale_certificate(store, task, &trained),
-        None => Ok(()),
-    }
-}
-
-/// [`discard_stale`] for one certify task and its committed train artifact.
-fn discard_stale_certificate(store: &Store, task: &Task, trained: &Artifact) -> anyhow::Result<()> {
     let Some(cached) = store.lookup(task.stage.name(), &task.key)? else { return Ok(()) };
-    let model = trained.path(TRAIN_MODEL);
+    let train_task = &plan.tasks[*train];
+    let trained = store.lookup(train_task.stage.name(), &train_task.key)?;
+    let current = trained.as_ref().and_then(|t| t.manifest.files.get(TRAIN_MODEL)).map(|f| f.sha256.clone());
     let record: CertifyRecord = records::read(&cached)?;
-    let Some(certified) = record.certified.as_ref().and_then(|c| c.model_sha256.clone()) else { return Ok(()) };
-    if !model.exists() {
-        return Ok(());
-    }
-    let current = fsx::checksum_file(&model)?.sha256;
-    if current != certified {
-        let why = format!("certified model {}… but {} is now {}…", &certified[..12], model.display(), &current[..12]);
+    if record.is_stale(current.as_deref()) {
+        let short = |s: &str| s.chars().take(12).collect::<String>();
+        let certified = record.certified.as_ref().and_then(|c| c.model_sha256.as_deref()).map(short).unwrap_or_default();
+        let why = match &current {
+            Some(now) => format!("it certified model {certified}… but `{}` now holds {}…", train_task.label, short(now)),
+            None => format!("it certified model {certified}… but `{}` holds no model now", train_task.label),
+        };
         store.discard(task.stage.name(), &task.key, &why)?;
     }
     Ok(())
