@@ -354,12 +354,12 @@ fn arg<'a>(call: &'a [String], flag: &str) -> Option<&'a str> {
     call.iter().find_map(|a| a.strip_prefix(flag)?.strip_prefix('='))
 }
 
-/// `lipctl slurm pipelines/paper.yaml` (the full study: a search wave of 16 trials × 3 datasets × 4 sizes per method) run
-/// against a fake `sbatch`: every array is numbered from 0 and stays below MaxArraySize (as
-/// `scontrol` reports it, 1001 when it cannot, or `--max-array-size`); the arrays of a wave cover
-/// it exactly at consecutive offsets; each depends on every array of the previous wave; GPUs are
-/// asked for (with `--ntasks=1`) on the measure, search, train and certify waves only; a refused
-/// `sbatch` stops the script with a message naming the wave.
+/// `lipctl slurm pipelines/paper.yaml` (the full study: a search wave of 16 trials × 3 datasets × 4
+/// sizes per method) run against a fake `sbatch`: every array is numbered from 0 and stays below
+/// MaxArraySize (as `scontrol` reports it, 1001 when it cannot, or `--max-array-size`); the arrays
+/// of a wave cover it exactly at consecutive offsets; each depends on every array of the previous
+/// wave; GPUs are asked for (with `--ntasks=1`) on the measure, search, train and certify waves
+/// only; a refused `sbatch` stops the script with a message naming the wave.
 #[test]
 fn slurm_waves_of_the_full_study_stay_within_max_array_size() {
     let dir = tempfile::tempdir().unwrap();

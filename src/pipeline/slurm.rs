@@ -11,13 +11,14 @@
 //! # Array numbering within Slurm's limits
 //!
 //! Slurm accepts array indices `0..MaxArraySize-1` (default `MaxArraySize=1001`), and the full
-//! study's search wave has 2,112 tasks (16 trials × 3 datasets × 4 sizes × 11 methods). So every wave's array is numbered from 0, each array task runs
-//! `lipctl run-task PIPELINE $SLURM_ARRAY_TASK_ID --wave STAGE --offset K`, and lipctl maps the
-//! wave position `K + SLURM_ARRAY_TASK_ID` to the plan's task (the wave's tasks in plan order). A
-//! wave longer than the limit becomes several array jobs (offsets 0, L, 2L, …), all of which the
-//! next wave depends on. The driver script reads the limit from `scontrol show config` when it
-//! runs (fallback 1001); `--max-array-size N` fixes it instead. With `--max-parallel N` the arrays
-//! of one wave run one after the other, so the whole wave keeps to N tasks at a time.
+//! study's search wave has 2,112 tasks (16 trials × 3 datasets × 4 sizes × 11 methods). So every
+//! wave's array is numbered from 0, each array task runs `lipctl run-task PIPELINE
+//! $SLURM_ARRAY_TASK_ID --wave STAGE --offset K`, and lipctl maps the wave position `K +
+//! SLURM_ARRAY_TASK_ID` to the plan's task (the wave's tasks in plan order). A wave longer than the
+//! limit becomes several array jobs (offsets 0, L, 2L, …), all of which the next wave depends on.
+//! The driver script reads the limit from `scontrol show config` when it runs (fallback 1001);
+//! `--max-array-size N` fixes it instead. With `--max-parallel N` the arrays of one wave run one
+//! after the other, so the whole wave keeps to N tasks at a time.
 //!
 //! # Resources
 //!
