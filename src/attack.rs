@@ -35,7 +35,8 @@ pub struct AttackOptions {
     pub restarts: u32,
     /// Runner-up classes attacked by the targeted margin attack.
     pub targets: u32,
-    /// Attack only the first N test points (all when absent).
+    /// Attack only N test points, evenly spaced over the split (all when absent; see
+    /// [`crate::certify::attacked_points`]).
     pub samples: Option<u32>,
     /// Seed of the random starts.
     pub seed: u64,

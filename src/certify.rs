@@ -470,7 +470,7 @@ pub struct LipschitzSummary {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AttackSummary {
     pub options: AttackOptions,
-    /// Points attacked: the first `options.samples` test points, or all.
+    /// Points attacked: `options.samples` test points evenly spaced over the split ([`attacked_points`]), or all.
     pub samples: usize,
     /// Certified points attacked at their own certified radius (the larger of the global and
     /// the pairwise one).
@@ -726,7 +726,7 @@ impl Certificate {
 }
 
 /// The attack check of `cert` (module doc of [`crate::attack`]): every certified point among the
-/// first `opts.samples` test points attacked at its certified radius, and every correct one at
+/// [`attacked_points`] attacked at its certified radius, and every correct one at
 /// each radius of [`RADII`]; the flips of certified points counted.
 #[allow(clippy::too_many_arguments)]
 pub fn attack_certificate(
@@ -740,6 +740,15 @@ pub fn attack_certificate(
     device: Device,
 ) -> anyhow::Result<AttackSummary> {
     attack_certificate_at(model, images, labels, channel_mean, cert, &RADII, opts, batch_size, device)
+}
+
+/// The indices of the test points the attack check attacks: all `total` when `samples` is
+/// `None` or at least `total`, else `samples` points evenly spaced over the split (index
+/// `⌊j·total/samples⌋` for `j < samples`), so that a split stored class by class is attacked in
+/// every class, not only in its first ones.
+pub fn attacked_points(total: usize, samples: Option<u32>) -> Vec<usize> {
+    let n = samples.map_or(total, |s| (s as usize).min(total));
+    (0..n).map(|j| j * total / n.max(1)).collect()
 }
 
 /// [`attack_certificate`] at the radii `radii` (pixel units, each > 0) instead of [`RADII`].
@@ -756,21 +765,24 @@ pub fn attack_certificate_at(
     device: Device,
 ) -> anyhow::Result<AttackSummary> {
     anyhow::ensure!(radii_to_attack.iter().all(|r| r.is_finite() && *r > 0.0), "attack radii must be positive numbers, got {radii_to_attack:?}");
-    let total = cert.evaluation.correct.len();
-    let n = opts.samples.map_or(total, |s| (s as usize).min(total));
-    let (images, labels) = (images.f_narrow(0, 0, n as i64)?, labels.f_narrow(0, 0, n as i64)?);
-    let own: Vec<f64> = cert.certified_radii()[..n].to_vec();
+    let points = attacked_points(cert.evaluation.correct.len(), opts.samples);
+    let n = points.len();
+    let index = Tensor::from_slice(&points.iter().map(|&i| i as i64).collect::<Vec<_>>()).f_to_device(images.device())?;
+    let (images, labels) = (images.f_index_select(0, &index)?, labels.f_index_select(0, &index.f_to_device(labels.device())?)?);
+    let all_radii = cert.certified_radii();
+    let own: Vec<f64> = points.iter().map(|&i| all_radii[i]).collect();
     let flips_own = find_flips(model, &images, &labels, channel_mean, &own, opts, batch_size, device)?;
     let attacked_at_certified_radius = own.iter().filter(|r| **r > 0.0).count();
     let flipped_at_certified_radius = flips_own.iter().filter(|f| **f).count();
     let mut per_radius = BTreeMap::new();
     let certifiable = cert.not_certifiable.is_none();
     for &eps in radii_to_attack {
-        let radii: Vec<f64> = (0..n).map(|i| if cert.evaluation.correct[i] { eps } else { 0.0 }).collect();
+        let correct: Vec<bool> = points.iter().map(|&i| cert.evaluation.correct[i]).collect();
+        let radii: Vec<f64> = correct.iter().map(|&c| if c { eps } else { 0.0 }).collect();
         let flips = find_flips(model, &images, &labels, channel_mean, &radii, opts, batch_size, device)?;
-        let robust = (0..n).filter(|&i| cert.evaluation.correct[i] && !flips[i]).count();
-        let certified: Vec<bool> = (0..n).map(|i| cert.certified_at(i, eps)).collect();
-        let flipped = (0..n).filter(|&i| certified[i] && flips[i]).count();
+        let robust = (0..n).filter(|&j| correct[j] && !flips[j]).count();
+        let certified: Vec<bool> = points.iter().map(|&i| cert.certified_at(i, eps)).collect();
+        let flipped = (0..n).filter(|&j| certified[j] && flips[j]).count();
         let frac = |k: usize| if n == 0 { f64::NAN } else { k as f64 / n as f64 };
         let cra = certifiable.then(|| frac(certified.iter().filter(|c| **c).count()));
         per_radius.insert(radius_name(eps), AttackRow { cra, era: frac(robust), flipped });
@@ -851,6 +863,23 @@ mod tests {
     /// logits = A·(image/255) with A = 2·I₃ (spectral norm 2), on 1×1 RGB "images".
     fn doubling_model() -> impl nn::Module {
         nn::func(|x: &Tensor| x.flatten(1, -1) * 2.0)
+    }
+
+    /// A split stored class by class (10 classes × 100 points, as the quick pipeline's subset):
+    /// 500 attacked points are 50 of every class, not all of the first five; hand-computed
+    /// indices for a small case; `None` or more samples than points attack every point.
+    #[test]
+    fn attacked_points_cover_every_class_of_a_class_ordered_split() {
+        let labels: Vec<usize> = (0..1000).map(|i| i / 100).collect();
+        let points = attacked_points(1000, Some(500));
+        assert_eq!(points.len(), 500);
+        for class in 0..10 {
+            assert_eq!(points.iter().filter(|&&i| labels[i] == class).count(), 50, "class {class}");
+        }
+        assert_eq!(attacked_points(10, Some(4)), [0, 2, 5, 7]);
+        assert_eq!(attacked_points(5, None), [0, 1, 2, 3, 4]);
+        assert_eq!(attacked_points(5, Some(9)), [0, 1, 2, 3, 4]);
+        assert!(attacked_points(0, Some(3)).is_empty());
     }
 
     /// Five samples whose margins are known by hand (see the test).

@@ -103,7 +103,7 @@ pub struct AttackArgs {
     #[arg(long, default_value_t = 1)]
     pub targets: u32,
 
-    /// Attack only the first N test points.
+    /// Attack only N test points, evenly spaced over the test split.
     #[arg(long, value_name = "N", value_parser = rule(lipctl::config::positive_u32))]
     pub samples: Option<u32>,
 }
@@ -167,7 +167,7 @@ pub struct ImportArgs {
     #[arg(long, value_name = "N", value_parser = rule(lipctl::config::positive_u32), requires = "certify")]
     pub test_per_class: Option<u32>,
 
-    /// Attack only the first N test points (default: all of them).
+    /// Attack only N test points, evenly spaced over the test split (default: all of them).
     #[arg(long, value_name = "N", value_parser = rule(lipctl::config::positive_u32), requires = "certify")]
     pub attack_samples: Option<u32>,
 

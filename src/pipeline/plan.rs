@@ -347,7 +347,8 @@ impl Builder {
                 let label = format!("{name}{budget_label} seed {seed}");
                 let train = self.push(Stage::Train, format!("train {label}"), task.config(), deps, TaskSpec::Train(task));
                 let (audit_iterations, attack) = (p.certify.audit_iterations, p.certify.attack);
-                let config = json!({ "split": "test", "audit_iterations": audit_iterations, "attack": attack });
+                // `attack_points`: which test points `attack.samples` picks (certify::attacked_points).
+                let config = json!({ "split": "test", "audit_iterations": audit_iterations, "attack": attack, "attack_points": "evenly spaced" });
                 self.push(Stage::Certify, format!("certify {label}"), config, vec![train], TaskSpec::Certify { train, audit_iterations, attack });
             }
         }

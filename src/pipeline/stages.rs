@@ -265,6 +265,7 @@ impl StageRunner {
             "split": "test",
             "audit_iterations": opts.audit_iterations,
             "attack": opts.attack,
+            "attack_points": "evenly spaced",
             "imported": true,
             "test_per_class": test_per_class,
         });
