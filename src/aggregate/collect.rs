@@ -42,16 +42,17 @@ pub struct Raw {
     pub inputs: Inputs,
 }
 
-/// The artifacts an aggregate read: each key with a digest of its committed files' checksums.
-/// A rebuilt artifact (a retrained model, a certificate made again) keeps its key but changes
-/// the digest, so the aggregate built from it is a new one.
+/// The artifacts an aggregate read: each key with the model checksum it stands for (a train
+/// artifact's model file, the model a certificate names; empty for the others). A retrained
+/// model or a certificate made again for another model keeps its key but changes the checksum,
+/// so the aggregate built from it is a new one; wall-clock fields, which differ between two
+/// builds of the same model, do not enter.
 #[derive(Default)]
 pub struct Inputs(BTreeMap<Key, String>);
 
 impl Inputs {
-    fn add(&mut self, art: &Artifact) {
-        let files = serde_json::to_value(&art.manifest.files).unwrap_or_default();
-        self.0.insert(art.key.clone(), crate::store::canonical_json(&files));
+    fn add(&mut self, art: &Artifact, model_sha256: Option<&str>) {
+        self.0.insert(art.key.clone(), model_sha256.unwrap_or_default().to_string());
     }
 
     pub fn len(&self) -> usize {
@@ -67,7 +68,7 @@ impl Inputs {
         self.0.keys().cloned().collect()
     }
 
-    /// SHA-256 (hex) over every key and its files' checksums, in key order.
+    /// SHA-256 (hex) over every key and its model checksum, in key order.
     pub fn content_sha256(&self) -> String {
         use sha2::{Digest, Sha256};
         let mut hasher = Sha256::new();
@@ -88,7 +89,7 @@ pub fn collect(store: &Store, scope: &Scope) -> Result<Raw> {
     let datasets = Datasets::collect(committed("prepare")?, &mut inputs);
     let mut budget_modes = BTreeSet::new();
     for art in committed("budget")? {
-        inputs.add(&art);
+        inputs.add(&art, None);
         if let Some(mode) = config_view::<BudgetConfig>(&art)?.mode {
             budget_modes.insert(mode);
         }
@@ -101,32 +102,33 @@ pub fn collect(store: &Store, scope: &Scope) -> Result<Raw> {
     let mut imported_certs: BTreeMap<String, Vec<Artifact>> = BTreeMap::new();
     for art in committed("certify")? {
         let Some(first) = art.manifest.inputs.first().map(|k| k.as_str().to_string()) else { continue };
-        inputs.add(&art);
+        let record: CertifyRecord = records::read(&art)?;
+        inputs.add(&art, record.certified.as_ref().and_then(|c| c.model_sha256.as_deref()));
         if art.manifest.config.get("imported") == Some(&Value::Bool(true)) {
             imported_certs.entry(first).or_default().push(art);
         } else {
-            certs.insert(first, records::read(&art)?);
+            certs.insert(first, record);
         }
     }
     let mut runs = RunCols::default();
     let mut curves = Curves::default();
     for art in committed("train")? {
-        inputs.add(&art);
         // A certificate of a model this artifact no longer holds describes nothing: uncertified.
         let model = art.manifest.files.get(crate::train::trainer::MODEL_FILE).map(|f| f.sha256.as_str());
+        inputs.add(&art, model);
         let cert = certs.get(art.key.as_str()).filter(|c| !c.is_stale(model));
         runs.push(&art, cert, &datasets, &mut devices, &mut precisions)?;
         curves.read(&art)?;
     }
     let mut imported = ImportedCols::default();
     for art in committed(crate::imported::STAGE)? {
-        inputs.add(&art);
+        inputs.add(&art, None);
         let certified = imported_certs.get(art.key.as_str()).map(Vec::as_slice).unwrap_or_default();
         imported.push(&art, certified, &datasets, &mut devices, &mut precisions)?;
     }
     let mut measures = MeasureCols::default();
     for art in committed("measure")? {
-        inputs.add(&art);
+        inputs.add(&art, None);
         measures.push(&art, &mut devices, &mut precisions)?;
     }
     let datasets_frame = datasets.frame()?;
@@ -241,7 +243,7 @@ impl Datasets {
         let mut d = Datasets::default();
         for art in artifacts {
             let Ok(meta) = records::read::<Meta>(&art) else { continue };
-            inputs.add(&art);
+            inputs.add(&art, None);
             let side = meta.image_side as i64;
             d.side_by_key.insert(art.key.as_str().to_string(), side);
             d.name_by_key.insert(art.key.as_str().to_string(), meta.name.clone());

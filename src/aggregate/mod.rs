@@ -14,9 +14,11 @@
 //!
 //! # What is written: `artifacts/aggregate/<key>/`
 //!
-//! The key hashes the sorted keys of every artifact read, the checksums of their files, and a
-//! checksum of the paper's CSVs, so a new run, a rebuilt artifact (a retrained model, a certificate
-//! made again) or a changed reference file makes a new aggregate, and nothing else does.
+//! The key hashes the sorted keys of every artifact read, the model checksum each train artifact
+//! holds and each certificate names, and a checksum of the paper's CSVs, so a new run, a
+//! retrained model, a certificate of another model or a changed reference file makes a new
+//! aggregate, and nothing else does (two builds of the same model, differing only in wall-clock
+//! fields, share it).
 //! Each table is written as `<name>.parquet` and `<name>.csv`:
 //! * `results`: one row per train run, one per measurement that no run used (for example an
 //!   out-of-memory model; its `dataset` is each prepared dataset of the measured input side and
@@ -285,8 +287,8 @@ pub fn run(store_root: &Path, scope: &Scope) -> Result<Artifact> {
     let store = Store::open(store_root)?;
     let raw = collect::collect(&store, scope)?;
     let paper = Paper::load()?;
-    // The inputs' content is in the key as well as their keys: a rebuilt train or certify artifact
-    // (same key, another model or certificate) makes a new aggregate.
+    // The models behind the inputs are in the key as well as their keys: a retrained model or a
+    // certificate of another model (same keys) makes a new aggregate.
     let config = json!({ "paper_sha256": paper.checksum, "inputs_content_sha256": raw.inputs.content_sha256() });
     let mut info = ManifestInfo::new(SCHEMA_VERSION, config);
     info.inputs = raw.inputs.keys();

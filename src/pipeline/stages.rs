@@ -2,7 +2,7 @@
 //! (`data::prepare`, `train::train`, `certify`). Each stage writes its files into the store's
 //! temporary folder, so an artifact appears only when complete (docs/artifacts.md).
 
-use super::plan::{Epochs, Hyper, Plan, Task, TaskSpec, TrainTask};
+use super::plan::{Epochs, Hyper, Plan, TaskSpec, TrainTask};
 use crate::budgets::BudgetMode;
 use crate::store::{Artifact, Key, ManifestInfo, Store};
 use crate::attack::AttackOptions;
