@@ -193,6 +193,11 @@ impl Artifact {
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.join(rel)
     }
+
+    /// The SHA-256 the manifest records for file `rel` (verified by the lookup), if it has one.
+    pub fn file_sha256(&self, rel: &str) -> Option<&str> {
+        self.manifest.files.get(rel).map(|f| f.sha256.as_str())
+    }
 }
 
 /// Counts per stage for `lipctl status` without a pipeline.

@@ -72,9 +72,9 @@ impl Inputs {
     pub fn content_sha256(&self) -> String {
         use sha2::{Digest, Sha256};
         let mut hasher = Sha256::new();
-        for (key, files) in &self.0 {
+        for (key, model) in &self.0 {
             hasher.update(key.as_str().as_bytes());
-            hasher.update(files.as_bytes());
+            hasher.update(model.as_bytes());
         }
         hex::encode(hasher.finalize())
     }
@@ -114,7 +114,7 @@ pub fn collect(store: &Store, scope: &Scope) -> Result<Raw> {
     let mut curves = Curves::default();
     for art in committed("train")? {
         // A certificate of a model this artifact no longer holds describes nothing: uncertified.
-        let model = art.manifest.files.get(crate::train::trainer::MODEL_FILE).map(|f| f.sha256.as_str());
+        let model = art.file_sha256(crate::train::trainer::MODEL_FILE);
         inputs.add(&art, model);
         let cert = certs.get(art.key.as_str()).filter(|c| !c.is_stale(model));
         runs.push(&art, cert, &datasets, &mut devices, &mut precisions)?;

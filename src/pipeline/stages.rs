@@ -365,12 +365,12 @@ pub fn discard_stale(store: &Store, plan: &Plan, index: usize) -> anyhow::Result
     let Some(cached) = store.lookup(task.stage.name(), &task.key)? else { return Ok(()) };
     let train_task = &plan.tasks[*train];
     let trained = store.lookup(train_task.stage.name(), &train_task.key)?;
-    let current = trained.as_ref().and_then(|t| t.manifest.files.get(TRAIN_MODEL)).map(|f| f.sha256.clone());
+    let current = trained.as_ref().and_then(|t| t.file_sha256(TRAIN_MODEL));
     let record: CertifyRecord = records::read(&cached)?;
-    if record.is_stale(current.as_deref()) {
+    if record.is_stale(current) {
         let short = |s: &str| s.chars().take(12).collect::<String>();
         let certified = record.certified.as_ref().and_then(|c| c.model_sha256.as_deref()).map(short).unwrap_or_default();
-        let why = match &current {
+        let why = match current {
             Some(now) => format!("it certified model {certified}… but `{}` now holds {}…", train_task.label, short(now)),
             None => format!("it certified model {certified}… but `{}` holds no model now", train_task.label),
         };
