@@ -27,6 +27,15 @@ in their dumped_setting.yml), 10 classes, seed 1000 + method index; then
    dropped (`weight = None`), `eval()`; under `torch.manual_seed(0)` and no_grad it runs the
    inputs; forward hooks record every convolution's output (and the head's).
 
+With `--hub` (`... make_import_fixtures.py --hub DIR`) the networks are those of the `torch.hub`
+entry points instead (`lipnn.cifar10_lipnetXS_<layer>(pretrained=False)`: seven methods, no
+Standard; AOL's `AOLConv2d` everywhere), and the reference model is loaded as a hub user loads a
+release file: `load_state_dict` right after construction, with no forward first (the hub's own
+hooks create Cayley's `alpha` and CPL's `u`; the Cayley hook raises a TypeError in every torch,
+`nn.Parameter(t, device=...)`, and its pop makes strict loading report `alpha` missing, so the
+script mends that hook). These are not committed; run
+`LIPCTL_IMPORT_FIXTURES=DIR cargo test --release --test import imported_models` to check them.
+
 `METHOD.ref.safetensors` holds `input [3, 3, 32, 32]` (uniform in [-0.5, 0.5], seed 7),
 `logits [3, 10]`, and `layer.NAME`, the output for the first image of each convolution in
 lipctl's names (`first_conv`, `block{i}.conv{j}`, `head`; the head flattened to `[1, 512]`).
@@ -112,15 +121,62 @@ def reference(method, path, x):
     return {"input": x, "logits": logits, **outputs}
 
 
-def main(out_dir):
+# The `torch.hub` entry points (`lipnn`, hubconf.py): seven methods, no Standard.
+HUB_LAYERS = {"AOL": "aol", "BCOP": "bcop", "CPL": "cpl", "Cayley": "cayley", "LOT": "lot", "SLL": "sll",
+              "SOC": "soc"}
+
+
+def build_hub(method, seed):
+    import lipnn  # the authors' hub package, from PYTHONPATH
+    torch.manual_seed(seed)
+    return getattr(lipnn, f"cifar10_lipnetXS_{HUB_LAYERS[method]}")(pretrained=False)
+
+
+def _mend_hub_cayley_hook():
+    """The hub's `CayleyConv._load_from_state_dict` calls `nn.Parameter(t, device=...)`, which no
+    torch accepts (TypeError), and pops `alpha` before the strict loader looks for it (which then
+    reports it missing), so no hub Cayley model loads a state dict. Mended: the hook registers
+    `alpha` with the file's shape and leaves the loading to the loader."""
+    from lipnn.layers.lipschitz import cayley
+
+    def load(self, state_dict, prefix, *args):
+        if prefix + "alpha" in state_dict:
+            self.alpha = torch.nn.Parameter(state_dict[prefix + "alpha"].clone().to(self.weight.device))
+        return torch.nn.Conv2d._load_from_state_dict(self, state_dict, prefix, *args)
+
+    cayley.CayleyConv._load_from_state_dict = load
+
+
+def reference_hub(method, path, x):
+    """As a hub user loads a release file: a fresh model, `load_state_dict` at once (the hub's
+    own hooks create Cayley's alpha and CPL's u), `eval()`."""
+    if method == "Cayley":
+        _mend_hub_cayley_hook()
+    model = build_hub(method, seed=1)
+    model.load_state_dict(torch.load(path, weights_only=True), strict=True)
+    model.eval()
+    outputs = {}
+    for name, m in conv_modules(model):
+        m.register_forward_hook(lambda _m, _i, o, name=name: outputs.__setitem__(f"layer.{name}", (o.flatten(1) if name == "head" else o)[:1].detach().clone()))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        logits = model(x)
+    return {"input": x, "logits": logits, **outputs}
+
+
+def main(out_dir, hub=False):
+    """`hub`: the networks of the `torch.hub` entry points instead of the training runs' (not
+    committed; `LIPCTL_IMPORT_FIXTURES=DIR cargo test --test import` checks them)."""
     os.makedirs(out_dir, exist_ok=True)
     x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(7)) - 0.5
     for index, method in enumerate(METHODS):
-        model = build(method, seed=1000 + index)
+        if hub and method not in HUB_LAYERS:
+            continue
+        model = (build_hub if hub else build)(method, seed=1000 + index)
         perturb(model, seed=2000 + index)
         path = os.path.join(out_dir, f"{method}.pth")
         torch.save(model.state_dict(), path)
-        refs = reference(method, path, x)
+        refs = (reference_hub if hub else reference)(method, path, x)
         write_safetensors(os.path.join(out_dir, f"{method}.ref.safetensors"), refs)
         with open(path, "rb") as f, open(path + ".gz", "wb") as g:
             g.write(gzip.compress(f.read(), compresslevel=9, mtime=0))
@@ -129,4 +185,5 @@ def main(out_dir):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures/import")
+    args = [a for a in sys.argv[1:] if a != "--hub"]
+    main(args[0] if args else "tests/fixtures/import", hub="--hub" in sys.argv[1:])

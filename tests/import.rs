@@ -23,8 +23,14 @@ const METHODS: [&str; 8] = ["Standard", "AOL", "BCOP", "CPL", "Cayley", "LOT", "
 /// The issue's bound: float rounding of two implementations of the same network.
 const REL_TOL: f64 = 1e-4;
 
+/// The fixture folder: tests/fixtures/import/, or `LIPCTL_IMPORT_FIXTURES` (fixtures of the
+/// `torch.hub` networks made by `scripts/make_import_fixtures.py --hub DIR`, not committed; the
+/// equivalence test then checks the methods present there).
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/import").join(name)
+    match std::env::var_os("LIPCTL_IMPORT_FIXTURES") {
+        Some(dir) => PathBuf::from(dir).join(name),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/import").join(name),
+    }
 }
 
 /// `METHOD.pth`, decompressed from the fixture into `dir`.
@@ -84,7 +90,10 @@ fn imported_models_compute_the_authors_logits_layer_by_layer() {
     let dir = tempfile::tempdir().unwrap();
     let artifacts = dir.path().join("artifacts");
     let mut standard_logits = None;
-    for method in METHODS {
+    let methods: Vec<&str> = METHODS.into_iter().filter(|m| fixture(&format!("{m}.pth.gz")).exists()).collect();
+    assert!(methods.len() == METHODS.len() || std::env::var_os("LIPCTL_IMPORT_FIXTURES").is_some(), "fixtures missing: {methods:?}");
+    assert!(!methods.is_empty(), "no fixtures in {}", fixture("").display());
+    for method in methods {
         let out = import(&artifacts, &pth(method, dir.path()), method, "XS");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{method}: {stderr}");
@@ -109,7 +118,7 @@ fn imported_models_compute_the_authors_logits_layer_by_layer() {
         assert!(logit_diff <= REL_TOL, "{method}: logits differ by {logit_diff:.3e} relative");
         if method == "Standard" {
             standard_logits = Some(logits);
-        } else if method == "AOL" {
+        } else if method == "AOL" && standard_logits.is_some() {
             // The comparison can fail: another network's logits are far outside the tolerance.
             let d = rel_diff(standard_logits.as_ref().unwrap(), &refs["logits"]);
             assert!(d > 100.0 * REL_TOL, "Standard vs AOL logits differ by only {d:.3e}");

@@ -16,6 +16,13 @@
 //! parametrisation (AOL's `AOLConv2DRescaling`, the `BjorckLinear` head of BCOP), which are stored
 //! as `parametrizations.weight.original`, the raw weight lipctl calls `weight`.
 //!
+//! Checked for both: the committed fixtures (tests/import.rs) are the training runs' networks;
+//! `scripts/make_import_fixtures.py --hub` makes the same fixtures from the hub's seven networks,
+//! loaded as a hub user loads a release file, and the same test passes on them
+//! (`LIPCTL_IMPORT_FIXTURES=DIR`; worst layer 4.2e-5 relative, Cayley). The hub's Cayley loading
+//! hook is broken in the authors' code (`nn.Parameter(t, device=…)` is a TypeError in every
+//! torch): lipctl reads such a file, their `load_state_dict` does not.
+//!
 //! **What differs between the two networks, and what is not supported.** Both end in an
 //! `AdaptiveMaxPool2d(1)` that is the identity on the 1×1 map the last block leaves (lipctl omits
 //! it) and hold no tensors. The `models/` tree of the repository names `BnBLinearBCOP` (weight
