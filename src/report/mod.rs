@@ -63,6 +63,11 @@ pub const DEPARTURES: &[Departure] = &[
         code: "src/nn/bcop.rs",
     },
     Departure {
+        topic: "MaxMin's gradient at a tie",
+        text: "When both channels of a MaxMin pair are exactly equal, the max's gradient goes to the first and the min's to the second (the Jacobian stays a permutation); the authors' max/min over the pair send both to the first. Values are identical, and elsewhere the gradients are too; only the kernels differ, for speed.",
+        code: "src/nn/blocks.rs",
+    },
+    Departure {
         topic: "Exact radii",
         text: "The radius ε and the loss offset use exact fractions (36/255 and 2√2·36/255) instead of rounded decimals.",
         code: "src/eval/mod.rs, src/eval/loss.rs",
