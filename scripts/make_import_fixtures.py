@@ -103,6 +103,18 @@ def conv_modules(model):
     return out + [("head", head)]
 
 
+def recorded(model, x):
+    """The reference tensors of a loaded model in eval mode: the inputs, their logits (under
+    `torch.manual_seed(0)`, no_grad) and every convolution's output for the first input."""
+    outputs = {}
+    for name, m in conv_modules(model):
+        m.register_forward_hook(lambda _m, _i, o, name=name: outputs.__setitem__(f"layer.{name}", (o.flatten(1) if name == "head" else o)[:1].detach().clone()))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        logits = model(x)
+    return {"input": x, "logits": logits, **outputs}
+
+
 def reference(method, path, x):
     model = build(method, seed=1)
     model.train()
@@ -112,13 +124,7 @@ def reference(method, path, x):
         if isinstance(m, layers.BCOP):
             m.weight = None  # the kernel of the throwaway forward above, not of the loaded weights
     model.eval()
-    outputs = {}
-    for name, m in conv_modules(model):
-        m.register_forward_hook(lambda _m, _i, o, name=name: outputs.__setitem__(f"layer.{name}", (o.flatten(1) if name == "head" else o)[:1].detach().clone()))
-    torch.manual_seed(0)
-    with torch.no_grad():
-        logits = model(x)
-    return {"input": x, "logits": logits, **outputs}
+    return recorded(model, x)
 
 
 # The `torch.hub` entry points (`lipnn`, hubconf.py): seven methods, no Standard.
@@ -155,13 +161,7 @@ def reference_hub(method, path, x):
     model = build_hub(method, seed=1)
     model.load_state_dict(torch.load(path, weights_only=True), strict=True)
     model.eval()
-    outputs = {}
-    for name, m in conv_modules(model):
-        m.register_forward_hook(lambda _m, _i, o, name=name: outputs.__setitem__(f"layer.{name}", (o.flatten(1) if name == "head" else o)[:1].detach().clone()))
-    torch.manual_seed(0)
-    with torch.no_grad():
-        logits = model(x)
-    return {"input": x, "logits": logits, **outputs}
+    return recorded(model, x)
 
 
 def main(out_dir, hub=False):
