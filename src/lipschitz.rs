@@ -41,10 +41,14 @@ pub struct PowerIteration {
 }
 
 impl Default for PowerIteration {
-    /// 1e-7 relative change is at the resolution of f32 sums; 500 iterations suffice for the gaps
-    /// of random convolutions at test sizes (and orthogonal maps converge in one).
+    /// 1e-6 relative change: about 8 units in the last place of an f32 estimate. A converged
+    /// estimate still moves by a unit or two in the last place from iteration to iteration (the
+    /// f32 rounding of `Jv` and of the normalisation), and one unit is 0.6–1.2e-7 relative, so a
+    /// tolerance of 1e-7 left 41 of 3,000 random starts on a rank-one 1×1 convolution unconverged
+    /// after 500 iterations (σ alternating between 5 ± one unit). 500 iterations suffice for the
+    /// gaps of random convolutions at test sizes (and orthogonal maps converge in one).
     fn default() -> Self {
-        PowerIteration { max_iters: 500, rel_tol: 1e-7 }
+        PowerIteration { max_iters: 500, rel_tol: 1e-6 }
     }
 }
 
