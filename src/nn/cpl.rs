@@ -116,7 +116,9 @@ impl CplConv {
 
     fn residual(x: &Tensor, kernel: &Tensor, bias: &Tensor, r: &Tensor) -> Tensor {
         let h = conv2d_zero(x, kernel, Some(bias)).relu();
-        x - conv2d_zero_adjoint(&h, kernel) * r
+        // r·Kᵀh = (r·K)ᵀh: the scalar goes on the kernel, not on the activation (one product of
+        // kernel size instead of one of activation size, forward and backward).
+        x - conv2d_zero_adjoint(&h, &(kernel * r))
     }
 }
 

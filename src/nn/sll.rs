@@ -70,8 +70,9 @@ fn residual(x: &Tensor, kernel: &Tensor, bias: &Tensor, scaled_adjoint: &Tensor)
 impl nn::ModuleT for SllConv {
     fn forward_t(&self, x: &Tensor, _train: bool) -> Tensor {
         let r = sll_rescaling(&self.kernel, &self.q);
-        let h = conv2d_zero(x, &self.kernel, Some(&self.bias)).relu() * r.view([1, -1, 1, 1]);
-        x - conv2d_zero_adjoint(&h, &self.kernel)
+        // Kᵀ(r ⊙ h) = (K scaled by r per output channel)ᵀ h: the rescaling goes on the kernel,
+        // not on the activation (a product of kernel size instead of activation size).
+        residual(x, &self.kernel, &self.bias, &(&self.kernel * r.view([-1, 1, 1, 1])))
     }
 }
 
@@ -79,7 +80,6 @@ impl LipLayer for SllConv {
     fn freeze(&self) -> Box<dyn nn::Module> {
         let _guard = tch::no_grad_guard();
         let r = sll_rescaling(&self.kernel, &self.q);
-        // Kᵀ(r ⊙ h) = (K scaled by r per output channel)ᵀ h.
         let scaled = &self.kernel * r.view([-1, 1, 1, 1]);
         let (kernel, bias) = (self.kernel.detach(), self.bias.detach());
         Box::new(FrozenFn(move |x: &Tensor| residual(x, &kernel, &bias, &scaled)))
