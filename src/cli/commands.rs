@@ -36,6 +36,7 @@ impl Globals {
 
 /// Runs the subcommand `cli` names, printing its results on `out`.
 pub fn dispatch(cli: Cli, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+    lipctl::device::keep_host_heap();
     let g = Globals { artifacts: cli.artifacts, offline: cli.offline };
     match cli.command {
         Command::Doctor(a) => doctor(a, &g, out),
