@@ -12,11 +12,13 @@ set -euo pipefail
 repo=${1:?usage: scripts/speed.sh AUTHORS_REPO_DIR}
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=2
+# What the Makefile exports, so that `cargo bench` builds against the .venv libtorch from a plain shell.
+export LIBTORCH_USE_PYTORCH=1 VIRTUAL_ENV="$PWD/.venv" PATH="$PWD/.venv/bin:$PATH"
 python=${PYTHON:-.venv/bin/python}
 out=$(mktemp -d)
 uptime
 for size in XS S; do
-  "$python" scripts/authors_bench.py --repo "$repo" --size "$size" --batch 64 --threads 2 --iters 7 --warmup 2 | tee "$out/authors-$size.txt"
+  "$python" scripts/authors_bench.py --repo "$repo" --size "$size" --batch 64 --threads 2 --iters 7 --warmup 2 --timeout 1200 | tee "$out/authors-$size.txt"
   target/release/lipctl bench --device cpu --size "$size" --batch 64 --iters 7 --warmup 2 --reference "$out/authors-$size.txt"
   uptime
 done
