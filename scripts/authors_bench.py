@@ -51,11 +51,11 @@ def main():
         for name, _ in LAYERS:
             if wanted and name not in wanted:
                 continue
-            cmd = [sys.executable, __file__, "--repo", args.repo, "--size", args.size, "--batch", str(args.batch),
-                   "--threads", str(args.threads), "--iters", str(args.iters), "--warmup", str(args.warmup),
-                   "--methods", name]
+            # This call's own options, with the later --timeout and --methods overriding (argparse
+            # keeps the last), so an option added above needs no forwarding here.
+            cmd = [sys.executable, __file__, *sys.argv[1:], "--timeout", "0", "--methods", name]
             try:
-                lines = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout).stdout.splitlines()
+                lines = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, timeout=args.timeout).stdout.splitlines()
             except subprocess.TimeoutExpired:
                 print(f"{name:<9} timed out after {args.timeout:.0f} s in the authors' code", flush=True)
                 continue
