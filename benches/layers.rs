@@ -7,6 +7,9 @@ use lipctl::nn::ModelSize;
 use lipctl::progress::Progress;
 
 fn main() -> anyhow::Result<()> {
+    // As the binary does, before libtorch creates its threads.
+    lipctl::device::keep_host_heap();
+    lipctl::device::flush_denormals();
     let mut cfg = BenchConfig::new(ModelSize::XS, 16, tch::Device::Cpu);
     cfg.iters = 3;
     cfg.warmup = 1;
