@@ -42,6 +42,9 @@ def main():
     ap.add_argument("--timeout", type=float, default=0,
                     help="seconds per method, each then in its own process (0: all in this one); a method "
                          "past it is printed and left out of the JSON, like a failure")
+    ap.add_argument("--flush-denormal", action="store_true",
+                    help="torch.set_flush_denormal(True) first, as lipctl's binary does on the CPU (their "
+                         "code does not; for a like-for-like comparison of the arithmetic)")
     args = ap.parse_args()
     wanted = [m for m in args.methods.split(",") if m]
     if args.timeout > 0:
@@ -71,6 +74,8 @@ def main():
     from models import get_model
 
     torch.set_num_threads(args.threads)
+    if args.flush_denormal and not torch.set_flush_denormal(True):
+        print("this CPU cannot flush denormals; timing without", file=sys.stderr)
     out = {}
     for name, layer in LAYERS:
         if wanted and name not in wanted:
