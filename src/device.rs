@@ -157,7 +157,7 @@ pub const DENORMALS_ENV: &str = "LIPCTL_DENORMALS";
 /// takes a microcode assist. LOT's Newton–Schulz iteration does this from the second training
 /// step on, once SGD has moved its identity-initialised kernels by a little: a ConvNetS LOT step
 /// took 40 s instead of 23 s (2 threads, this project's AVX-512 Xeon; `mkl_blas_avx512_cgemm` was
-/// 57–75 % of the step under `perf`). GPUs flush float32 subnormals in most kernels already.
+/// 57–75 % of the step under `perf`). TF32 tensor-core products on a GPU flush subnormals too.
 ///
 /// What it changes: a value of magnitude below 1.2e-38 (float32) or 2.2e-308 (float64) reads as
 /// zero. That is far below the rounding error of any quantity lipctl reports or certifies. Runs
