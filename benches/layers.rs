@@ -8,8 +8,7 @@ use lipctl::progress::Progress;
 
 fn main() -> anyhow::Result<()> {
     // As the binary does, before libtorch creates its threads.
-    lipctl::device::keep_host_heap();
-    lipctl::device::flush_denormals();
+    lipctl::device::configure_host_process();
     let mut cfg = BenchConfig::new(ModelSize::XS, 16, tch::Device::Cpu);
     cfg.iters = 3;
     cfg.warmup = 1;

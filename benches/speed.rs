@@ -23,8 +23,7 @@ use tch::{nn, Device, Kind, Tensor};
 
 fn main() -> anyhow::Result<()> {
     // As the binary does, before libtorch creates its threads.
-    lipctl::device::keep_host_heap();
-    lipctl::device::flush_denormals();
+    lipctl::device::configure_host_process();
     // `measure` on the CPU measures memory in child processes of the running executable.
     if std::env::args().nth(1).as_deref() == Some(CHILD_SUBCOMMAND) {
         let job = std::env::var_os(CHILD_JOB_ENV).ok_or_else(|| anyhow::anyhow!("{CHILD_JOB_ENV} not set"))?;

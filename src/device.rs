@@ -144,6 +144,13 @@ pub fn keep_host_heap() {
     }
 }
 
+/// The CPU process settings of the `lipctl` binary and its benches, in one place:
+/// [`keep_host_heap`] and [`flush_denormals`]. Call first, before libtorch creates its threads.
+pub fn configure_host_process() {
+    keep_host_heap();
+    flush_denormals();
+}
+
 /// Set to `keep` to leave subnormal floats as IEEE 754 specifies (see [`flush_denormals`]).
 pub const DENORMALS_ENV: &str = "LIPCTL_DENORMALS";
 

@@ -36,8 +36,7 @@ impl Globals {
 
 /// Runs the subcommand `cli` names, printing its results on `out`.
 pub fn dispatch(cli: Cli, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
-    lipctl::device::keep_host_heap();
-    lipctl::device::flush_denormals();
+    lipctl::device::configure_host_process();
     let g = Globals { artifacts: cli.artifacts, offline: cli.offline };
     match cli.command {
         Command::Doctor(a) => doctor(a, &g, out),
