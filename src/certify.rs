@@ -532,12 +532,14 @@ impl crate::records::Record for CertifyRecord {
 impl CertifyRecord {
     /// Provenance: whether this certificate describes a model that no longer exists. It names the
     /// SHA-256 of the model file it certified, and `current` (the checksum of the model its train
-    /// artifact holds now; `None` when that holds no model or is gone) is another. A record
-    /// without a checksum (a run that was not trained or diverged) is never stale by this test.
+    /// artifact holds now; `None` when that holds no model or is gone) is another. A record that
+    /// certified nothing (its run diverged or was not trained, so there was no model) is stale once
+    /// the train artifact holds a model: the run was trained again, and "diverged" no longer
+    /// describes it. A certificate written before lipctl recorded checksums is never stale.
     pub fn is_stale(&self, current: Option<&str>) -> bool {
-        match self.certified.as_ref().and_then(|c| c.model_sha256.as_deref()) {
-            Some(certified) => Some(certified) != current,
-            None => false,
+        match &self.certified {
+            Some(c) => c.model_sha256.as_deref().is_some_and(|certified| Some(certified) != current),
+            None => current.is_some(),
         }
     }
 
@@ -859,6 +861,17 @@ mod tests {
     const TOL_F32: f64 = 1e-6;
     /// Power iteration stopped at a change below 1e-7 on a 2×2 or 3×3 map: well below this.
     const TOL_POWER: f64 = 1e-4;
+
+    /// A record of a run without a model (diverged, does not fit, no epoch count) describes the
+    /// train artifact while that holds no model, and is stale once it holds one (trained again).
+    #[test]
+    fn a_record_without_a_model_is_stale_once_the_run_has_one() {
+        for status in [CertifyStatus::Diverged, CertifyStatus::DoesNotFit, CertifyStatus::NoEpochCount] {
+            let record = CertifyRecord::not_certified(status, None, None);
+            assert!(!record.is_stale(None), "{status:?} with no model now");
+            assert!(record.is_stale(Some("ab12")), "{status:?} after the run was trained again");
+        }
+    }
 
     /// logits = A·(image/255) with A = 2·I₃ (spectral norm 2), on 1×1 RGB "images".
     fn doubling_model() -> impl nn::Module {

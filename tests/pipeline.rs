@@ -942,3 +942,77 @@ fn a_rebuilt_model_invalidates_its_certificate() {
     assert_eq!(certified_sha(), first);
     assert_no_partial(&root);
 }
+
+/// Discards train artifact `train` of store `root` and commits `files` (name, bytes) in its place,
+/// under the same key, as a retrain would commit them.
+fn recommit_train(root: &Path, train: &Path, files: &[(&str, Vec<u8>)]) {
+    use lipctl::store::{ManifestInfo, Store};
+    let store = Store::open(root).unwrap();
+    let key = lipctl::store::Key::parse(train.file_name().unwrap().to_str().unwrap()).unwrap();
+    let manifest = store.lookup("train", &key).unwrap().unwrap().manifest;
+    store.discard("train", &key, "test: trained again").unwrap();
+    let info = ManifestInfo { schema_version: manifest.schema_version, config: manifest.config, inputs: manifest.inputs, device: manifest.device };
+    store
+        .build("train", &key, &info, |tmp| {
+            for (name, bytes) in files {
+                std::fs::write(tmp.join(name), bytes)?;
+            }
+            Ok(())
+        })
+        .unwrap();
+}
+
+/// A run that diverged is certified as "diverged" (no model, no checksum). When its train artifact
+/// later holds a model (trained again), that record is stale: `status` lists it as `stale` with the
+/// reason, `run --dry-run` says it would certify again and changes nothing, the aggregate no longer
+/// shows the run as diverged, and the next run certifies the model. Before the fix, the diverged
+/// record was reused as `cached` for good.
+#[test]
+fn a_diverged_certificate_goes_stale_when_the_run_is_trained_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("artifacts");
+    let pipeline = dir.path().join("stale.yaml");
+    std::fs::write(
+        &pipeline,
+        "name: stale\ndevice: cpu\ndatasets:\n  - name: synthetic\n    train_per_class: 20\n    test_per_class: 2\n\
+         methods: [AOL]\nsizes: [XS]\nseeds: [0]\ntrain:\n  epochs: 1\n  lr: 0.01\n  wd: 0\n  batch_size: 64\n\
+         certify:\n  audit_iterations: 5\n",
+    )
+    .unwrap();
+    let p = pipeline.to_str().unwrap();
+    let run = |extra: &[&str]| {
+        let o = lipctl(&root, &[&["run", p][..], extra].concat());
+        assert!(o.status.success(), "{:?}", text(&o));
+        text(&o).0
+    };
+    let certify_line = |out: &str| out.lines().find(|l| l.contains("certify synthetic AOL-XS")).unwrap_or_else(|| panic!("no certify line:\n{out}")).to_string();
+    run(&[]);
+    let train = artifacts_of(&root, "train").pop().unwrap();
+    let read = |name: &'static str| (name, std::fs::read(train.join(name)).unwrap());
+    let trained = vec![read("model.safetensors"), read("train.json"), read("epochs.csv")];
+
+    // The same run, diverged: no model, status Diverged.
+    let mut record: serde_json::Value = serde_json::from_slice(&trained[1].1).unwrap();
+    record["status"] = "Diverged".into();
+    record["model_file"] = serde_json::Value::Null;
+    let diverged = vec![("train.json", serde_json::to_vec_pretty(&record).unwrap()), ("epochs.csv", trained[2].1.clone())];
+    recommit_train(&root, &train, &diverged);
+    assert!(certify_line(&run(&[])).starts_with("done"));
+    assert_eq!(aggregate_train_status(&root).1, "diverged");
+    assert!(certify_line(&run(&[])).starts_with("cached"), "a current record is reused");
+    assert!(certify_line(&text(&lipctl(&root, &["status", p, "--tasks"])).0).contains(" done "), "status lists it as done");
+
+    // Trained again: the diverged record is stale.
+    recommit_train(&root, &train, &trained);
+    let status = text(&lipctl(&root, &["status", p])).0;
+    let line = certify_line(&status);
+    assert!(line.contains(" stale ") && line.contains("without a model (diverged)"), "{status}");
+    let before = store_snapshot(&root);
+    let dry = certify_line(&run(&["--dry-run"]));
+    assert!(dry.starts_with("would run") && dry.contains("stale"), "{dry}");
+    assert_eq!(store_snapshot(&root), before, "a dry run changed the store");
+    assert_eq!(aggregate_train_status(&root).1, "uncertified");
+    assert!(certify_line(&run(&[])).starts_with("done"), "the stale record was reused");
+    assert_eq!(aggregate_train_status(&root).1, "ok");
+    assert_no_partial(&root);
+}

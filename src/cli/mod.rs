@@ -41,7 +41,7 @@ pub enum Command {
     /// Read a dataset (CIFAR-10/100, Tiny ImageNet, an image folder or synthetic data) into the
     /// artifact store; a second run with the same source is instant.
     Prepare(PrepareArgs),
-    /// Show every task of a pipeline (done / running / missing / failed), or, without a pipeline,
+    /// Show every task of a pipeline (done / running / missing / failed / stale), or, without a pipeline,
     /// what the artifact store holds per stage.
     Status(StatusArgs),
     /// Run a pipeline: everything missing, in dependency order; cached tasks are skipped and a

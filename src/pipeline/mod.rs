@@ -135,10 +135,12 @@ pub fn status(file: &Path, data_override: impl Into<DataChoice>, every_task: boo
     for (i, (task, state)) in loaded.plan.tasks.iter().zip(&states).enumerate() {
         *counts.entry(state.word()).or_default() += 1;
         *per_stage.entry(task.stage).or_default().entry(state.word()).or_default() += 1;
-        let failed = matches!(state, runner::TaskState::Failed(_));
-        if every_task || failed {
+        // A failure or a stale certificate is listed even without `--tasks`.
+        let notable = matches!(state, runner::TaskState::Failed(_) | runner::TaskState::Stale(_));
+        if every_task || notable {
             let detail = match state {
                 runner::TaskState::Failed(msg) => format!(" — {}", msg.lines().next().unwrap_or("")),
+                runner::TaskState::Stale(why) => format!(" — {why}"),
                 _ => String::new(),
             };
             let wave = format!("{}[{}]", task.stage.name(), loaded.plan.wave_position(i));

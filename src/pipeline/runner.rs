@@ -59,6 +59,9 @@ pub enum TaskState {
     /// Another process holds the task's lock.
     Running,
     Missing,
+    /// A certificate is committed, but of a model its train artifact no longer holds (why, from
+    /// [`super::stages::stale_reason`]); the next run discards it and certifies again.
+    Stale(String),
     /// The last attempt failed with this message (cleared by a later success); an out-of-memory
     /// failure's message starts with [`OOM_PREFIX`].
     Failed(String),
@@ -73,6 +76,7 @@ impl TaskState {
             TaskState::Done => "done",
             TaskState::Running => "running",
             TaskState::Missing => "missing",
+            TaskState::Stale(_) => "stale",
             TaskState::Failed(msg) if msg.starts_with(OOM_PREFIX) => "oom",
             TaskState::Failed(_) => "failed",
         }
@@ -112,9 +116,13 @@ pub fn states(plan: &Plan, store: &Store) -> anyhow::Result<Vec<TaskState>> {
         .collect();
     plan.tasks
         .iter()
-        .map(|t| {
+        .enumerate()
+        .map(|(i, t)| {
             if store.artifact_dir(t.stage.name(), &t.key).join(crate::store::MANIFEST).exists() {
-                return Ok(TaskState::Done);
+                return Ok(match super::stages::stale_reason(store, plan, i)? {
+                    Some(why) => TaskState::Stale(why),
+                    None => TaskState::Done,
+                });
             }
             if running.contains(&(t.stage.name().to_string(), t.key.clone())) {
                 return Ok(TaskState::Running);
@@ -142,6 +150,7 @@ pub fn plan_progress(plan: &Plan, store: &Store) -> anyhow::Result<PlanProgress>
             label: t.label.clone(),
             message: match s {
                 TaskState::Failed(m) => m.strip_prefix(OOM_PREFIX).unwrap_or(m).lines().next().unwrap_or("").to_string(),
+                TaskState::Stale(why) => why.clone(),
                 _ => String::new(),
             },
         })
@@ -183,10 +192,18 @@ pub fn run(
             continue;
         }
         let selected = opts.only.is_none_or(|s| s == task.stage);
-        if !opts.dry_run {
+        // A dry run changes nothing: a stale certificate is reported as what the run would do.
+        let stale = if opts.dry_run {
+            super::stages::stale_reason(store, plan, i).unwrap_or_else(|e| {
+                progress.println(&format!("warning: provenance of `{}` not checked: {e:#}", task.label));
+                None
+            })
+        } else {
             check_provenance(store, plan, i, progress);
-        }
-        let cached = store.lookup(task.stage.name(), &task.key)?.is_some();
+            None
+        };
+        let stale_note = stale.as_ref().map(|why| format!(" (its certificate is stale: {why})")).unwrap_or_default();
+        let cached = stale.is_none() && store.lookup(task.stage.name(), &task.key)?.is_some();
         for w in store.take_warnings() {
             progress.println(&format!("warning: {w}"));
         }
@@ -204,7 +221,7 @@ pub fn run(
         if let Some(&d) = task.deps.iter().find(|&&d| !ok[d]) {
             let why = format!("input `{}` is not done", plan.tasks[d].label);
             if opts.dry_run {
-                writeln!(out, "would run {} [{}] (after its inputs)", task.label, task.key.short())?;
+                writeln!(out, "would run {} [{}] (after its inputs){stale_note}", task.label, task.key.short())?;
                 // Count it as done for the remaining dry-run lines.
                 ok[i] = true;
             } else {
@@ -214,7 +231,7 @@ pub fn run(
             continue;
         }
         if opts.dry_run {
-            writeln!(out, "would run {} [{}]", task.label, task.key.short())?;
+            writeln!(out, "would run {} [{}]{stale_note}", task.label, task.key.short())?;
             ok[i] = true;
             continue;
         }

@@ -354,29 +354,44 @@ pub fn read_outcome(trained: &Artifact) -> anyhow::Result<TrainRecord> {
 
 /// Provenance, checked by the runner before it asks the store whether task `index` of `plan` is
 /// cached: a certify task's cached certificate that describes a model its train artifact no
-/// longer holds ([`CertifyRecord::is_stale`]: the model was rebuilt, e.g. retrained on a
-/// non-deterministic device, or the train artifact is gone) is discarded, so that the task
-/// certifies the current model. Other stages are left alone. Reads the model's checksum from the
-/// train artifact's manifest (verified by the lookup), not the file. Errors: the store or the
-/// certificate record cannot be read.
+/// longer holds ([`stale_reason`]) is discarded, so that the task certifies the current model.
+/// Other stages are left alone. Errors: the store or the certificate record cannot be read.
 pub fn discard_stale(store: &Store, plan: &Plan, index: usize) -> anyhow::Result<()> {
     let task = &plan.tasks[index];
-    let TaskSpec::Certify { train, .. } = &task.spec else { return Ok(()) };
-    let Some(cached) = store.lookup(task.stage.name(), &task.key)? else { return Ok(()) };
+    if let Some(why) = stale_reason(store, plan, index)? {
+        store.discard(task.stage.name(), &task.key, &why)?;
+    }
+    Ok(())
+}
+
+/// Why the cached certificate of task `index` no longer describes its model, or `None` (not a
+/// certify task, nothing cached, or still current); reads only, for `run --dry-run` and `status`.
+/// Stale ([`CertifyRecord::is_stale`]): the model was rebuilt (e.g. retrained on a
+/// non-deterministic device), the train artifact is gone, or a run that diverged was trained
+/// again. Reads the model's checksum from the train artifact's manifest (verified by the lookup),
+/// not the file. Errors: the store or the certificate record cannot be read.
+pub fn stale_reason(store: &Store, plan: &Plan, index: usize) -> anyhow::Result<Option<String>> {
+    let task = &plan.tasks[index];
+    let TaskSpec::Certify { train, .. } = &task.spec else { return Ok(None) };
+    let Some(cached) = store.lookup(task.stage.name(), &task.key)? else { return Ok(None) };
     let train_task = &plan.tasks[*train];
     let trained = store.lookup(train_task.stage.name(), &train_task.key)?;
     let current = trained.as_ref().and_then(|t| t.file_sha256(TRAIN_MODEL));
     let record: CertifyRecord = records::read(&cached)?;
-    if record.is_stale(current) {
-        let short = |s: &str| s.chars().take(12).collect::<String>();
-        let certified = record.certified.as_ref().and_then(|c| c.model_sha256.as_deref()).map(short).unwrap_or_default();
-        let why = match current {
-            Some(now) => format!("it certified model {certified}… but `{}` now holds {}…", train_task.label, short(now)),
-            None => format!("it certified model {certified}… but `{}` holds no model now", train_task.label),
-        };
-        store.discard(task.stage.name(), &task.key, &why)?;
+    if !record.is_stale(current) {
+        return Ok(None);
     }
-    Ok(())
+    let short = |s: &str| s.chars().take(12).collect::<String>();
+    Ok(Some(match (record.certified.as_ref().and_then(|c| c.model_sha256.as_deref()), current) {
+        (Some(certified), Some(now)) => format!("it certified model {}… but `{}` now holds {}…", short(certified), train_task.label, short(now)),
+        (Some(certified), None) => format!("it certified model {}… but `{}` holds no model now", short(certified), train_task.label),
+        (None, now) => format!(
+            "it records a run without a model ({}) but `{}` now holds model {}…",
+            record.status.word(),
+            train_task.label,
+            short(now.unwrap_or_default())
+        ),
+    }))
 }
 
 /// Certifies a trained model on the test split; a diverged run yields a certificate that says so.
