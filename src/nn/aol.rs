@@ -17,7 +17,7 @@
 //! The rescaled kernel is recomputed at every forward (training and uncached eval) and precomputed
 //! once by [`LipLayer::freeze`].
 
-use super::ortho::{conv2d_circular, dirac, orthogonal};
+use super::ortho::{autocorrelation, conv2d_circular, dirac, orthogonal};
 use super::{ConvSpec, FrozenFn, LipLayer, MethodInfo};
 use super::registry::{AuthorsTimes, Role, Tolerances};
 use anyhow::Context;
@@ -57,10 +57,8 @@ pub fn build(p: &nn::Path, spec: &ConvSpec, role: Role) -> anyhow::Result<Box<dy
 
 /// The AOL-rescaled kernel `W̃[o,a] = W[o,a] / sqrt(d_a + 1e-6)` (§2.1), differentiable in `W`.
 pub fn aol_rescale(weight: &Tensor) -> Tensor {
-    let k = weight.size()[3];
-    let wt = weight.transpose(0, 1);
     // V[a,b] = Σ_o W[o,a] ⋆ W[o,b]: the input-channel Gram matrix as a full 2-D correlation.
-    let v = wt.conv2d(&wt, None::<Tensor>, [1, 1], [k - 1, k - 1], [1, 1], 1);
+    let v = autocorrelation(&weight.transpose(0, 1));
     let d = v.abs().sum_dim_intlist([1i64, 2, 3].as_slice(), false, weight.kind());
     weight / (d + AOL_EPS).sqrt().view([1, -1, 1, 1])
 }

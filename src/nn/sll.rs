@@ -14,7 +14,7 @@
 //! Leaf names: `kernel (out, in, k, k)`, `bias (out)`, `q (out)`. [`LipLayer::freeze`] folds `r`
 //! into the transposed kernel.
 
-use super::ortho::{conv2d_zero, conv2d_zero_adjoint, default_uniform, xavier_normal};
+use super::ortho::{autocorrelation, conv2d_zero, conv2d_zero_adjoint, default_uniform, xavier_normal};
 use super::{ConvSpec, FrozenFn, LipLayer, MethodInfo};
 use super::registry::{AuthorsTimes, Role, Tolerances};
 use anyhow::Context;
@@ -53,9 +53,8 @@ pub fn build(p: &nn::Path, spec: &ConvSpec, _role: Role) -> anyhow::Result<Box<d
 
 /// The per-output-channel rescaling `r (out)` of §2.10, differentiable in `kernel` and `q`.
 pub fn sll_rescaling(kernel: &Tensor, q: &Tensor) -> Tensor {
-    let k = kernel.size()[3];
     // KK[a,b] = Σ_i K[a,i] ⋆ K[b,i]: the output-channel Gram matrix as a full 2-D correlation.
-    let kk = kernel.conv2d(kernel, None::<Tensor>, [1, 1], [k - 1, k - 1], [1, 1], 1);
+    let kk = autocorrelation(kernel);
     let q_abs = q.abs() + SLL_EPS;
     let weighted = (kk * q_abs.view([1, -1, 1, 1])).abs();
     let bound = weighted.sum_dim_intlist([1i64, 2, 3].as_slice(), false, kernel.kind()) / &q_abs;
