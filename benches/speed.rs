@@ -8,10 +8,13 @@
 //!    grows with the epoch number.
 //! 2. **`measure` and `train` time the same step.** For a few methods (ConvNet XS, batch 64, CPU):
 //!    `measure`'s mean seconds per training batch against `train`'s (the training pass of its last
-//!    epoch divided by its batches), and their ratio (within 10 % is the goal).
+//!    epoch divided by its batches), and their ratio (within 10 % is the goal). On a shared 2-core
+//!    machine one run of either varies by ±15 %, so the two alternate for several rounds and the
+//!    ratio is of the medians.
 //!
 //! Environment: `SPEED_METHODS=AOL,SLL` picks the methods of part 2 (default Standard, AOL, SLL,
-//! CPL); `SPEED_BATCHES=20` the batches per epoch / timed batches; `SPEED_PART=io|step` one part.
+//! CPL); `SPEED_BATCHES=20` the batches per epoch / timed batches; `SPEED_ROUNDS=3` the
+//! alternations of part 2; `SPEED_PART=io|step` one part.
 
 use lipctl::measure::{MeasureRequest, CHILD_JOB_ENV, CHILD_SUBCOMMAND};
 use lipctl::nn::{checkpoint, ConvNet, Method, ModelSize, NetSpec};
@@ -117,28 +120,53 @@ fn measure_vs_train() -> anyhow::Result<()> {
         Err(_) => vec![Method::Standard, Method::Aol, Method::Sll, Method::Cpl],
     };
     let batches: i64 = std::env::var("SPEED_BATCHES").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    let rounds: usize = std::env::var("SPEED_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3).max(1);
     let batch = 64;
-    println!("\nSeconds per training batch, ConvNet XS, batch {batch}, CPU: `measure` ({batches} timed after 3 warm-up) vs `train` (last of 2 epochs of {batches} batches):");
-    println!("{:<9} {:>14} {:>14} {:>14} {:>12}", "method", "measure mean", "measure median", "train", "train/measure");
+    println!(
+        "\nSeconds per training batch, ConvNet XS, batch {batch}, CPU: `measure` (mean of {batches} timed after 3 warm-up) vs \
+         `train` (last of 2 epochs of {batches} batches), alternating for {rounds} rounds; medians over the rounds:"
+    );
+    println!("{:<9} {:>30} {:>30} {:>14}", "method", "measure (each round)", "train (each round)", "train/measure");
     for method in methods {
-        let spec = NetSpec::new(method, ModelSize::XS, 32, 10);
-        let mut req = MeasureRequest::new(spec, batch, Device::Cpu);
-        req.batches = batches as u32;
-        req.warmup = 3;
-        req.memory_steps = 1;
-        let m = lipctl::measure::measure(&req, &Progress::hidden())?;
-        let Some(t) = m.train_seconds_per_batch else {
-            println!("{:<9} measure failed: {:?}", method.name(), m.error);
+        let (mut measured, mut trained) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            match measure_and_train(method, batch, batches)? {
+                Some((m, t)) => {
+                    measured.push(m);
+                    trained.push(t);
+                }
+                None => break,
+            }
+        }
+        if measured.is_empty() {
             continue;
-        };
-        let dir = tempfile::tempdir()?;
-        let mut cfg = TrainConfig::paper(method, ModelSize::XS, 10, 2, 0.01, 1e-4, 0, Device::Cpu);
-        cfg.batch_size = batch;
-        cfg.eval_split = EvalSplit::Test;
-        let outcome = train::train(&cfg, synthetic_data(batch * batches, batch), dir.path(), &Progress::hidden())?;
-        let last = outcome.last_epoch.ok_or_else(|| anyhow::anyhow!("{method}: no epoch"))?;
-        let per_batch = last.train_seconds / last.train_batches as f64;
-        println!("{:<9} {:>14.4} {:>14.4} {per_batch:>14.4} {:>11.3}×", method.name(), t.mean, t.median, per_batch / t.mean);
+        }
+        let each = |v: &[f64]| v.iter().map(|x| format!("{x:.4}")).collect::<Vec<_>>().join(" ");
+        let (m, t) = (lipctl::stats::median(&measured), lipctl::stats::median(&trained));
+        println!("{:<9} {:>30} {:>30} {:>13.3}×", method.name(), each(&measured), each(&trained), t / m);
     }
     Ok(())
+}
+
+/// One `measure` (its mean seconds per training batch) then one `train` (seconds per batch of its
+/// last epoch's training pass) of `method`; `None` (with a line) when `measure` failed.
+fn measure_and_train(method: Method, batch: i64, batches: i64) -> anyhow::Result<Option<(f64, f64)>> {
+    let spec = NetSpec::new(method, ModelSize::XS, 32, 10);
+    let mut req = MeasureRequest::new(spec, batch, Device::Cpu);
+    req.batches = batches as u32;
+    req.warmup = 3;
+    req.memory_steps = 1;
+    let m = lipctl::measure::measure(&req, &Progress::hidden())?;
+    let Some(t) = m.train_seconds_per_batch else {
+        println!("{:<9} measure failed: {:?}", method.name(), m.error);
+        return Ok(None);
+    };
+    let dir = tempfile::tempdir()?;
+    let mut cfg = TrainConfig::paper(method, ModelSize::XS, 10, 2, 0.01, 1e-4, 0, Device::Cpu);
+    cfg.batch_size = batch;
+    cfg.eval_split = EvalSplit::Test;
+    let outcome = train::train(&cfg, synthetic_data(batch * batches, batch), dir.path(), &Progress::hidden())?;
+    let last = outcome.last_epoch.ok_or_else(|| anyhow::anyhow!("{method}: no epoch"))?;
+    let per_batch = last.train_seconds / last.train_batches as f64;
+    Ok(Some((t.mean, per_batch)))
 }
