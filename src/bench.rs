@@ -12,6 +12,7 @@
 //! runs both one after the other.
 
 use crate::device::kind_name;
+use crate::measure::{TIMING_LR, TIMING_MOMENTUM, TIMING_WD};
 use crate::nn::{Method, ModelSize, NetSpec};
 use crate::progress::Progress;
 use crate::train::Synthetic;
@@ -55,10 +56,6 @@ pub fn read_reference(path: &std::path::Path) -> anyhow::Result<Vec<(Method, f64
         .collect()
 }
 
-/// Learning rate, momentum and weight decay of the timed steps (R1's timing: 1e-3, 0.9).
-const TIMING_LR: f64 = 1e-3;
-const TIMING_MOMENTUM: f64 = 0.9;
-const TIMING_WD: f64 = 1e-4;
 
 /// What to measure.
 #[derive(Clone, Debug)]

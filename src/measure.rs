@@ -56,11 +56,11 @@ pub const DEFAULT_BATCHES: u32 = 100;
 pub const DEFAULT_WARMUP: u32 = 5;
 /// Steps (training) or forward passes (inference) whose peak memory is taken (R1: 3).
 pub const DEFAULT_MEMORY_STEPS: u32 = 3;
-/// Learning rate and momentum of the timed SGD steps (R1 `batch_times.py`).
-const TIMING_LR: f64 = 1e-3;
-const TIMING_MOMENTUM: f64 = 0.9;
+/// Learning rate and momentum of the timed SGD steps (R1 `batch_times.py`), here and in `bench`.
+pub const TIMING_LR: f64 = 1e-3;
+pub const TIMING_MOMENTUM: f64 = 0.9;
 /// Weight decay of the timed steps (any value but 0 costs the same).
-const TIMING_WD: f64 = 1e-4;
+pub const TIMING_WD: f64 = 1e-4;
 /// Environment variable through which a memory child receives the path of its job file.
 pub const CHILD_JOB_ENV: &str = "LIPCTL_MEASURE_JOB";
 /// Hidden `lipctl` subcommand that runs a memory child (see [`child_main`]).
