@@ -56,7 +56,6 @@ pub fn read_reference(path: &std::path::Path) -> anyhow::Result<Vec<(Method, f64
         .collect()
 }
 
-
 /// What to measure.
 #[derive(Clone, Debug)]
 pub struct BenchConfig {

@@ -312,6 +312,20 @@ impl Store {
         }
     }
 
+    /// The committed artifact as its manifest describes it, without reading its files: `None` when
+    /// there is none or its manifest is unreadable or names another artifact. Never removes
+    /// anything and never warns, so read-only commands (`status`, `run --dry-run`) can use it; a
+    /// caller that uses the files goes through [`Store::lookup`], which verifies them.
+    pub fn peek(&self, stage: &str, key: &Key) -> Result<Option<Artifact>> {
+        let dir = self.artifact_dir(stage, key);
+        let Ok(text) = std::fs::read_to_string(dir.join(MANIFEST)) else { return Ok(None) };
+        let Ok(manifest) = serde_json::from_str::<Manifest>(&text) else { return Ok(None) };
+        if manifest.key != *key || manifest.stage != stage {
+            return Ok(None);
+        }
+        Ok(Some(Artifact { stage: stage.into(), key: key.clone(), dir, manifest, cached: true }))
+    }
+
     /// Removes the artifact `stage`/`key` (saying `why` in a warning) so that the next build
     /// recomputes it: moved aside first (atomic), so no reader ever sees a half-deleted folder.
     /// Gone already (another process discarded it first) is not an error.
@@ -686,6 +700,10 @@ mod tests {
         let key = info.key("train");
         let art = store.build("train", &key, &info, |tmp| fsx::write(&tmp.join("w.bin"), [1u8, 2, 3])).unwrap();
         fsx::write(&art.path("w.bin"), [1u8, 2, 4]).unwrap();
+        // `peek` reads the manifest only: it neither notices the damage nor removes anything.
+        let peeked = store.peek("train", &key).unwrap().expect("peek finds the committed artifact");
+        assert_eq!(peeked.manifest.files.len(), 1);
+        assert!(store.take_warnings().is_empty() && art.dir.exists());
         assert!(store.lookup("train", &key).unwrap().is_none());
         let warnings = store.take_warnings();
         assert_eq!(warnings.len(), 1);

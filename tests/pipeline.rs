@@ -876,7 +876,6 @@ fn aggregate_train_status(root: &Path) -> (String, String) {
 /// model in the store is detected by its checksum, retrained and certified again.
 #[test]
 fn a_rebuilt_model_invalidates_its_certificate() {
-    use lipctl::store::{ManifestInfo, Store};
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("artifacts");
     let certify = |seed: &str| {
@@ -905,19 +904,8 @@ fn a_rebuilt_model_invalidates_its_certificate() {
     let o = lipctl(&other_root, &[&["train", "--method", "AOL", "--seed", "1"][..], &TINY_RUN[..]].concat());
     assert!(o.status.success(), "{:?}", text(&o));
     let other = artifacts_of(&other_root, "train").pop().unwrap();
-    let store = Store::open(&root).unwrap();
-    let key = lipctl::store::Key::parse(train.file_name().unwrap().to_str().unwrap()).unwrap();
-    let manifest = store.lookup("train", &key).unwrap().unwrap().manifest;
-    store.discard("train", &key, "test: rebuilt").unwrap();
-    let info = ManifestInfo { schema_version: manifest.schema_version, config: manifest.config, inputs: manifest.inputs, device: manifest.device };
-    store
-        .build("train", &key, &info, |tmp| {
-            for f in ["model.safetensors", "train.json", "epochs.csv"] {
-                std::fs::copy(other.join(f), tmp.join(f))?;
-            }
-            Ok(())
-        })
-        .unwrap();
+    let files: Vec<_> = ["model.safetensors", "train.json", "epochs.csv"].map(|f| (f, std::fs::read(other.join(f)).unwrap())).into();
+    recommit_train(&root, &train, &files);
     let second = sha(&train.join("model.safetensors"));
     assert_ne!(second, first);
     // Before certify runs again, the aggregate is a new one and shows the run uncertified, not
@@ -944,13 +932,13 @@ fn a_rebuilt_model_invalidates_its_certificate() {
 }
 
 /// Discards train artifact `train` of store `root` and commits `files` (name, bytes) in its place,
-/// under the same key, as a retrain would commit them.
+/// under the same key, as a rebuild or retrain would commit them.
 fn recommit_train(root: &Path, train: &Path, files: &[(&str, Vec<u8>)]) {
     use lipctl::store::{ManifestInfo, Store};
     let store = Store::open(root).unwrap();
     let key = lipctl::store::Key::parse(train.file_name().unwrap().to_str().unwrap()).unwrap();
     let manifest = store.lookup("train", &key).unwrap().unwrap().manifest;
-    store.discard("train", &key, "test: trained again").unwrap();
+    store.discard("train", &key, "test: rebuilt").unwrap();
     let info = ManifestInfo { schema_version: manifest.schema_version, config: manifest.config, inputs: manifest.inputs, device: manifest.device };
     store
         .build("train", &key, &info, |tmp| {

@@ -192,16 +192,7 @@ pub fn run(
             continue;
         }
         let selected = opts.only.is_none_or(|s| s == task.stage);
-        // A dry run changes nothing: a stale certificate is reported as what the run would do.
-        let stale = if opts.dry_run {
-            super::stages::stale_reason(store, plan, i).unwrap_or_else(|e| {
-                progress.println(&format!("warning: provenance of `{}` not checked: {e:#}", task.label));
-                None
-            })
-        } else {
-            check_provenance(store, plan, i, progress);
-            None
-        };
+        let stale = check_provenance(store, plan, i, opts.dry_run, progress);
         let stale_note = stale.as_ref().map(|why| format!(" (its certificate is stale: {why})")).unwrap_or_default();
         let cached = stale.is_none() && store.lookup(task.stage.name(), &task.key)?.is_some();
         for w in store.take_warnings() {
@@ -258,12 +249,20 @@ pub fn run(
     Ok(report)
 }
 
-/// [`super::stages::discard_stale`] for task `index`; a failure to check (an unreadable record)
-/// is a warning, and the cached artifact stays: one unreadable certificate does not stop a run.
-fn check_provenance(store: &Store, plan: &Plan, index: usize, progress: &Progress) {
-    if let Err(e) = super::stages::discard_stale(store, plan, index) {
+/// [`super::stages::discard_stale`] for task `index`, or in a dry run (which changes nothing)
+/// [`super::stages::stale_reason`]: returns why a cached certificate is stale only in a dry run,
+/// where it is reported as what the run would do. A failure to check (an unreadable record) is a
+/// warning, and the cached artifact stays: one unreadable certificate does not stop a run.
+fn check_provenance(store: &Store, plan: &Plan, index: usize, dry_run: bool, progress: &Progress) -> Option<String> {
+    let checked = if dry_run {
+        super::stages::stale_reason(store, plan, index)
+    } else {
+        super::stages::discard_stale(store, plan, index).map(|()| None)
+    };
+    checked.unwrap_or_else(|e| {
         progress.println(&format!("warning: provenance of `{}` not checked: {e:#}", plan.tasks[index].label));
-    }
+        None
+    })
 }
 
 fn execute(plan: &Plan, index: usize, task: &Task, store: &Store, stages: &mut StageRunner, force: bool, progress: &Progress) -> anyhow::Result<bool> {
@@ -290,7 +289,7 @@ pub fn run_one(
 ) -> anyhow::Result<RunReport> {
     let mut report = RunReport::default();
     let task = &plan.tasks[index];
-    check_provenance(store, plan, index, progress);
+    check_provenance(store, plan, index, false, progress);
     if store.lookup(task.stage.name(), &task.key)?.is_some() {
         writeln!(out, "cached   {} [{}]", task.label, task.key.short())?;
         report.cached += 1;

@@ -358,24 +358,32 @@ pub fn read_outcome(trained: &Artifact) -> anyhow::Result<TrainRecord> {
 /// Other stages are left alone. Errors: the store or the certificate record cannot be read.
 pub fn discard_stale(store: &Store, plan: &Plan, index: usize) -> anyhow::Result<()> {
     let task = &plan.tasks[index];
-    if let Some(why) = stale_reason(store, plan, index)? {
+    // Verified lookups, as before: a damaged train model (`run-task` checks its inputs only after
+    // this) counts as no model, so the certificate of it goes too.
+    if let Some(why) = stale_reason_in(plan, index, |stage, key| store.lookup(stage, key))? {
         store.discard(task.stage.name(), &task.key, &why)?;
     }
     Ok(())
 }
 
 /// Why the cached certificate of task `index` no longer describes its model, or `None` (not a
-/// certify task, nothing cached, or still current); reads only, for `run --dry-run` and `status`.
-/// Stale ([`CertifyRecord::is_stale`]): the model was rebuilt (e.g. retrained on a
-/// non-deterministic device), the train artifact is gone, or a run that diverged was trained
-/// again. Reads the model's checksum from the train artifact's manifest (verified by the lookup),
-/// not the file. Errors: the store or the certificate record cannot be read.
+/// certify task, nothing cached, or still current). Stale ([`CertifyRecord::is_stale`]): the
+/// model was rebuilt (e.g. retrained on a non-deterministic device), the train artifact is gone,
+/// or a run that diverged was trained again. Reads only the two manifests and the certificate
+/// record ([`Store::peek`]): no model file is hashed and nothing is removed, so `status` and
+/// `run --dry-run` stay cheap and read-only; a run verifies both artifacts ([`discard_stale`]).
+/// Errors: the store or the certificate record cannot be read.
 pub fn stale_reason(store: &Store, plan: &Plan, index: usize) -> anyhow::Result<Option<String>> {
+    stale_reason_in(plan, index, |stage, key| store.peek(stage, key))
+}
+
+/// [`stale_reason`], opening artifacts with `open` ([`Store::peek`] or [`Store::lookup`]).
+fn stale_reason_in(plan: &Plan, index: usize, open: impl Fn(&str, &Key) -> anyhow::Result<Option<Artifact>>) -> anyhow::Result<Option<String>> {
     let task = &plan.tasks[index];
     let TaskSpec::Certify { train, .. } = &task.spec else { return Ok(None) };
-    let Some(cached) = store.lookup(task.stage.name(), &task.key)? else { return Ok(None) };
+    let Some(cached) = open(task.stage.name(), &task.key)? else { return Ok(None) };
     let train_task = &plan.tasks[*train];
-    let trained = store.lookup(train_task.stage.name(), &train_task.key)?;
+    let trained = open(train_task.stage.name(), &train_task.key)?;
     let current = trained.as_ref().and_then(|t| t.file_sha256(TRAIN_MODEL));
     let record: CertifyRecord = records::read(&cached)?;
     if !record.is_stale(current) {
