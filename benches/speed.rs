@@ -12,13 +12,19 @@
 //!    machine one run of either varies by ±15 %, so the two alternate for several rounds and the
 //!    ratio is of the medians.
 //!
+//! 3. **AOL's and SLL's rescaling.** Forward + backward of the kernel autocorrelation that bounds
+//!    both layers ([`lipctl::nn::ortho::autocorrelation`]: one-sided product, symmetrised doubled
+//!    gradient) against autograd of the product by definition (both arguments differentiated),
+//!    for the 3×3 and 1×1 kernels of ConvNet XS–L widths; the two alternate call by call.
+//!
 //! Environment: `SPEED_METHODS=AOL,SLL` picks the methods of part 2 (default Standard, AOL, SLL,
 //! CPL); `SPEED_BATCHES=20` the batches per epoch / timed batches; `SPEED_ROUNDS=3` the
-//! alternations of part 2; `SPEED_PART=io|step` one part.
+//! alternations of part 2; `SPEED_PART=io|step|autocorrelation` one part.
 
 use lipctl::measure::{MeasureRequest, CHILD_JOB_ENV, CHILD_SUBCOMMAND};
 use lipctl::nn::{checkpoint, ConvNet, Method, ModelSize, NetSpec};
 use lipctl::progress::Progress;
+use lipctl::stats::median;
 use lipctl::train::trainer::{EpochRecords, StatsFile, STATS_FILE};
 use lipctl::train::{self, CheckpointCadence, EpochStats, EvalSplit, SplitStats, TrainConfig, TrainData};
 use std::time::Instant;
@@ -40,17 +46,15 @@ fn main() -> anyhow::Result<()> {
     if part.is_empty() || part == "step" {
         measure_vs_train()?;
     }
+    if part.is_empty() || part == "autocorrelation" {
+        autocorrelation_gradient();
+    }
     Ok(())
 }
 
 fn row(epoch: usize) -> EpochStats {
     let split = SplitStats { loss: 0.123456789, accuracy: 0.5, cra: [0.25, 0.125, 0.0625, 0.0], median_margin: 0.0123 };
     EpochStats { attempt: 0, epoch, lr: 0.01, momentum: 0.9, seconds: 1.234, train: split.clone(), eval: split, train_seconds: 1.0, train_batches: 1 }
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 fn epoch_io() -> anyhow::Result<()> {
@@ -92,8 +96,8 @@ fn epoch_io() -> anyhow::Result<()> {
         lipctl::fsx::write_atomic(&old_path, text.as_bytes())?;
         old.push(t.elapsed().as_secs_f64() * 1e3);
     }
-    let (n1, n2) = (median(&mut now[..10].to_vec()), median(&mut now[EPOCHS - 10..].to_vec()));
-    let (o1, o2) = (median(&mut old[..10].to_vec()), median(&mut old[EPOCHS - 10..].to_vec()));
+    let (n1, n2) = (median(&now[..10]), median(&now[EPOCHS - 10..]));
+    let (o1, o2) = (median(&old[..10]), median(&old[EPOCHS - 10..]));
     println!("\nEnd-of-epoch records, tiny model (AOL XS, 8×8), checkpoint every epoch (worst case), ms per epoch (median of 10):");
     println!("{:<44} {:>12} {:>14} {:>8}", "", "epochs 1–10", "epochs 991–1000", "ratio");
     println!("{:<44} {n1:>12.3} {n2:>14.3} {:>7.2}×", "lipctl: append row + checkpoint", n2 / n1);
@@ -142,7 +146,7 @@ fn measure_vs_train() -> anyhow::Result<()> {
             continue;
         }
         let each = |v: &[f64]| v.iter().map(|x| format!("{x:.4}")).collect::<Vec<_>>().join(" ");
-        let (m, t) = (lipctl::stats::median(&measured), lipctl::stats::median(&trained));
+        let (m, t) = (median(&measured), median(&trained));
         println!("{:<9} {:>30} {:>30} {:>13.3}×", method.name(), each(&measured), each(&trained), t / m);
     }
     Ok(())
@@ -169,4 +173,37 @@ fn measure_and_train(method: Method, batch: i64, batches: i64) -> anyhow::Result
     let last = outcome.last_epoch.ok_or_else(|| anyhow::anyhow!("{method}: no epoch"))?;
     let per_batch = last.train_seconds / last.train_batches as f64;
     Ok(Some((t.mean, per_batch)))
+}
+
+/// Part 3: milliseconds per forward + backward of the autocorrelation of a `[c, c, k, k]` float32
+/// kernel, lipctl's against autograd of the definition, alternating call by call; medians.
+fn autocorrelation_gradient() {
+    const CALLS: usize = 9;
+    println!("\nKernel autocorrelation forward + backward, float32, CPU, median of {CALLS} alternating calls:");
+    println!("{:<16} {:>16} {:>12} {:>9}", "kernel", "definition ms", "lipctl ms", "speed-up");
+    let by_definition = |w: &Tensor| {
+        let (kh, kw) = (w.size()[2], w.size()[3]);
+        w.conv2d(w, None::<Tensor>, [1, 1], [kh - 1, kw - 1], [1, 1], 1)
+    };
+    for (c, k) in [(64, 3), (128, 3), (256, 3), (512, 3), (512, 1), (1024, 1)] {
+        tch::manual_seed(3);
+        let kernel = Tensor::randn([c, c, k, k], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        let r = Tensor::randn([c, c, 2 * k - 1, 2 * k - 1], (Kind::Float, Device::Cpu));
+        let time = |f: &dyn Fn(&Tensor) -> Tensor| {
+            let start = Instant::now();
+            (f(&kernel).abs() * &r).sum(Kind::Float).backward();
+            let _ = kernel.grad().zero_();
+            start.elapsed().as_secs_f64() * 1e3
+        };
+        let (mut def, mut ours) = (Vec::new(), Vec::new());
+        for i in 0..CALLS + 1 {
+            let (d, o) = (time(&by_definition), time(&lipctl::nn::ortho::autocorrelation));
+            if i > 0 {
+                def.push(d);
+                ours.push(o);
+            }
+        }
+        let (d, o) = (median(&def), median(&ours));
+        println!("{:<16} {d:>16.2} {o:>12.2} {:>8.2}×", format!("{c}×{c}×{k}×{k}"), d / o);
+    }
 }
