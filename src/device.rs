@@ -179,16 +179,21 @@ pub fn flush_denormals() -> bool {
     set_flush_denormals()
 }
 
+/// x86-64 MXCSR: flush-to-zero (results) and denormals-are-zero (inputs).
+#[cfg(target_arch = "x86_64")]
+const MXCSR_FTZ_DAZ: u32 = (1 << 15) | (1 << 6);
+/// AArch64 FPCR: flush-to-zero (results and inputs).
+#[cfg(target_arch = "aarch64")]
+const FPCR_FZ: u64 = 1 << 24;
+
 #[cfg(target_arch = "x86_64")]
 fn set_flush_denormals() -> bool {
-    const FTZ: u32 = 1 << 15;
-    const DAZ: u32 = 1 << 6;
     let mut csr: u32 = 0;
     // SAFETY: stmxcsr/ldmxcsr read and write this thread's SSE control register through a valid
     // local; only the flush-to-zero and denormals-are-zero bits change, no exception is unmasked.
     unsafe {
         std::arch::asm!("stmxcsr [{}]", in(reg) &mut csr, options(nostack));
-        csr |= FTZ | DAZ;
+        csr |= MXCSR_FTZ_DAZ;
         std::arch::asm!("ldmxcsr [{}]", in(reg) &csr, options(nostack));
     }
     true
@@ -196,12 +201,11 @@ fn set_flush_denormals() -> bool {
 
 #[cfg(target_arch = "aarch64")]
 fn set_flush_denormals() -> bool {
-    const FZ: u64 = 1 << 24;
     let mut fpcr: u64;
     // SAFETY: reads and writes this thread's floating-point control register; only FZ changes.
     unsafe {
         std::arch::asm!("mrs {}, fpcr", out(reg) fpcr, options(nomem, nostack));
-        fpcr |= FZ;
+        fpcr |= FPCR_FZ;
         std::arch::asm!("msr fpcr, {}", in(reg) fpcr, options(nomem, nostack));
     }
     true
@@ -210,6 +214,31 @@ fn set_flush_denormals() -> bool {
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 fn set_flush_denormals() -> bool {
     false
+}
+
+/// Whether this thread's CPU arithmetic flushes subnormal floats to zero now (see
+/// [`flush_denormals`]): `Some(true)` when both x86-64 MXCSR bits FTZ and DAZ (AArch64: FPCR FZ)
+/// are set, `Some(false)` when they are not, `None` on other architectures. Recorded as
+/// `subnormals_flushed` in a stage's `precision`.
+pub fn denormals_flushed() -> Option<bool> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut csr: u32 = 0;
+        // SAFETY: stmxcsr stores this thread's SSE control register into a valid local.
+        unsafe { std::arch::asm!("stmxcsr [{}]", in(reg) &mut csr, options(nostack)) };
+        Some(csr & MXCSR_FTZ_DAZ == MXCSR_FTZ_DAZ)
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        let fpcr: u64;
+        // SAFETY: reads this thread's floating-point control register.
+        unsafe { std::arch::asm!("mrs {}, fpcr", out(reg) fpcr, options(nomem, nostack)) };
+        Some(fpcr & FPCR_FZ != 0)
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        None
+    }
 }
 
 /// Waits for queued device work, so timings measure the work and not its launch.
@@ -222,6 +251,27 @@ pub fn synchronize(device: Device) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The read-back agrees with what the arithmetic does: a product below the smallest normal
+    /// float32 (1e-38 × 1e-3) is a subnormal unless flushing is on, and zero once it is. On a
+    /// fresh thread (the test harness never flushes), then after [`flush_denormals`].
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    #[test]
+    fn denormals_flushed_reads_what_the_arithmetic_does() {
+        std::thread::spawn(|| {
+            let tiny = || std::hint::black_box(1e-38f32) * std::hint::black_box(1e-3f32);
+            let before = denormals_flushed().unwrap();
+            assert_eq!(tiny() == 0.0, before, "flushed {before:?} but 1e-41 reads {}", tiny());
+            if std::env::var(DENORMALS_ENV).is_ok_and(|v| v.eq_ignore_ascii_case("keep")) {
+                return;
+            }
+            assert!(flush_denormals());
+            assert_eq!(denormals_flushed(), Some(true));
+            assert_eq!(tiny(), 0.0);
+        })
+        .join()
+        .unwrap();
+    }
 
     /// 1e-38 · 0.01 = 1e-40 is subnormal in float32. Each case runs in its own thread (the
     /// control register is per thread) and computes in a thread that thread creates afterwards,

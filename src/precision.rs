@@ -220,6 +220,12 @@ pub struct PrecisionRecord {
     /// What the switches mean on this device: `fp32`, `tf32 conv` or `tf32 conv+matmul`
     /// (`fp32` on the CPU and before compute capability 8.0, where no TF32 hardware exists).
     pub effective: String,
+    /// Whether the CPU flushed subnormal floats to zero ([`device::flush_denormals`]; the
+    /// `lipctl` binary does unless `LIPCTL_DENORMALS=keep`), read from the stage's thread. It
+    /// changes CPU speed (LOT: up to 2×), not any reported digit. `None` on architectures without
+    /// the switch and in files written before lipctl recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnormals_flushed: Option<bool>,
 }
 
 impl PrecisionRecord {
@@ -255,6 +261,7 @@ impl PrecisionRecord {
             tf32_cudnn: switches.cudnn,
             tf32_cublas: switches.cublas,
             effective: effective.into(),
+            subnormals_flushed: device::denormals_flushed(),
         }
     }
 }

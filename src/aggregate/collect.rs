@@ -282,8 +282,13 @@ impl Datasets {
 /// long form (`train on NVIDIA H100 …: tf32 conv (cuDNN TF32 on, cuBLAS TF32 off)`) to `all`.
 fn precision_words(stage: &str, record: &PrecisionRecord, all: &mut BTreeSet<String>) -> String {
     let onoff = |on: bool| if on { "on" } else { "off" };
+    let subnormals = match record.subnormals_flushed {
+        Some(true) => ", CPU subnormals flushed",
+        Some(false) => ", CPU subnormals kept",
+        None => "",
+    };
     all.insert(format!(
-        "{stage} on {} {}: {} (cuDNN TF32 {}, cuBLAS TF32 {})",
+        "{stage} on {} {}: {} (cuDNN TF32 {}, cuBLAS TF32 {}{subnormals})",
         record.device,
         record.device_name,
         record.effective,
