@@ -127,7 +127,7 @@ pub struct ImportArgs {
     pub from_pytorch: PathBuf,
 
     /// Method of the network (paper spelling, case-insensitive).
-    #[arg(long)]
+    #[arg(long, ignore_case = true)]
     pub method: lipctl::nn::Method,
 
     /// Model size (XS, S, M, L).
@@ -197,7 +197,7 @@ pub struct ReportArgs {
 #[derive(clap::Args, Debug)]
 pub struct MeasureArgs {
     /// Convolution method (paper spelling, case-insensitive).
-    #[arg(long)]
+    #[arg(long, ignore_case = true)]
     pub method: lipctl::nn::Method,
 
     /// Model size.
@@ -456,7 +456,7 @@ where
 #[derive(clap::Args, Debug)]
 pub struct SingleRunArgs {
     /// Method: a name listed by `lipctl methods` (Standard, AOL, …, SN, BRO, AOC); any case.
-    #[arg(long)]
+    #[arg(long, ignore_case = true)]
     pub method: lipctl::nn::Method,
 
     /// Model size: XS, S, M or L (base width 16, 32, 64, 128 at 32×32 input).
@@ -547,7 +547,7 @@ pub struct DoctorArgs {
     pub device: lipctl::device::DeviceChoice,
 
     /// With --selftest: the methods to check (comma-separated; default all).
-    #[arg(long, value_delimiter = ',', requires = "selftest",
+    #[arg(long, value_delimiter = ',', ignore_case = true, requires = "selftest",
           long_help = "With --selftest: the methods to check, comma-separated, in the paper's spelling \
                        (case-insensitive). Default: every method of the registry. Example: --methods LOT,SOC")]
     pub methods: Vec<lipctl::nn::Method>,
@@ -579,7 +579,7 @@ pub struct BenchArgs {
     pub batch: i64,
 
     /// Methods to measure (comma-separated; default all).
-    #[arg(long, value_delimiter = ',',
+    #[arg(long, value_delimiter = ',', ignore_case = true,
           long_help = "Methods to measure, comma-separated, in the paper's spelling (case-insensitive). \
                        Default: every method. Example: --methods AOL,SLL")]
     pub methods: Vec<lipctl::nn::Method>,
@@ -609,4 +609,22 @@ pub struct BenchArgs {
     /// Number of classes (logits kept by the head).
     #[arg(long, default_value_t = 10)]
     pub classes: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Method names are case-insensitive on the command line, as the help says (clap matches a
+    /// value enum's spelling exactly unless told otherwise); an unknown name is still refused.
+    #[test]
+    fn method_names_parse_in_any_case() {
+        let bench = Cli::try_parse_from(["lipctl", "bench", "--methods", "aol,sll,Cpl"]).unwrap();
+        let Command::Bench(args) = bench.command else { panic!("not bench: {bench:?}") };
+        assert_eq!(args.methods, vec![lipctl::nn::Method::Aol, lipctl::nn::Method::Sll, lipctl::nn::Method::Cpl]);
+        let measure = Cli::try_parse_from(["lipctl", "measure", "--method", "lot", "--size", "XS"]).unwrap();
+        let Command::Measure(args) = measure.command else { panic!("not measure: {measure:?}") };
+        assert_eq!(args.method, lipctl::nn::Method::Lot);
+        assert!(Cli::try_parse_from(["lipctl", "bench", "--methods", "aol,nope"]).is_err());
+    }
 }
