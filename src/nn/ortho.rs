@@ -163,7 +163,7 @@ pub fn conv2d_circular_adjoint(y: &Tensor, weight: &Tensor) -> Tensor {
 /// kernel) and SLL (§2.10) bound their layers with it.
 ///
 /// Computed as a product `f(k, k)`, bilinear in its two arguments: a convolution of a batch of `c`
-/// "images" `k` by the kernel `k` (padding `kh−1`), or for a 1×1 kernel the matrix product `K Kᵀ`
+/// "images" `k` by the kernel `k` (padding `(kh−1, kw−1)`), or for a 1×1 kernel the matrix product `K Kᵀ`
 /// as one GEMM (oneDNN runs it as a convolution ~4× slower forward and backward at 512–1024
 /// channels on 2 CPU cores, torch 2.11: 19 → 5 ms and 157 → 33 ms per forward+backward).
 ///
@@ -173,8 +173,10 @@ pub fn conv2d_circular_adjoint(y: &Tensor, weight: &Tensor) -> Tensor {
 /// X[b, a, −t]` (swap the channels, flip the taps), and `f(p, q) = τ(f(q, p))`, so the two
 /// contributions are one: `∂L/∂k = 2·J_1ᵀ σ(G)` with `G = ∂L/∂A`, `σ(X) = (X + τ(X))/2` and `J_1` the
 /// derivative in the first argument only (a convolution's input gradient). Hence the value is
-/// `W = σ(f(k, stop_grad(k)))`, and `2W − stop_grad(W)` (exactly `W`: doubling and the Sterbenz
-/// subtraction are exact) carries the factor 2. Forward + backward of a 256-channel 3×3 kernel:
+/// `W = σ(f(k, stop_grad(k)))`, and `2W − stop_grad(W)` (exactly `W` unless `|W|` overflows:
+/// doubling and the Sterbenz subtraction are exact) carries the factor 2. First derivatives only:
+/// a second derivative in `k` through this graph is wrong (no caller takes one; the Lipschitz
+/// checks differentiate in the input). Forward + backward of a 256-channel 3×3 kernel:
 /// ~85 → ~48 ms (PyTorch prototype, same libtorch).
 pub fn autocorrelation(kernel: &Tensor) -> Tensor {
     let size = kernel.size();
