@@ -2,8 +2,8 @@
 # Issue 15's speed evidence in one command, on the CPU (2 threads), each measurement printed as a
 # ratio measured side by side:
 #   1. SITTINGS (default 3) sittings; in each, for XS and S at batch 64 and for each method, the
-#      authors' PyTorch code (scripts/authors_bench.py) and then `lipctl bench`, back to back, so
-#      that the two sides of a ratio are seconds apart. Every sitting's speed-up is printed; the
+#      authors' PyTorch code (scripts/authors_bench.py) and `lipctl bench` back to back (odd
+#      sittings the authors' first, even ones lipctl's), so the two sides of a ratio are seconds apart. Every sitting's speed-up is printed; the
 #      summary gives per method and size the median speed-up over the sittings and the lowest.
 #      A method at parity lands on either side of 1.0× in a single sitting on a shared machine
 #      (±15 % between runs of the same binary here), so the median is the number to read.
@@ -27,20 +27,34 @@ sizes=${SIZES:-XS S}
 methods=${METHODS:-Standard AOL BCOP CPL Cayley LOT SLL SOC}
 timeout=${AUTHORS_TIMEOUT:-600}
 out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
 rows="$out/rows.tsv"
 : >"$rows"
 uptime
+authors() { # SIZE METHOD: the authors' seconds per step (their lines go to stderr), or nothing
+  "$python" scripts/authors_bench.py --repo "$repo" --size "$1" --batch 64 --threads 2 --iters 7 --warmup 2 \
+    --methods "$2" --timeout "$timeout" | tee /dev/stderr | "$python" -c '
+import json, sys
+last = [l for l in sys.stdin if l.startswith("{")]
+print(json.loads(last[-1]).get(sys.argv[1], "") if last else "")' "$2" || true
+}
+ours() { # SIZE METHOD: lipctl's milliseconds per training step, or nothing when it failed
+  target/release/lipctl bench --device cpu --size "$1" --batch 64 --iters 7 --warmup 2 --methods "$2" 2>/dev/null |
+    awk -v m="$2" 'toupper($1) == toupper(m) && $2 ~ /^[0-9.]+$/ { print $2 }' || true
+}
 for sitting in $(seq 1 "$sittings"); do
   for size in $sizes; do
     for method in $methods; do
-      ref="$out/authors-$sitting-$size-$method.json"
-      "$python" scripts/authors_bench.py --repo "$repo" --size "$size" --batch 64 --threads 2 --iters 7 --warmup 2 \
-        --methods "$method" --timeout "$timeout" | tail -n 1 >"$ref"
-      line=$(target/release/lipctl bench --device cpu --size "$size" --batch 64 --iters 7 --warmup 2 \
-        --methods "$method" --reference "$ref" | awk -v m="$method" '$1 == m')
-      # method, train ms, infer ms, PyTorch train s, speed-up (– when the authors' code gave no time)
-      read -r _ train_ms _ authors_s speedup <<<"$line"
-      printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$sitting" "$size" "$method" "$authors_s" "$train_ms" "${speedup%×}" | tee -a "$rows"
+      # Odd sittings run the authors' code first, even ones lipctl first: neither side always
+      # follows the other onto a warm (or throttled) machine.
+      if [ $((sitting % 2)) -eq 1 ]; then
+        authors_s=$(authors "$size" "$method"); ours_ms=$(ours "$size" "$method")
+      else
+        ours_ms=$(ours "$size" "$method"); authors_s=$(authors "$size" "$method")
+      fi
+      # A timeout or failure on either side is recorded as no ratio (–).
+      speedup=$(awk -v a="$authors_s" -v o="$ours_ms" 'BEGIN { if (a > 0 && o > 0) printf "%.2f", 1000 * a / o; else print "–" }')
+      printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$sitting" "$size" "$method" "${authors_s:-–}" "${ours_ms:-–}" "$speedup" | tee -a "$rows"
     done
   done
   uptime
@@ -57,7 +71,7 @@ for _, size, method, *_ in rows:
         seen.append((size, method))
 for size, method in seen:
     ups = [r[5] for r in rows if r[1] == size and r[2] == method]
-    vals = [float(u) for u in ups if u not in ("–", "-", "")]
+    vals = [float(u) for u in ups if u.replace(".", "", 1).isdigit()]
     med = f"{statistics.median(vals):.2f}×" if vals else "–"
     low = f"{min(vals):.2f}×" if vals else "–"
     print(f"{size:<5} {method:<9} {' '.join(ups):<28} {med:>7} {low:>7}")
