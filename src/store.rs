@@ -318,11 +318,7 @@ impl Store {
     /// caller that uses the files goes through [`Store::lookup`], which verifies them.
     pub fn peek(&self, stage: &str, key: &Key) -> Result<Option<Artifact>> {
         let dir = self.artifact_dir(stage, key);
-        let Ok(text) = std::fs::read_to_string(dir.join(MANIFEST)) else { return Ok(None) };
-        let Ok(manifest) = serde_json::from_str::<Manifest>(&text) else { return Ok(None) };
-        if manifest.key != *key || manifest.stage != stage {
-            return Ok(None);
-        }
+        let Ok(manifest) = read_manifest(&dir, stage, key) else { return Ok(None) };
         Ok(Some(Artifact { stage: stage.into(), key: key.clone(), dir, manifest, cached: true }))
     }
 
@@ -589,7 +585,9 @@ impl Drop for RemoveOnDrop {
     }
 }
 
-fn verify(dir: &Path, stage: &str, key: &Key) -> std::result::Result<Manifest, Damage> {
+/// The manifest of the artifact folder `dir`, checked to name `stage`/`key`; its files unread
+/// (shared by [`verify`] and [`Store::peek`]).
+fn read_manifest(dir: &Path, stage: &str, key: &Key) -> std::result::Result<Manifest, Damage> {
     let path = dir.join(MANIFEST);
     if !path.is_file() {
         return Err(Damage::NoManifest);
@@ -599,6 +597,11 @@ fn verify(dir: &Path, stage: &str, key: &Key) -> std::result::Result<Manifest, D
     if manifest.key != *key || manifest.stage != stage {
         return Err(Damage::WrongKey(format!("{}/{}", manifest.stage, manifest.key.short())));
     }
+    Ok(manifest)
+}
+
+fn verify(dir: &Path, stage: &str, key: &Key) -> std::result::Result<Manifest, Damage> {
+    let manifest = read_manifest(dir, stage, key)?;
     for (rel, want) in &manifest.files {
         let file = dir.join(rel);
         if !file.is_file() {
