@@ -173,10 +173,16 @@ pub const DENORMALS_ENV: &str = "LIPCTL_DENORMALS";
 /// with it; a library user's process keeps its own setting. On other architectures it does
 /// nothing and returns `false`.
 pub fn flush_denormals() -> bool {
-    if std::env::var(DENORMALS_ENV).is_ok_and(|v| v.eq_ignore_ascii_case("keep")) {
+    if denormals_kept_by_env() {
         return false;
     }
     set_flush_denormals()
+}
+
+/// Whether `LIPCTL_DENORMALS=keep` ([`DENORMALS_ENV`], any case) asks to leave subnormals as
+/// they are, so that [`flush_denormals`] does nothing.
+pub fn denormals_kept_by_env() -> bool {
+    std::env::var(DENORMALS_ENV).is_ok_and(|v| v.eq_ignore_ascii_case("keep"))
 }
 
 /// x86-64 MXCSR: flush-to-zero (results) and denormals-are-zero (inputs).
@@ -262,7 +268,7 @@ mod tests {
             let tiny = || std::hint::black_box(1e-38f32) * std::hint::black_box(1e-3f32);
             let before = denormals_flushed().unwrap();
             assert_eq!(tiny() == 0.0, before, "flushed {before:?} but 1e-41 reads {}", tiny());
-            if std::env::var(DENORMALS_ENV).is_ok_and(|v| v.eq_ignore_ascii_case("keep")) {
+            if denormals_kept_by_env() {
                 return;
             }
             assert!(flush_denormals());

@@ -90,8 +90,7 @@ fn smoke_pipeline_runs_every_stage_once_and_feeds_report_and_recommend() {
         assert!(!p["device_name"].as_str().unwrap().is_empty());
         // The binary flushes CPU subnormals (device::flush_denormals) unless told to keep them,
         // and says so.
-        let keep = std::env::var(lipctl::device::DENORMALS_ENV).is_ok_and(|v| v.eq_ignore_ascii_case("keep"));
-        if cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) && !keep {
+        if cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) && !lipctl::device::denormals_kept_by_env() {
             assert_eq!(p["subnormals_flushed"].as_bool(), Some(true), "{outcome}");
         }
     }
