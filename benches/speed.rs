@@ -9,8 +9,9 @@
 //! 2. **`measure` and `train` time the same step.** For a few methods (ConvNet XS, batch 64, CPU):
 //!    `measure`'s mean seconds per training batch against `train`'s (the training pass of its last
 //!    epoch divided by its batches), and their ratio (within 10 % is the goal). On a shared 2-core
-//!    machine one run of either varies by ±15 %, so the two alternate for several rounds and the
-//!    ratio is of the medians.
+//!    machine one run of either varies by ±15 % and the machine's speed drifts over minutes, so
+//!    each round runs the two back to back (alternating which goes first) and the ratio reported
+//!    is the median of the rounds' paired ratios, which a slow drift cancels out of.
 //!
 //! 3. **AOL's and SLL's rescaling.** Forward + backward of the kernel autocorrelation that bounds
 //!    both layers ([`lipctl::nn::ortho::autocorrelation`]: one-sided product, symmetrised doubled
@@ -18,8 +19,8 @@
 //!    for the 3×3 and 1×1 kernels of ConvNet XS–L widths; the two alternate call by call.
 //!
 //! Environment: `SPEED_METHODS=AOL,SLL` picks the methods of part 2 (default Standard, AOL, SLL,
-//! CPL); `SPEED_BATCHES=20` the batches per epoch / timed batches; `SPEED_ROUNDS=3` the
-//! alternations of part 2; `SPEED_PART=io|step|autocorrelation` one part.
+//! CPL); `SPEED_BATCHES=20` the batches per epoch / timed batches; `SPEED_ROUNDS=5` the
+//! rounds of part 2; `SPEED_PART=io|step|autocorrelation` one part.
 
 use lipctl::measure::{MeasureRequest, CHILD_JOB_ENV, CHILD_SUBCOMMAND};
 use lipctl::nn::{checkpoint, ConvNet, Method, ModelSize, NetSpec};
@@ -124,55 +125,73 @@ fn measure_vs_train() -> anyhow::Result<()> {
         Err(_) => vec![Method::Standard, Method::Aol, Method::Sll, Method::Cpl],
     };
     let batches: i64 = std::env::var("SPEED_BATCHES").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
-    let rounds: usize = std::env::var("SPEED_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3).max(1);
+    let rounds: usize = std::env::var("SPEED_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5).max(1);
     let batch = 64;
     println!(
         "\nSeconds per training batch, ConvNet XS, batch {batch}, CPU: `measure` (mean of {batches} timed after 3 warm-up) vs \
-         `train` (last of 2 epochs of {batches} batches), alternating for {rounds} rounds; medians over the rounds:"
+         `train` (last of 2 epochs of {batches} batches), back to back for {rounds} rounds (odd rounds `train` first); \
+         the ratio is the median of the rounds' train/measure:"
     );
-    println!("{:<9} {:>30} {:>30} {:>14}", "method", "measure (each round)", "train (each round)", "train/measure");
+    println!("{:<9} {:>44} {:>44} {:>14} {:>16}", "method", "measure s (each round)", "train s (each round)", "train/measure", "range");
     for method in methods {
-        let (mut measured, mut trained) = (Vec::new(), Vec::new());
-        for _ in 0..rounds {
-            match measure_and_train(method, batch, batches)? {
-                Some((m, t)) => {
-                    measured.push(m);
-                    trained.push(t);
-                }
-                None => break,
-            }
+        let (mut measured, mut trained, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 0..rounds {
+            let pair = if round % 2 == 0 {
+                let m = measure_once(method, batch, batches)?;
+                m.map(|m| train_once(method, batch, batches).map(|t| (m, t))).transpose()?
+            } else {
+                let t = train_once(method, batch, batches)?;
+                measure_once(method, batch, batches)?.map(|m| (m, t))
+            };
+            let Some((m, t)) = pair else { break };
+            measured.push(m);
+            trained.push(t);
+            ratios.push(t / m);
         }
-        if measured.is_empty() {
+        if ratios.is_empty() {
             continue;
         }
         let each = |v: &[f64]| v.iter().map(|x| format!("{x:.4}")).collect::<Vec<_>>().join(" ");
-        let (m, t) = (median(&measured), median(&trained));
-        println!("{:<9} {:>30} {:>30} {:>13.3}×", method.name(), each(&measured), each(&trained), t / m);
+        let (lo, hi) = ratios.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &r| (lo.min(r), hi.max(r)));
+        println!(
+            "{:<9} {:>44} {:>44} {:>13.3}× {:>16}",
+            method.name(),
+            each(&measured),
+            each(&trained),
+            median(&ratios),
+            format!("{lo:.3}–{hi:.3}")
+        );
     }
     Ok(())
 }
 
-/// One `measure` (its mean seconds per training batch) then one `train` (seconds per batch of its
-/// last epoch's training pass) of `method`; `None` (with a line) when `measure` failed.
-fn measure_and_train(method: Method, batch: i64, batches: i64) -> anyhow::Result<Option<(f64, f64)>> {
+/// `measure`'s mean seconds per training batch of `method`; `None` (with a line) when it failed.
+fn measure_once(method: Method, batch: i64, batches: i64) -> anyhow::Result<Option<f64>> {
     let spec = NetSpec::new(method, ModelSize::XS, 32, 10);
     let mut req = MeasureRequest::new(spec, batch, Device::Cpu);
     req.batches = batches as u32;
     req.warmup = 3;
     req.memory_steps = 1;
     let m = lipctl::measure::measure(&req, &Progress::hidden())?;
-    let Some(t) = m.train_seconds_per_batch else {
-        println!("{:<9} measure failed: {:?}", method.name(), m.error);
-        return Ok(None);
-    };
+    match m.train_seconds_per_batch {
+        Some(t) => Ok(Some(t.mean)),
+        None => {
+            println!("{:<9} measure failed: {:?}", method.name(), m.error);
+            Ok(None)
+        }
+    }
+}
+
+/// `train`'s seconds per batch of `method`: the training pass of the last of 2 epochs of
+/// `batches` batches, divided by its batches.
+fn train_once(method: Method, batch: i64, batches: i64) -> anyhow::Result<f64> {
     let dir = tempfile::tempdir()?;
     let mut cfg = TrainConfig::paper(method, ModelSize::XS, 10, 2, 0.01, 1e-4, 0, Device::Cpu);
     cfg.batch_size = batch;
     cfg.eval_split = EvalSplit::Test;
     let outcome = train::train(&cfg, synthetic_data(batch * batches, batch), dir.path(), &Progress::hidden())?;
     let last = outcome.last_epoch.ok_or_else(|| anyhow::anyhow!("{method}: no epoch"))?;
-    let per_batch = last.train_seconds / last.train_batches as f64;
-    Ok(Some((t.mean, per_batch)))
+    Ok(last.train_seconds / last.train_batches as f64)
 }
 
 /// Part 3: milliseconds per forward + backward of the autocorrelation of a `[c, c, k, k]` float32
