@@ -131,7 +131,7 @@ pub struct ImportArgs {
     pub method: lipctl::nn::Method,
 
     /// Model size (XS, S, M, L).
-    #[arg(long)]
+    #[arg(long, ignore_case = true)]
     pub size: lipctl::nn::ModelSize,
 
     /// Dataset the model was trained on: sets the classes (10, 100, 200) and the input side
@@ -201,7 +201,7 @@ pub struct MeasureArgs {
     pub method: lipctl::nn::Method,
 
     /// Model size.
-    #[arg(long)]
+    #[arg(long, ignore_case = true)]
     pub size: lipctl::nn::ModelSize,
 
     /// Images per batch (the paper: 256).
@@ -280,7 +280,7 @@ pub struct BudgetsArgs {
     pub method: Option<lipctl::nn::Method>,
 
     /// Model size for --paper.
-    #[arg(long)]
+    #[arg(long, ignore_case = true)]
     pub size: Option<lipctl::nn::ModelSize>,
 }
 
@@ -460,7 +460,7 @@ pub struct SingleRunArgs {
     pub method: lipctl::nn::Method,
 
     /// Model size: XS, S, M or L (base width 16, 32, 64, 128 at 32×32 input).
-    #[arg(long, default_value = "XS")]
+    #[arg(long, ignore_case = true, default_value = "XS")]
     pub size: lipctl::nn::ModelSize,
 
     /// Dataset: cifar10, cifar100, tinyimagenet, imagefolder, npz or synthetic (imagefolder and npz
@@ -561,7 +561,7 @@ pub struct DoctorArgs {
 #[derive(clap::Args, Debug)]
 pub struct MethodsArgs {
     /// Model sizes whose trainable parameter counts to show (comma-separated).
-    #[arg(long, value_delimiter = ',', default_values = ["XS", "S", "M", "L"],
+    #[arg(long, ignore_case = true, value_delimiter = ',', default_values = ["XS", "S", "M", "L"],
           long_help = "Model sizes whose trainable parameter counts to show, comma-separated \
                        (XS, S, M, L). Counts come from building each network on the CPU; L takes \
                        the longest. Example: --sizes XS,S")]
@@ -571,7 +571,7 @@ pub struct MethodsArgs {
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
     /// Model size (XS, S, M, L).
-    #[arg(long, default_value = "XS")]
+    #[arg(long, ignore_case = true, default_value = "XS")]
     pub size: lipctl::nn::ModelSize,
 
     /// Images per batch.
@@ -626,5 +626,20 @@ mod tests {
         let Command::Measure(args) = measure.command else { panic!("not measure: {measure:?}") };
         assert_eq!(args.method, lipctl::nn::Method::Lot);
         assert!(Cli::try_parse_from(["lipctl", "bench", "--methods", "aol,nope"]).is_err());
+    }
+
+    #[test]
+    fn model_sizes_parse_in_any_case() {
+        use lipctl::nn::ModelSize;
+        let bench = Cli::try_parse_from(["lipctl", "bench", "--size", "xs"]).unwrap();
+        let Command::Bench(args) = bench.command else { panic!("not bench: {bench:?}") };
+        assert_eq!(args.size, ModelSize::XS);
+        let measure = Cli::try_parse_from(["lipctl", "measure", "--method", "AOL", "--size", "s"]).unwrap();
+        let Command::Measure(args) = measure.command else { panic!("not measure: {measure:?}") };
+        assert_eq!(args.size, ModelSize::S);
+        let methods = Cli::try_parse_from(["lipctl", "methods", "--sizes", "xs,m,L"]).unwrap();
+        let Command::Methods(args) = methods.command else { panic!("not methods: {methods:?}") };
+        assert_eq!(args.sizes, vec![ModelSize::XS, ModelSize::M, ModelSize::L]);
+        assert!(Cli::try_parse_from(["lipctl", "bench", "--size", "xxs"]).is_err());
     }
 }
