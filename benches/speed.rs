@@ -136,14 +136,14 @@ fn measure_vs_train() -> anyhow::Result<()> {
     for method in methods {
         let (mut measured, mut trained, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
         for round in 0..rounds {
-            let pair = if round % 2 == 0 {
-                let m = measure_once(method, batch, batches)?;
-                m.map(|m| train_once(method, batch, batches).map(|t| (m, t))).transpose()?
+            let (m, t) = if round % 2 == 0 {
+                let Some(m) = measure_once(method, batch, batches)? else { break };
+                (m, train_once(method, batch, batches)?)
             } else {
                 let t = train_once(method, batch, batches)?;
-                measure_once(method, batch, batches)?.map(|m| (m, t))
+                let Some(m) = measure_once(method, batch, batches)? else { break };
+                (m, t)
             };
-            let Some((m, t)) = pair else { break };
             measured.push(m);
             trained.push(t);
             ratios.push(t / m);
