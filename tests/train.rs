@@ -391,10 +391,16 @@ fn every_method_can_be_audited() {
     /// A few iterations only: the estimate is then a lower bound on each layer's norm (≤ 1 in
     /// theory); SOC's truncated series and LOT's regulariser allow this much above 1.
     const ORTHO_SLACK: f64 = 1e-3;
-    /// CPL's rescaling divides by a 100-step power-iteration estimate of ‖K‖², which at a random
-    /// initialisation has not converged: the sound bound max(1, r·‖K‖² − 1) then exceeds 1 by up
-    /// to ~1 % (measured 1.0096 here); training keeps iterating the same vector and closes it.
-    const CPL_INIT_SLACK: f64 = 2e-2;
+    /// CPL's rescaling divides by a 100-step power-iteration estimate of ‖K‖², which from a random
+    /// vector has not converged at initialisation: the sound bound max(1, r·‖K‖² − 1) exceeds 1 by
+    /// the estimate's shortfall. Over seeds 0–59 (this net) a tenth of the layers exceeded 1.02 and
+    /// the worst reached 1.042; CI once drew 1.028 (the head). Which draw this test gets is not
+    /// fixed by its seed: torch's generator is process-global, and the other tests in this binary
+    /// draw from it (and `audit` reseeds it) concurrently. A wrong rescaling (`r·‖K‖`, or no `r`)
+    /// is off by O(1), which this limit still catches; training keeps iterating the same vector.
+    const CPL_INIT_SLACK: f64 = 0.25;
+    /// f32 rounding of a 3-step power iteration on a map of norm ~1.
+    const ESTIMATE_F32: f64 = 1e-4;
     let opts = AuditOptions { max_iterations: 3, tolerance: 1e-5, random_points: 0, ..Default::default() };
     for method in Method::ALL {
         tch::manual_seed(0);
@@ -417,6 +423,17 @@ fn every_method_can_be_audited() {
         assert_eq!(audit.layers.len(), 12, "{method}");
         assert!(audit.lipschitz >= 1.0);
         assert!(audit.layers.iter().all(|l| l.kind == BoundKind::Estimate));
+        // Two independent paths: the power iteration only ever approaches a layer's norm from
+        // below, so a sound closed-form bound can never fall under its estimate (whatever the draw).
+        for (closed, est) in bounds.layers.iter().zip(&audit.layers) {
+            assert!(
+                est.sigma <= closed.sigma * (1.0 + ESTIMATE_F32),
+                "{method} {}: closed-form bound {} is below the power-iteration estimate {}",
+                closed.name,
+                closed.sigma,
+                est.sigma
+            );
+        }
         if method.is_lipschitz() {
             for l in &audit.layers {
                 assert!(l.sigma <= 1.0 + ORTHO_SLACK, "{method} {}: σ = {}", l.name, l.sigma);
