@@ -341,6 +341,20 @@ impl Store {
         fsx::remove_dir_all(&aside)
     }
 
+    /// [`Store::discard`] under the key's lock, and only if `why` (run while the lock is held)
+    /// still gives a reason: a process that found the artifact wanting just before another one
+    /// replaced it does not remove the replacement. Returns the reason it was discarded for, or
+    /// `None` (nothing there, or nothing wrong with it now). Errors: the lock, `why`, the removal.
+    pub fn discard_if(&self, stage: &str, key: &Key, why: impl FnOnce() -> Result<Option<String>>) -> Result<Option<String>> {
+        if !self.artifact_dir(stage, key).exists() {
+            return Ok(None);
+        }
+        let _lock = self.lock(stage, key)?;
+        let Some(reason) = why()? else { return Ok(None) };
+        self.discard(stage, key, &reason)?;
+        Ok(Some(reason))
+    }
+
     /// Returns the artifact of `stage`/`key`, building it with `builder` when it is not there.
     /// `builder` receives an empty temporary folder and writes the artifact's files into it (not
     /// `manifest.json`, which the store writes). Runs `builder` at most once across threads and

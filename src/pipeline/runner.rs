@@ -176,15 +176,18 @@ pub fn run(
         _ => true,
     };
     // One bar over the tasks to run, with an ETA, above the per-epoch bars (committed artifacts
-    // are counted by their commit mark here; `lookup` verifies them in the loop).
+    // are counted by their commit mark here; `lookup` verifies them in the loop). A stale
+    // certificate counts as to run: the loop discards it and certifies again.
     let to_run = plan
         .tasks
         .iter()
         .enumerate()
-        .filter(|(i, _)| mine(*i))
-        .map(|(_, t)| t)
-        .filter(|t| opts.only.is_none_or(|s| s == t.stage))
-        .filter(|t| opts.force || !store.artifact_dir(t.stage.name(), &t.key).join(crate::store::MANIFEST).exists())
+        .filter(|(i, t)| mine(*i) && opts.only.is_none_or(|s| s == t.stage))
+        .filter(|(i, t)| {
+            opts.force
+                || !store.artifact_dir(t.stage.name(), &t.key).join(crate::store::MANIFEST).exists()
+                || super::stages::stale_reason(store, plan, *i).ok().flatten().is_some()
+        })
         .count();
     let mut overall = (!opts.dry_run && to_run > 0).then(|| progress.task(&plan.name, to_run as u64));
     for (i, task) in plan.tasks.iter().enumerate() {
@@ -244,7 +247,7 @@ pub fn run(
         }
     }
     if let Some(bar) = overall {
-        bar.finish(&format!("{} ran, {} failed, {} blocked", report.ran.len(), report.failed.len(), report.blocked.len()));
+        bar.finish(&format!("{} ran, {} failed, {} blocked, of {to_run} to run", report.ran.len(), report.failed.len(), report.blocked.len()));
     }
     Ok(report)
 }

@@ -355,14 +355,18 @@ pub fn read_outcome(trained: &Artifact) -> anyhow::Result<TrainRecord> {
 /// Provenance, checked by the runner before it asks the store whether task `index` of `plan` is
 /// cached: a certify task's cached certificate that describes a model its train artifact no
 /// longer holds ([`stale_reason`]) is discarded, so that the task certifies the current model.
-/// Other stages are left alone. Errors: the store or the certificate record cannot be read.
+/// Other stages are left alone. The check and the removal hold the certificate's lock
+/// ([`Store::discard_if`]), so a concurrent worker's fresh certificate is never removed on the
+/// strength of a stale one read just before. Errors: the store or the certificate record cannot
+/// be read.
 pub fn discard_stale(store: &Store, plan: &Plan, index: usize) -> anyhow::Result<()> {
     let task = &plan.tasks[index];
+    if !matches!(task.spec, TaskSpec::Certify { .. }) {
+        return Ok(());
+    }
     // Verified lookups, as before: a damaged train model (`run-task` checks its inputs only after
     // this) counts as no model, so the certificate of it goes too.
-    if let Some(why) = stale_reason_in(plan, index, |stage, key| store.lookup(stage, key))? {
-        store.discard(task.stage.name(), &task.key, &why)?;
-    }
+    store.discard_if(task.stage.name(), &task.key, || stale_reason_in(plan, index, |stage, key| store.lookup(stage, key)))?;
     Ok(())
 }
 
