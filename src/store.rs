@@ -343,16 +343,17 @@ impl Store {
 
     /// [`Store::discard`] under the key's lock, and only if `why` (run while the lock is held)
     /// still gives a reason: a process that found the artifact wanting just before another one
-    /// replaced it does not remove the replacement. Returns the reason it was discarded for, or
-    /// `None` (nothing there, or nothing wrong with it now). Errors: the lock, `why`, the removal.
-    pub fn discard_if(&self, stage: &str, key: &Key, why: impl FnOnce() -> Result<Option<String>>) -> Result<Option<String>> {
+    /// replaced it does not remove the replacement. Nothing there: nothing to do, and no lock
+    /// taken. Errors: the lock, `why`, the removal.
+    pub fn discard_if(&self, stage: &str, key: &Key, why: impl FnOnce() -> Result<Option<String>>) -> Result<()> {
         if !self.artifact_dir(stage, key).exists() {
-            return Ok(None);
+            return Ok(());
         }
         let _lock = self.lock(stage, key)?;
-        let Some(reason) = why()? else { return Ok(None) };
-        self.discard(stage, key, &reason)?;
-        Ok(Some(reason))
+        match why()? {
+            Some(reason) => self.discard(stage, key, &reason),
+            None => Ok(()),
+        }
     }
 
     /// Returns the artifact of `stage`/`key`, building it with `builder` when it is not there.
@@ -669,6 +670,26 @@ mod tests {
         assert_ne!(base, Key::compute("s", 2, &serde_json::json!({"x": 1}), &[]));
         assert_ne!(base, Key::compute("s", 1, &serde_json::json!({"x": 2}), &[]));
         assert_ne!(base, Key::compute("s", 1, &serde_json::json!({"x": 1}), &[base.clone()]));
+    }
+
+    /// `discard_if` asks its question while holding the key's lock (so a concurrent rebuild cannot
+    /// slip between the check and the removal), removes only on a reason, and takes no lock and
+    /// asks nothing when there is no artifact.
+    #[test]
+    fn discard_if_decides_under_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let info = info(0.3);
+        let key = info.key("certify");
+        store.build("certify", &key, &info, |tmp| fsx::write(&tmp.join("c.json"), "{}")).unwrap();
+        let lock_file = store.stage_dir("certify").join(format!(".lock-{key}"));
+        let held = || is_locked(&lock_file).unwrap();
+        store.discard_if("certify", &key, || Ok((!held()).then(|| "asked without the lock".to_string()))).unwrap();
+        assert!(store.lookup("certify", &key).unwrap().is_some(), "kept: nothing wrong with it");
+        store.discard_if("certify", &key, || Ok(held().then(|| "stale".to_string()))).unwrap();
+        assert!(store.lookup("certify", &key).unwrap().is_none(), "removed under the lock");
+        assert!(!lock_file.exists(), "the lock file outlived its guard");
+        store.discard_if("certify", &key, || panic!("asked about a missing artifact")).unwrap();
     }
 
     #[test]

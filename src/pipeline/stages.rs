@@ -361,13 +361,14 @@ pub fn read_outcome(trained: &Artifact) -> anyhow::Result<TrainRecord> {
 /// be read.
 pub fn discard_stale(store: &Store, plan: &Plan, index: usize) -> anyhow::Result<()> {
     let task = &plan.tasks[index];
+    // `stale_reason_in` would answer `None` for other stages too, but only after the lock: this
+    // keeps a run from locking every cached artifact it passes.
     if !matches!(task.spec, TaskSpec::Certify { .. }) {
         return Ok(());
     }
     // Verified lookups, as before: a damaged train model (`run-task` checks its inputs only after
     // this) counts as no model, so the certificate of it goes too.
-    store.discard_if(task.stage.name(), &task.key, || stale_reason_in(plan, index, |stage, key| store.lookup(stage, key)))?;
-    Ok(())
+    store.discard_if(task.stage.name(), &task.key, || stale_reason_in(plan, index, |stage, key| store.lookup(stage, key)))
 }
 
 /// Why the cached certificate of task `index` no longer describes its model, or `None` (not a
