@@ -14,6 +14,9 @@
 //!
 //!   - `sgd.cpp` runs the SGD update of all parameters as one `at::_fused_sgd_` call
 //!     (`src/train/sgd.rs`). It needs the ATen headers and libtorch_cpu.
+//!   - `max_min.cpp` is the MaxMin activation on the CPU as one fused pass forward and backward,
+//!     a custom autograd function (`src/nn/blocks.rs`). It needs the torch headers and
+//!     libtorch_cpu (the autograd engine).
 //!
 //!   All are compiled on every machine; `cfg(lipctl_shim)` tells the Rust side they are linked.
 
@@ -50,7 +53,8 @@ fn main() {
 }
 
 fn build_shim(lib_dir: &std::path::Path) {
-    const SHIM: [&str; 3] = ["src/shim/cuda_memory.cpp", "src/shim/precision.cpp", "src/shim/sgd.cpp"];
+    const SHIM: [&str; 4] =
+        ["src/shim/cuda_memory.cpp", "src/shim/precision.cpp", "src/shim/sgd.cpp", "src/shim/max_min.cpp"];
     for file in SHIM {
         println!("cargo:rerun-if-changed={file}");
     }
@@ -65,10 +69,16 @@ fn build_shim(lib_dir: &std::path::Path) {
         .define("_GLIBCXX_USE_CXX11_ABI", "1")
         // -Wextra flags unused parameters inside the torch headers; our files are small functions.
         .warnings(false)
+        // `at::parallel_for` is inline OpenMP in the headers (this libtorch is built with
+        // AT_PARALLEL_OPENMP): without -fopenmp it silently runs on one thread.
+        .flag("-fopenmp")
         .compile("lipctl_shim");
     println!("cargo:rustc-link-search=native={}", lib_dir.display());
-    // c10: the allocator interface; torch_cpu: `at::globalContext()`.
+    // c10: the allocator interface; torch_cpu: `at::globalContext()` and the autograd engine.
     println!("cargo:rustc-link-lib=dylib=c10");
     println!("cargo:rustc-link-lib=dylib=torch_cpu");
+    // The OpenMP runtime libtorch itself uses (the wheel's lib/ has only the versioned name), so
+    // the shim's parallel regions share libtorch's thread pool and thread count.
+    println!("cargo:rustc-link-arg=-l:libgomp.so.1");
     println!("cargo:rustc-cfg=lipctl_shim");
 }

@@ -8,14 +8,14 @@ use tch::{Kind, Tensor};
 /// Works on `[B, C]` and `[B, C, ...]`.
 ///
 /// The values are the authors' (`max`/`min` over the pair dimension); the kernels are not. Their
-/// `max_dim`/`min_dim` also compute indices with a data-dependent branch per element: a quarter
-/// of a ConvNet's CPU inference, more on signal-dominated activations (orthogonal layers) than on
-/// bias-dominated ones (a standard network at initialisation). Here, without autograd (frozen
-/// inference, evaluation, certification) it is elementwise `maximum`/`minimum`, about 10× faster;
-/// with autograd it is one `gather` by the pair's order, whose backward is one scatter (about 1.5×
-/// faster forward and backward than the authors' on a `[64, 16, 32, 32]` map; `maximum`'s own
-/// backward is slower than either). The Jacobian is the permutation that sorts each pair; at a
-/// tie the max takes the first input's gradient and the min the second's.
+/// `max_dim`/`min_dim` also compute indices with a data-dependent branch per element. On the CPU
+/// (float32 and float64) lipctl runs one fused pass (`src/shim/max_min.cpp`): with autograd it
+/// stores a one-byte "swapped" mask per pair, and the backward applies the same swap to the
+/// gradient, since the Jacobian, the permutation that sorts each pair, is its own transpose.
+/// Elsewhere (CUDA, other kinds, a build without the shim) it is composed from ATen ops: without
+/// autograd elementwise `maximum`/`minimum`; with autograd one `gather` by the pair's order, whose
+/// backward is one scatter. At a tie the max takes the first input's gradient and the min the
+/// second's, on both paths.
 pub fn max_min(x: &Tensor) -> Tensor {
     let size = x.size();
     let channels = size[1];
@@ -23,6 +23,17 @@ pub fn max_min(x: &Tensor) -> Tensor {
         let paired = max_min(&x.narrow(1, 0, channels - 1));
         return Tensor::cat(&[paired, x.narrow(1, channels - 1, 1)], 1);
     }
+    match fused::max_min(x) {
+        Some(y) => y,
+        None => max_min_composed(x),
+    }
+}
+
+/// [`max_min`] from ATen ops, for an even channel count: the path off the CPU (and the measured
+/// baseline of the fused one, `benches/speed.rs`).
+pub fn max_min_composed(x: &Tensor) -> Tensor {
+    let size = x.size();
+    let channels = size[1];
     let mut grouped = size.clone();
     grouped[1] = channels / 2;
     grouped.insert(2, 2);
@@ -35,6 +46,51 @@ pub fn max_min(x: &Tensor) -> Tensor {
     let max_at = a.lt_tensor(&b).unsqueeze(2).to_kind(Kind::Int64);
     let order = Tensor::cat(&[&max_at, &(1 - &max_at)], 2);
     pairs.gather(2, &order, false).reshape(size.as_slice())
+}
+
+/// The C entry point of `src/shim/max_min.cpp`.
+mod fused {
+    use tch::{Device, Kind, Tensor};
+
+    #[cfg(lipctl_shim)]
+    extern "C" {
+        fn lipctl_max_min(
+            x: *const torch_sys::C_tensor,
+            out: *mut *mut torch_sys::C_tensor,
+            err: *mut std::os::raw::c_char,
+            err_len: std::os::raw::c_long,
+        ) -> std::os::raw::c_int;
+    }
+
+    /// The fused MaxMin of `x` (even channel count), or `None` where it does not apply: off the
+    /// CPU, kinds other than float32/float64, or a build without the shim.
+    ///
+    /// # Panics
+    /// When the shim reports an error, with its message, as tch's own ops do.
+    #[cfg(lipctl_shim)]
+    pub fn max_min(x: &Tensor) -> Option<Tensor> {
+        if x.device() != Device::Cpu || !matches!(x.kind(), Kind::Float | Kind::Double) {
+            return None;
+        }
+        let mut out: *mut torch_sys::C_tensor = std::ptr::null_mut();
+        let mut err = vec![0 as std::os::raw::c_char; 1024];
+        // SAFETY: `x` is a live tch handle (an `at::Tensor*`) borrowed for the call; on success the
+        // shim stores a new `at::Tensor*` in `out`, which `from_ptr` takes ownership of; it catches
+        // every C++ exception and writes at most `err.len()` bytes into `err`.
+        let rc = unsafe { lipctl_max_min(x.as_ptr(), &mut out, err.as_mut_ptr(), err.len() as std::os::raw::c_long) };
+        if rc != 0 || out.is_null() {
+            // SAFETY: the shim NUL-terminates the message within the buffer.
+            let msg = unsafe { std::ffi::CStr::from_ptr(err.as_ptr()) }.to_string_lossy().into_owned();
+            panic!("MaxMin (fused CPU kernel) failed on {:?} {:?}: {msg}", x.kind(), x.size());
+        }
+        // SAFETY: `out` is the new tensor the shim allocated for us.
+        Some(unsafe { Tensor::from_ptr(out) })
+    }
+
+    #[cfg(not(lipctl_shim))]
+    pub fn max_min(_x: &Tensor) -> Option<Tensor> {
+        None
+    }
 }
 
 /// Appends zero channels up to `target` channels; returns `x` unchanged when it has as many.
@@ -103,6 +159,84 @@ mod tests {
         // (−1, 0): max 0 takes 10, min −1 takes 1. (3, 3): 100 and 1000 in place. (2, −5) in
         // order. The odd last channel passes through with its weight 9.
         assert_eq!(values(&x.grad()), vec![1.0, 10.0, 100.0, 1000.0, 7.0, 3.0, 9.0]);
+    }
+
+    /// Random `[shape]` values of `kind` with many exact ties (a quarter of the pairs' second
+    /// values copy the first).
+    fn tied_input(shape: &[i64], kind: Kind, seed: i64) -> Tensor {
+        tch::manual_seed(seed);
+        let x = Tensor::randn(shape, (kind, tch::Device::Cpu));
+        let mut grouped = shape.to_vec();
+        grouped[1] /= 2;
+        grouped.insert(2, 2);
+        let pairs = x.reshape(grouped.as_slice());
+        let tie = pairs.select(2, 0).rand_like().lt(0.25);
+        let second = pairs.select(2, 0).where_self(&tie, &pairs.select(2, 1));
+        Tensor::stack(&[pairs.select(2, 0), second], 2).reshape(shape)
+    }
+
+    /// `activation`'s values, gradient and gradient of the gradient against the definition on
+    /// even channel counts: values `max`/`min` of each pair (libtorch's `maximum`/`minimum`); the
+    /// gradient of `Σ w·y` routes `w` by the rule "swap iff first < second" (so a tie stays in
+    /// place); and since the Jacobian `P` is a permutation, the gradient of `Σ v·(Pᵀw)` in `w` is
+    /// `P v` (double backward).
+    fn check_against_definition(activation: &dyn Fn(&Tensor) -> Tensor, kind: Kind) {
+        for (seed, shape) in [(1, vec![3i64, 6, 5, 5]), (2, vec![4, 8]), (3, vec![2, 64, 2, 2]), (4, vec![1, 2, 1, 1])] {
+            let x = tied_input(&shape, kind, seed).set_requires_grad(true);
+            let mut grouped = shape.clone();
+            grouped[1] /= 2;
+            grouped.insert(2, 2);
+            let pairs = |t: &Tensor| t.reshape(grouped.as_slice());
+            let (a, b) = (pairs(&x.detach()).select(2, 0), pairs(&x.detach()).select(2, 1));
+            let y = activation(&x);
+            let expected = Tensor::stack(&[a.maximum(&b), a.minimum(&b)], 2).reshape(shape.as_slice());
+            assert!(y.equal(&expected), "values differ from max/min at {shape:?} ({kind:?})");
+            // The permutation by the rule, applied to any t (also the adjoint: P is symmetric).
+            let swap = a.lt_tensor(&b);
+            let permute = |t: &Tensor| {
+                let (t0, t1) = (pairs(t).select(2, 0), pairs(t).select(2, 1));
+                Tensor::stack(&[t1.where_self(&swap, &t0), t0.where_self(&swap, &t1)], 2).reshape(shape.as_slice())
+            };
+            let w = x.detach().randn_like().set_requires_grad(true);
+            let v = x.detach().randn_like();
+            let gx = Tensor::run_backward(&[(&y * &w).sum(kind)], &[&x], true, true).pop().unwrap();
+            assert!(gx.equal(&permute(&w.detach())), "gradient differs from the swap rule at {shape:?} ({kind:?})");
+            let gw = Tensor::run_backward(&[(&gx * &v).sum(kind)], &[&w], false, false).pop().unwrap();
+            assert!(gw.equal(&permute(&v)), "gradient of the gradient differs at {shape:?} ({kind:?})");
+        }
+    }
+
+    /// The fused CPU kernel (`src/shim/max_min.cpp`), which [`max_min`] runs here, in both kinds it
+    /// covers; checked to fail when its backward passes the gradient through unswapped ("gradient
+    /// differs from the swap rule") and when its forward omits the swap ("values differ").
+    #[test]
+    fn fused_max_min_matches_the_definition() {
+        assert!(cfg!(lipctl_shim), "built without the C++ shim: the fused path would not be under test");
+        assert!(fused::max_min(&Tensor::zeros([1, 2], (Kind::Float, tch::Device::Cpu))).is_some());
+        check_against_definition(&max_min, Kind::Float);
+        check_against_definition(&max_min, Kind::Double);
+    }
+
+    /// The composed path (CUDA's, and any kind the kernel does not cover) on the CPU.
+    #[test]
+    fn composed_max_min_matches_the_definition() {
+        check_against_definition(&max_min_composed, Kind::Float);
+        check_against_definition(&max_min_composed, Kind::Double);
+    }
+
+    /// Any strides (a channels-last map, a channel slice) give the values of a contiguous copy.
+    #[test]
+    fn fused_max_min_of_strided_inputs() {
+        let x = tied_input(&[2, 8, 3, 3], Kind::Float, 5);
+        let expected = max_min(&x);
+        let channels_last = x.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2]);
+        assert!(!channels_last.is_contiguous());
+        assert!(max_min(&channels_last).equal(&expected));
+        let wide = Tensor::cat(&[&x, &x], 1);
+        assert!(max_min(&wide.narrow(1, 8, 8)).equal(&expected));
+        // No autograd (inference): the same values without the mask.
+        let _guard = tch::no_grad_guard();
+        assert!(max_min(&x.set_requires_grad(false)).equal(&expected));
     }
 
     #[test]
