@@ -18,9 +18,14 @@
 //!    gradient) against autograd of the product by definition (both arguments differentiated),
 //!    for the 3×3 and 1×1 kernels of ConvNet XS–L widths; the two alternate call by call.
 //!
+//! 4. **MaxMin.** Forward + backward of the activation on each feature-map shape of a ConvNet XS
+//!    and S training step (batch 64), the fused CPU kernel (`src/shim/max_min.cpp`) against the
+//!    same activation composed from ATen ops (lipctl's former path, still the one off the CPU),
+//!    alternating call by call; and the sum over one training step's activations.
+//!
 //! Environment: `SPEED_METHODS=AOL,SLL` picks the methods of part 2 (default Standard, AOL, SLL,
 //! CPL); `SPEED_BATCHES=20` the batches per epoch / timed batches; `SPEED_ROUNDS=5` the
-//! rounds of part 2; `SPEED_PART=io|step|autocorrelation` one part.
+//! rounds of part 2; `SPEED_PART=io|step|autocorrelation|maxmin` one part.
 
 use lipctl::measure::{MeasureRequest, CHILD_JOB_ENV, CHILD_SUBCOMMAND};
 use lipctl::nn::{checkpoint, ConvNet, Method, ModelSize, NetSpec};
@@ -49,6 +54,9 @@ fn main() -> anyhow::Result<()> {
     }
     if part.is_empty() || part == "autocorrelation" {
         autocorrelation_gradient();
+    }
+    if part.is_empty() || part == "maxmin" {
+        max_min_step();
     }
     Ok(())
 }
@@ -231,5 +239,62 @@ fn autocorrelation_gradient() {
         }
         let (d, o) = (median(&def), median(&ours));
         println!("{:<16} {d:>16.2} {o:>12.2} {:>8.2}×", format!("{c}×{c}×{k}×{k}"), d / o);
+    }
+}
+
+/// Part 4: milliseconds per forward + backward of MaxMin on the activations of a ConvNet training
+/// step (batch 64, float32), the fused kernel against the composed one, alternating call by call
+/// (and which goes first); medians per shape, then the sum over the step's activations.
+fn max_min_step() {
+    use lipctl::nn::blocks::{max_min, max_min_composed};
+    const CALLS: usize = 9;
+    const BATCH: i64 = 64;
+    println!("\nMaxMin forward + backward, float32, CPU, batch {BATCH}, median of {CALLS} alternating calls:");
+    println!("{:<6} {:<18} {:>6} {:>13} {:>10} {:>9}", "size", "map", "count", "composed ms", "fused ms", "speed-up");
+    for size in [ModelSize::XS, ModelSize::S] {
+        let spec = NetSpec::new(Method::Standard, size, 32, 10);
+        let w = spec.base_width();
+        // (channels, side, activations per step): after the first convolution, then 5 per block.
+        let mut maps = vec![(w, spec.input_side, 1 + 5)];
+        for i in 1..spec.blocks() {
+            maps.push((w << i, spec.input_side >> i, 5));
+        }
+        let (mut total_composed, mut total_fused) = (0.0, 0.0);
+        for (c, side, count) in maps {
+            tch::manual_seed(4);
+            let x = Tensor::randn([BATCH, c, side, side], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+            let r = Tensor::randn([BATCH, c, side, side], (Kind::Float, Device::Cpu));
+            let time = |f: &dyn Fn(&Tensor) -> Tensor| {
+                let start = Instant::now();
+                (f(&x) * &r).sum(Kind::Float).backward();
+                let _ = x.grad().zero_();
+                start.elapsed().as_secs_f64() * 1e3
+            };
+            let (mut composed, mut fused) = (Vec::new(), Vec::new());
+            for i in 0..CALLS + 1 {
+                let (a, b) = if i % 2 == 0 {
+                    let a = time(&max_min_composed);
+                    (a, time(&max_min))
+                } else {
+                    let b = time(&max_min);
+                    (time(&max_min_composed), b)
+                };
+                if i > 0 {
+                    composed.push(a);
+                    fused.push(b);
+                }
+            }
+            let (a, b) = (median(&composed), median(&fused));
+            total_composed += a * count as f64;
+            total_fused += b * count as f64;
+            println!("{:<6} {:<18} {count:>6} {a:>13.2} {b:>10.2} {:>8.2}×", size.to_string(), format!("{c}×{side}×{side}"), a / b);
+        }
+        println!(
+            "{:<6} {:<18} {:>6} {total_composed:>13.1} {total_fused:>10.1} {:>8.2}×",
+            size.to_string(),
+            "one training step",
+            "",
+            total_composed / total_fused
+        );
     }
 }
