@@ -8,7 +8,8 @@
 #      A method at parity lands on either side of 1.0× in a single sitting on a shared machine
 #      (±15 % between runs of the same binary here), so the median is the number to read.
 #   2. `cargo bench --bench speed`: end-of-epoch I/O at epoch 10 vs 1000, `measure` vs `train`
-#      seconds per batch, and the autocorrelation gradient of AOL/SLL against its definition.
+#      seconds per batch, the autocorrelation gradient of AOL/SLL against its definition, and the
+#      fused MaxMin against the composed one.
 # Usage: scripts/speed.sh AUTHORS_REPO_DIR  (a checkout of github.com/berndprach/1LipschitzLayersCompared;
 # its Python needs einops and numpy, e.g. PYTHONPATH=/tmp/authors-py after
 # `pip install --target /tmp/authors-py einops numpy`).
