@@ -25,6 +25,7 @@ use std::path::PathBuf;
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo::rustc-check-cfg=cfg(lipctl_shim)");
+    println!("cargo::rustc-check-cfg=cfg(lipctl_openmp)");
     let Ok(lib_dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
         println!("cargo:warning=torch-sys did not report its library folder; no rpath embedded");
         return;
@@ -59,7 +60,8 @@ fn build_shim(lib_dir: &std::path::Path) {
         println!("cargo:rerun-if-changed={file}");
     }
     let include = lib_dir.join("..").join("include");
-    cc::Build::new()
+    let mut build = cc::Build::new();
+    build
         .cpp(true)
         .std("c++17")
         .files(SHIM)
@@ -68,17 +70,27 @@ fn build_shim(lib_dir: &std::path::Path) {
         // The string ABI torch-sys also compiles with (PyPI wheels since torch 2.7 use the C++11 one).
         .define("_GLIBCXX_USE_CXX11_ABI", "1")
         // -Wextra flags unused parameters inside the torch headers; our files are small functions.
-        .warnings(false)
-        // `at::parallel_for` is inline OpenMP in the headers (this libtorch is built with
-        // AT_PARALLEL_OPENMP): without -fopenmp it silently runs on one thread.
-        .flag("-fopenmp")
-        .compile("lipctl_shim");
+        .warnings(false);
+    // `at::parallel_for` is inline OpenMP in the headers (the wheel's libtorch is built with
+    // AT_PARALLEL_OPENMP): without -fopenmp it silently runs on one thread. Only with libtorch's
+    // own OpenMP runtime (the wheel's lib/ has it as libgomp.so.1): a second runtime would keep
+    // its own thread pool and ignore libtorch's thread count. Without it the shim stays serial.
+    let openmp = lib_dir.join("libgomp.so.1").exists();
+    if openmp {
+        build.flag("-fopenmp");
+    } else {
+        println!("cargo:warning=no libgomp.so.1 beside libtorch: the fused MaxMin kernel runs on one thread");
+    }
+    build.compile("lipctl_shim");
     println!("cargo:rustc-link-search=native={}", lib_dir.display());
     // c10: the allocator interface; torch_cpu: `at::globalContext()` and the autograd engine.
     println!("cargo:rustc-link-lib=dylib=c10");
     println!("cargo:rustc-link-lib=dylib=torch_cpu");
-    // The OpenMP runtime libtorch itself uses (the wheel's lib/ has only the versioned name), so
-    // the shim's parallel regions share libtorch's thread pool and thread count.
-    println!("cargo:rustc-link-arg=-l:libgomp.so.1");
+    if openmp {
+        // The OpenMP runtime libtorch itself uses (only the versioned name is there), so the
+        // shim's parallel regions share libtorch's thread pool and thread count.
+        println!("cargo:rustc-link-arg=-l:libgomp.so.1");
+        println!("cargo:rustc-cfg=lipctl_openmp");
+    }
     println!("cargo:rustc-cfg=lipctl_shim");
 }

@@ -8,14 +8,15 @@ use tch::{Kind, Tensor};
 /// Works on `[B, C]` and `[B, C, ...]`.
 ///
 /// The values are the authors' (`max`/`min` over the pair dimension); the kernels are not. Their
-/// `max_dim`/`min_dim` also compute indices with a data-dependent branch per element. On the CPU
-/// (float32 and float64) lipctl runs one fused pass (`src/shim/max_min.cpp`): with autograd it
-/// stores a one-byte "swapped" mask per pair, and the backward applies the same swap to the
-/// gradient, since the Jacobian, the permutation that sorts each pair, is its own transpose.
-/// Elsewhere (CUDA, other kinds, a build without the shim) it is composed from ATen ops: without
-/// autograd elementwise `maximum`/`minimum`; with autograd one `gather` by the pair's order, whose
-/// backward is one scatter. At a tie the max takes the first input's gradient and the min the
-/// second's, on both paths.
+/// `max_dim`/`min_dim` also compute indices with a data-dependent branch per element. Without
+/// autograd (frozen inference, evaluation, certification) lipctl's is elementwise
+/// `maximum`/`minimum`, about 10× faster. With autograd on the CPU (float32 and float64) it is
+/// one fused pass (`src/shim/max_min.cpp`) that stores a one-byte "swapped" mask per pair; the
+/// backward applies the same swap to the gradient, since the Jacobian, the permutation that sorts
+/// each pair, is its own transpose (about 3× faster forward + backward than the composed path,
+/// `cargo bench --bench speed` part 4). Elsewhere (CUDA, other kinds, a build without the shim)
+/// it is one `gather` by the pair's order, whose backward is one scatter. At a tie the max takes
+/// the first input's gradient and the min the second's, on both paths.
 pub fn max_min(x: &Tensor) -> Tensor {
     let size = x.size();
     let channels = size[1];
@@ -29,8 +30,8 @@ pub fn max_min(x: &Tensor) -> Tensor {
     }
 }
 
-/// [`max_min`] from ATen ops, for an even channel count: the path off the CPU (and the measured
-/// baseline of the fused one, `benches/speed.rs`).
+/// [`max_min`] from ATen ops, for an even channel count: the path without autograd, and with it
+/// off the CPU (and the measured baseline of the fused one, `benches/speed.rs`).
 pub fn max_min_composed(x: &Tensor) -> Tensor {
     let size = x.size();
     let channels = size[1];
@@ -62,8 +63,9 @@ mod fused {
         ) -> std::os::raw::c_int;
     }
 
-    /// The fused MaxMin of `x` (even channel count), or `None` where it does not apply: off the
-    /// CPU, kinds other than float32/float64, or a build without the shim.
+    /// The fused MaxMin of `x` (even channel count), or `None` where it does not apply: when
+    /// autograd records nothing, off the CPU, kinds other than float32/float64, or a build
+    /// without the shim.
     ///
     /// # Panics
     /// When the shim reports an error, with its message, as tch's own ops do.
@@ -78,6 +80,9 @@ mod fused {
         // shim stores a new `at::Tensor*` in `out`, which `from_ptr` takes ownership of; it catches
         // every C++ exception and writes at most `err.len()` bytes into `err`.
         let rc = unsafe { lipctl_max_min(x.as_ptr(), &mut out, err.as_mut_ptr(), err.len() as std::os::raw::c_long) };
+        if rc == 1 {
+            return None; // autograd records nothing: the composed inference path
+        }
         if rc != 0 || out.is_null() {
             // SAFETY: the shim NUL-terminates the message within the buffer.
             let msg = unsafe { std::ffi::CStr::from_ptr(err.as_ptr()) }.to_string_lossy().into_owned();
@@ -144,7 +149,7 @@ mod tests {
         assert_eq!(values(&max_min(&x)), vec![5.0, 3.0, 7.0]);
     }
 
-    /// With autograd (the gather path) the values are those of the path without it, and the
+    /// With autograd (the fused path here) the values are those of the path without it, and the
     /// gradient routes each output's weight to the input it copies; at a tie the max's goes to
     /// the first input and the min's to the second.
     #[test]
@@ -181,7 +186,8 @@ mod tests {
     /// place); and since the Jacobian `P` is a permutation, the gradient of `Σ v·(Pᵀw)` in `w` is
     /// `P v` (double backward).
     fn check_against_definition(activation: &dyn Fn(&Tensor) -> Tensor, kind: Kind) {
-        for (seed, shape) in [(1, vec![3i64, 6, 5, 5]), (2, vec![4, 8]), (3, vec![2, 64, 2, 2]), (4, vec![1, 2, 1, 1])] {
+        // [6, 22, 16, 16]: 66 pairs of 256 values, two chunks of the kernel's parallel loop.
+        for (seed, shape) in [(1, vec![3i64, 6, 5, 5]), (2, vec![4, 8]), (3, vec![2, 64, 2, 2]), (4, vec![1, 2, 1, 1]), (5, vec![6, 22, 16, 16])] {
             let x = tied_input(&shape, kind, seed).set_requires_grad(true);
             let mut grouped = shape.clone();
             grouped[1] /= 2;
@@ -206,13 +212,28 @@ mod tests {
         }
     }
 
-    /// The fused CPU kernel (`src/shim/max_min.cpp`), which [`max_min`] runs here, in both kinds it
-    /// covers; checked to fail when its backward passes the gradient through unswapped ("gradient
-    /// differs from the swap rule") and when its forward omits the swap ("values differ").
+    /// The fused CPU kernel (`src/shim/max_min.cpp`), which [`max_min`] runs here with autograd,
+    /// in both kinds it covers, on two OpenMP threads of this test's thread (libgomp keeps the
+    /// thread count per thread, so other tests are unaffected) with one map that splits into
+    /// chunks. Checked to fail when its backward passes the gradient through unswapped ("gradient
+    /// differs from the swap rule"), when `SwapPairs`' backward does ("gradient of the gradient
+    /// differs") and when its forward omits the swap ("values differ").
     #[test]
     fn fused_max_min_matches_the_definition() {
         assert!(cfg!(lipctl_shim), "built without the C++ shim: the fused path would not be under test");
-        assert!(fused::max_min(&Tensor::zeros([1, 2], (Kind::Float, tch::Device::Cpu))).is_some());
+        let x = Tensor::zeros([1, 2], (Kind::Float, tch::Device::Cpu));
+        assert!(fused::max_min(&x).is_none(), "no autograd: the composed path");
+        assert!(fused::max_min(&x.set_requires_grad(true)).is_some());
+        #[cfg(lipctl_openmp)]
+        {
+            extern "C" {
+                fn omp_set_num_threads(n: std::os::raw::c_int);
+                fn omp_get_max_threads() -> std::os::raw::c_int;
+            }
+            // SAFETY: plain libgomp calls that set and read this thread's OpenMP thread count.
+            unsafe { omp_set_num_threads(2) };
+            assert_eq!(unsafe { omp_get_max_threads() }, 2);
+        }
         check_against_definition(&max_min, Kind::Float);
         check_against_definition(&max_min, Kind::Double);
     }
@@ -224,19 +245,21 @@ mod tests {
         check_against_definition(&max_min_composed, Kind::Double);
     }
 
-    /// Any strides (a channels-last map, a channel slice) give the values of a contiguous copy.
+    /// Any strides (a channels-last map, a channel slice) give max/min of the pairs, with
+    /// autograd (the fused path) and without it.
     #[test]
-    fn fused_max_min_of_strided_inputs() {
+    fn max_min_of_strided_inputs() {
         let x = tied_input(&[2, 8, 3, 3], Kind::Float, 5);
-        let expected = max_min(&x);
+        let pairs = x.reshape([2, 4, 2, 3, 3]);
+        let (a, b) = (pairs.select(2, 0), pairs.select(2, 1));
+        let expected = Tensor::stack(&[a.maximum(&b), a.minimum(&b)], 2).reshape([2, 8, 3, 3]);
         let channels_last = x.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2]);
         assert!(!channels_last.is_contiguous());
-        assert!(max_min(&channels_last).equal(&expected));
         let wide = Tensor::cat(&[&x, &x], 1);
-        assert!(max_min(&wide.narrow(1, 8, 8)).equal(&expected));
-        // No autograd (inference): the same values without the mask.
-        let _guard = tch::no_grad_guard();
-        assert!(max_min(&x.set_requires_grad(false)).equal(&expected));
+        for grad in [true, false] {
+            assert!(max_min(&channels_last.detach().set_requires_grad(grad)).equal(&expected), "channels-last, grad {grad}");
+            assert!(max_min(&wide.detach().set_requires_grad(grad).narrow(1, 8, 8)).equal(&expected), "slice, grad {grad}");
+        }
     }
 
     #[test]

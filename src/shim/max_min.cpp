@@ -10,13 +10,14 @@
 // double backward works.
 //
 // Layout: x is [B, C, ...] with C even; pair j of sample b is channels (2j, 2j+1), each a plane of
-// S = numel / (B·C) contiguous values. Semantics exactly those of the composed training path (the
-// gather): a pair is swapped iff first < second, so at a tie nothing moves, and with a NaN neither
-// (the composed inference path's `maximum`/`minimum` would put the NaN in both channels).
+// S = numel / (B·C) contiguous values. Values exactly those of the composed training path (the
+// gather): a pair is swapped iff first < second, so at a tie nothing moves, and with a NaN neither.
+// Gradients are the composed path's too, except the sign of a zero: `scatter_add` into zeros turns
+// −0.0 into +0.0, a copy keeps it.
 //
 // Tensors travel as tch's handles (`at::Tensor*`); the result is a new `at::Tensor*` that the
 // Rust side owns. Every function catches all C++ exceptions: none may unwind into Rust. 0 means
-// success, -1 an error (the message is copied into `err`).
+// success, -1 an error (the message is copied into `err`), 1 "not applicable" (see below).
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -87,29 +88,18 @@ at::Tensor map_pairs(const at::Tensor& input, const Body& body) {
   return out;
 }
 
-// out = x with pair j's two planes sorted (max first); swapped[j, s] = (first < second) when given.
+// out = x with pair j's two planes sorted (max first); *swapped[j, s] = (first < second).
 at::Tensor sort_pairs(const at::Tensor& x, at::Tensor* swapped) {
-  bool* mask = nullptr;
-  if (swapped) {
-    const auto [pairs, plane] = pair_layout(x);
-    *swapped = at::empty({pairs, plane}, x.options().dtype(at::kBool));
-    mask = swapped->data_ptr<bool>();
-  }
+  const auto [pairs, plane] = pair_layout(x);
+  *swapped = at::empty({pairs, plane}, x.options().dtype(at::kBool));
+  bool* mask = swapped->data_ptr<bool>();
   return map_pairs(x, [mask](const auto* a, const auto* b, auto* hi, auto* lo, int64_t j, int64_t plane) {
-    if (mask) {
-      bool* m = mask + j * plane;
-      for (int64_t s = 0; s < plane; ++s) {
-        const bool swap = a[s] < b[s];
-        m[s] = swap;
-        hi[s] = swap ? b[s] : a[s];  // a max: no branch
-        lo[s] = swap ? a[s] : b[s];
-      }
-    } else {
-      for (int64_t s = 0; s < plane; ++s) {
-        const bool swap = a[s] < b[s];
-        hi[s] = swap ? b[s] : a[s];
-        lo[s] = swap ? a[s] : b[s];
-      }
+    bool* m = mask + j * plane;
+    for (int64_t s = 0; s < plane; ++s) {
+      const bool swap = a[s] < b[s];
+      m[s] = swap;
+      hi[s] = swap ? b[s] : a[s];  // a max: GCC emits no branch here
+      lo[s] = swap ? a[s] : b[s];
     }
   });
 }
@@ -164,14 +154,16 @@ void copy_message(const char* what, char* err, long err_len) {
 
 extern "C" {
 
-// *out = MaxMin(*x) as a new tensor: with autograd when grad mode is on and x requires a gradient
-// (saving the one-byte swap mask), otherwise one pass that saves nothing. x: a CPU float32 or
-// float64 tensor [B, C, ...] with C even (any strides; it is made contiguous).
+// *out = MaxMin(*x) as a new tensor with autograd, saving the one-byte swap mask; returns 0. When
+// autograd would record nothing (grad mode off, or x needs no gradient) returns 1 and leaves *out
+// alone: inference keeps the composed `maximum`/`minimum` (the same values on every device, a
+// NaN in both channels), which is as fast there. x: a CPU float32 or float64 tensor [B, C, ...]
+// with C even (any strides; it is made contiguous).
 int lipctl_max_min(const at::Tensor* x, at::Tensor** out, char* err, long err_len) {
   try {
     TORCH_CHECK(x->device().is_cpu(), "MaxMin: the fused kernel is CPU-only, got ", x->device());
-    at::Tensor y = (at::GradMode::is_enabled() && x->requires_grad()) ? MaxMin::apply(*x) : sort_pairs(*x, nullptr);
-    *out = new at::Tensor(std::move(y));
+    if (!(at::GradMode::is_enabled() && x->requires_grad())) return 1;
+    *out = new at::Tensor(MaxMin::apply(*x));
     return 0;
   } catch (const std::exception& e) {
     copy_message(e.what(), err, err_len);
