@@ -588,10 +588,12 @@ fn missing_official_archive_offline_says_where_to_put_it() {
 }
 
 /// A real out-of-memory on the CPU, no mocked allocator: `lipctl run` under a data-size limit
-/// (`RLIMIT_DATA` 4.5 GB) on a pipeline whose Standard-XS fits and whose Standard-M, at a 600-image
-/// batch, does not (libtorch's CPU allocator fails inside a convolution: a panic of tch's
-/// infallible op). Measured here without a limit, peak VmData: XS 2.5 GB, M 6.6 GB; the limit
-/// sits 2 GB from each. The M training task is recorded as
+/// (`RLIMIT_DATA` 4.5 GB) on a pipeline whose Standard-XS fits and whose Standard-M, at a
+/// 1500-image batch, does not (libtorch's CPU allocator fails: a panic of tch's infallible op).
+/// Measured here with `prlimit --data`: XS trains and certifies under 3.5 GB, M fails under
+/// 5.5 GB; the limit sits 1 GB from each. (At a 600-image batch M needed 7.9 GB of RSS until
+/// MaxMin stopped saving an int64 index per activation for its backward, then 3.1 GB, and fitted.)
+/// The M training task is recorded as
 /// `oom` with the device and the bytes asked for, its certificate is blocked, the XS tasks are done,
 /// the run exits 1, and the report renders and lists the oom task.
 #[test]
@@ -602,8 +604,8 @@ fn a_real_out_of_memory_is_recorded_and_the_run_goes_on() {
     let pipeline = dir.path().join("oom.yaml");
     std::fs::write(
         &pipeline,
-        "name: oom\ndevice: cpu\ndatasets:\n  - name: synthetic\n    train_per_class: 60\n    test_per_class: 5\n\
-         methods: [Standard]\nsizes: [XS, M]\nseeds: [0]\ntrain:\n  epochs: 1\n  lr: 0.01\n  wd: 0\n  batch_size: 600\n\
+        "name: oom\ndevice: cpu\ndatasets:\n  - name: synthetic\n    train_per_class: 150\n    test_per_class: 5\n\
+         methods: [Standard]\nsizes: [XS, M]\nseeds: [0]\ntrain:\n  epochs: 1\n  lr: 0.01\n  wd: 0\n  batch_size: 1500\n\
          certify:\n  audit_iterations: 5\n",
     )
     .unwrap();
