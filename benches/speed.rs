@@ -222,22 +222,7 @@ fn autocorrelation_gradient() {
             let _ = kernel.grad().zero_();
             start.elapsed().as_secs_f64() * 1e3
         };
-        let (mut def, mut ours) = (Vec::new(), Vec::new());
-        for i in 0..CALLS + 1 {
-            // Alternate which goes first, so that neither always runs on a warmer cache.
-            let (d, o) = if i % 2 == 0 {
-                let d = time(&by_definition);
-                (d, time(&lipctl::nn::ortho::autocorrelation))
-            } else {
-                let o = time(&lipctl::nn::ortho::autocorrelation);
-                (time(&by_definition), o)
-            };
-            if i > 0 {
-                def.push(d);
-                ours.push(o);
-            }
-        }
-        let (d, o) = (median(&def), median(&ours));
+        let (d, o) = alternating_medians(CALLS, || time(&by_definition), || time(&lipctl::nn::ortho::autocorrelation));
         println!("{:<16} {d:>16.2} {o:>12.2} {:>8.2}×", format!("{c}×{c}×{k}×{k}"), d / o);
     }
 }
@@ -270,21 +255,7 @@ fn max_min_step() {
                 let _ = x.grad().zero_();
                 start.elapsed().as_secs_f64() * 1e3
             };
-            let (mut composed, mut fused) = (Vec::new(), Vec::new());
-            for i in 0..CALLS + 1 {
-                let (a, b) = if i % 2 == 0 {
-                    let a = time(&max_min_composed);
-                    (a, time(&max_min))
-                } else {
-                    let b = time(&max_min);
-                    (time(&max_min_composed), b)
-                };
-                if i > 0 {
-                    composed.push(a);
-                    fused.push(b);
-                }
-            }
-            let (a, b) = (median(&composed), median(&fused));
+            let (a, b) = alternating_medians(CALLS, || time(&max_min_composed), || time(&max_min));
             total_composed += a * count as f64;
             total_fused += b * count as f64;
             println!("{:<6} {:<18} {count:>6} {a:>13.2} {b:>10.2} {:>8.2}×", size.to_string(), format!("{c}×{side}×{side}"), a / b);
@@ -297,4 +268,25 @@ fn max_min_step() {
             total_composed / total_fused
         );
     }
+}
+
+/// Medians of `calls` timings of `a` and of `b` (milliseconds, as they return), after one untimed
+/// call of each; the two alternate call by call, and which goes first alternates too, so that
+/// neither always runs on a warmer cache.
+fn alternating_medians(calls: usize, mut a: impl FnMut() -> f64, mut b: impl FnMut() -> f64) -> (f64, f64) {
+    let (mut first, mut second) = (Vec::new(), Vec::new());
+    for i in 0..calls + 1 {
+        let (x, y) = if i % 2 == 0 {
+            let x = a();
+            (x, b())
+        } else {
+            let y = b();
+            (a(), y)
+        };
+        if i > 0 {
+            first.push(x);
+            second.push(y);
+        }
+    }
+    (median(&first), median(&second))
 }
