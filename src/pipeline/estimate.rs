@@ -129,14 +129,17 @@ fn full_train_images(dataset: crate::paper::Dataset) -> f64 {
     }
 }
 
-/// Every committed measurement on this device kind that has a training time: (its manifest's
-/// config, median training seconds per batch). Read once per estimate.
+/// Every committed measurement on this device kind, of the step this binary runs
+/// ([`crate::train::step::COST_REVISION`]), that has a training time: (its manifest's config,
+/// median training seconds per batch). Read once per estimate.
 fn measurements(store: &Store, device_kind: &str) -> Vec<(serde_json::Value, f64)> {
     let read = |key: &crate::store::Key| -> Option<(serde_json::Value, f64)> {
         let dir = store.artifact_dir("measure", key);
         let manifest: serde_json::Value = serde_json::from_str(&crate::fsx::read_to_string(&dir.join(crate::store::MANIFEST)).ok()?).ok()?;
         let config = manifest.get("config")?.clone();
-        if config["device_kind"] != serde_json::json!(device_kind) {
+        if config["device_kind"] != serde_json::json!(device_kind)
+            || config["step_revision"] != serde_json::json!(crate::train::step::COST_REVISION)
+        {
             return None;
         }
         let m: crate::measure::MeasureRecord = crate::records::read_file(&dir.join(MEASUREMENT)).ok()?;
@@ -163,4 +166,52 @@ pub fn print(est: &PlanEstimate, out: &mut dyn Write) -> std::io::Result<()> {
         est.total_hours(),
         if bases.is_empty() { String::new() } else { format!(", from {}", bases.join("; ")) }
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::measure::{MeasureRecord, MeasureStatus, Measurement, MemorySource, TimingStats};
+    use crate::store::ManifestInfo;
+
+    /// Commits a measurement of `seconds` per training batch with the given step revision.
+    fn commit(store: &Store, revision: serde_json::Value, seconds: f64) {
+        let config = serde_json::json!({"method": "AOL", "size": "XS", "kernel": 3, "batch_size": 64,
+                                        "batches": 10, "device_kind": "cpu", "step_revision": revision});
+        let info = ManifestInfo::new(1, config);
+        let record = MeasureRecord {
+            measurement: Measurement {
+                status: MeasureStatus::Ok,
+                error: None,
+                parameters: 1,
+                non_trainable: 0,
+                train_seconds_per_batch: TimingStats::from_seconds(&[seconds]),
+                infer_seconds_per_batch: None,
+                peak_train_bytes: None,
+                peak_infer_bytes: None,
+                memory_source: MemorySource::CpuRssChild,
+                device: "cpu".into(),
+                precision: None,
+            },
+            input_side: Some(32),
+            classes: Some(10),
+        };
+        store.build("measure", &info.key("measure"), &info, |tmp| crate::records::write(tmp, &record)).unwrap();
+    }
+
+    /// A measurement of an older step (a cached artifact of an earlier binary) is not priced in:
+    /// only the one of this binary's step is read.
+    #[test]
+    fn measurements_of_an_older_step_are_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        commit(&store, serde_json::json!(crate::train::step::COST_REVISION - 1), 7.0);
+        commit(&store, serde_json::Value::Null, 5.0);
+        assert!(measurements(&store, "cpu").is_empty(), "{:?}", measurements(&store, "cpu"));
+        commit(&store, serde_json::json!(crate::train::step::COST_REVISION), 0.25);
+        let found = measurements(&store, "cpu");
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].1, 0.25);
+        assert!(measurements(&store, "cuda").is_empty());
+    }
 }

@@ -27,6 +27,16 @@ use crate::nn::{ConvNet, NetSpec};
 use anyhow::Context;
 use tch::{nn, Device, Kind, Tensor};
 
+/// Revision of the step's cost: bump it when a change to the step (its kernels, what autograd
+/// keeps) changes the time or memory that `measure` reports. It is part of every measurement's key
+/// (docs/artifacts.md), so the measured budgets of a store are never the wall clock of a step this
+/// binary no longer runs. Without it a cached measurement outlives the code it timed: the fused
+/// MaxMin cut Standard-M's training memory at batch 600 from 7.9 to 3.1 GB (peak RSS), and
+/// a measurement made before it kept reporting 7.9.
+/// * 1 (unrecorded in keys): composed MaxMin (`gather`/`scatter_add` with int64 indices).
+/// * 2: fused MaxMin on the CPU ([`crate::nn::blocks`]).
+pub const COST_REVISION: u32 = 2;
+
 /// How often (in batches) the training loss is read back to detect divergence early and update
 /// the progress message; reading it every batch would synchronise the device every batch.
 pub const CHECK_EVERY: usize = 16;
