@@ -56,7 +56,7 @@ fn main() {
 fn build_shim(lib_dir: &std::path::Path) {
     const SHIM: [&str; 4] =
         ["src/shim/cuda_memory.cpp", "src/shim/precision.cpp", "src/shim/sgd.cpp", "src/shim/max_min.cpp"];
-    for file in SHIM {
+    for file in SHIM.iter().chain(&["src/shim/error.h"]) {
         println!("cargo:rerun-if-changed={file}");
     }
     let include = lib_dir.join("..").join("include");

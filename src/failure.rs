@@ -46,6 +46,37 @@ pub fn concise(message: &str) -> String {
     m.strip_prefix("Torch(\"").map(|r| r.trim_end_matches("\")")).unwrap_or(m).to_string()
 }
 
+/// The message buffer of a call into the C++ shim (`src/shim/error.h`: a caught exception's
+/// message, truncated to [`ShimError::LEN`] − 1 bytes and NUL-terminated), on the stack.
+pub struct ShimError([std::os::raw::c_char; ShimError::LEN]);
+
+impl ShimError {
+    pub const LEN: usize = 1024;
+
+    pub fn new() -> Self {
+        ShimError([0; Self::LEN])
+    }
+
+    /// The `(err, err_len)` arguments of a shim function.
+    pub fn as_arg(&mut self) -> (*mut std::os::raw::c_char, std::os::raw::c_long) {
+        (self.0.as_mut_ptr(), Self::LEN as std::os::raw::c_long)
+    }
+
+    /// The message the shim wrote (empty when it wrote none).
+    pub fn message(&self) -> String {
+        // The buffer starts zeroed, the shim writes at most LEN − 1 bytes and a NUL, and the last
+        // byte is never written otherwise: the bytes up to the first NUL are the message.
+        let bytes: Vec<u8> = self.0.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+impl Default for ShimError {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -75,18 +75,17 @@ mod fused {
             return None;
         }
         let mut out: *mut torch_sys::C_tensor = std::ptr::null_mut();
-        let mut err = vec![0 as std::os::raw::c_char; 1024];
+        let mut err = crate::failure::ShimError::new();
+        let (err_ptr, err_len) = err.as_arg();
         // SAFETY: `x` is a live tch handle (an `at::Tensor*`) borrowed for the call; on success the
         // shim stores a new `at::Tensor*` in `out`, which `from_ptr` takes ownership of; it catches
-        // every C++ exception and writes at most `err.len()` bytes into `err`.
-        let rc = unsafe { lipctl_max_min(x.as_ptr(), &mut out, err.as_mut_ptr(), err.len() as std::os::raw::c_long) };
+        // every C++ exception and writes at most `err_len` bytes into `err`.
+        let rc = unsafe { lipctl_max_min(x.as_ptr(), &mut out, err_ptr, err_len) };
         if rc == 1 {
             return None; // autograd records nothing: the composed inference path
         }
         if rc != 0 || out.is_null() {
-            // SAFETY: the shim NUL-terminates the message within the buffer.
-            let msg = unsafe { std::ffi::CStr::from_ptr(err.as_ptr()) }.to_string_lossy().into_owned();
-            panic!("MaxMin (fused CPU kernel) failed on {:?} {:?}: {msg}", x.kind(), x.size());
+            panic!("MaxMin (fused CPU kernel) failed on {:?} {:?}: {}", x.kind(), x.size(), err.message());
         }
         // SAFETY: `out` is the new tensor the shim allocated for us.
         Some(unsafe { Tensor::from_ptr(out) })

@@ -31,6 +31,8 @@
 #include <cstring>
 #include <type_traits>
 
+#include "error.h"
+
 namespace {
 
 using torch::autograd::AutogradContext;
@@ -143,13 +145,6 @@ struct MaxMin : public torch::autograd::Function<MaxMin> {
   }
 };
 
-void copy_message(const char* what, char* err, long err_len) {
-  if (err && err_len > 0) {
-    std::strncpy(err, what, err_len - 1);
-    err[err_len - 1] = 0;
-  }
-}
-
 }  // namespace
 
 extern "C" {
@@ -160,18 +155,12 @@ extern "C" {
 // NaN in both channels), which is as fast there. x: a CPU float32 or float64 tensor [B, C, ...]
 // with C even (any strides; it is made contiguous).
 int lipctl_max_min(const at::Tensor* x, at::Tensor** out, char* err, long err_len) {
-  try {
+  return lipctl::guard(err, err_len, [&] {
     TORCH_CHECK(x->device().is_cpu(), "MaxMin: the fused kernel is CPU-only, got ", x->device());
     if (!(at::GradMode::is_enabled() && x->requires_grad())) return 1;
     *out = new at::Tensor(MaxMin::apply(*x));
     return 0;
-  } catch (const std::exception& e) {
-    copy_message(e.what(), err, err_len);
-    return -1;
-  } catch (...) {
-    copy_message("unknown C++ exception", err, err_len);
-    return -1;
-  }
+  });
 }
 
 }  // extern "C"

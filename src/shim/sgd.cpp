@@ -9,8 +9,9 @@
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/_fused_sgd.h>
-#include <cstring>
 #include <vector>
+
+#include "error.h"
 
 extern "C" {
 
@@ -19,7 +20,7 @@ extern "C" {
 // ignored (may be null) and params[i] −= lr·g. No Nesterov, no maximise, no grad scaling.
 int lipctl_fused_sgd(at::Tensor** params, at::Tensor** grads, at::Tensor** bufs, long n, double weight_decay,
                      double momentum, double lr, int first_step, char* err, long err_len) {
-  try {
+  return lipctl::guard(err, err_len, [&] {
     std::vector<at::Tensor> p, g, b;
     p.reserve(n);
     g.reserve(n);
@@ -31,19 +32,7 @@ int lipctl_fused_sgd(at::Tensor** params, at::Tensor** grads, at::Tensor** bufs,
     at::_fused_sgd_(p, g, b, weight_decay, momentum, lr, /*dampening=*/0.0, /*nesterov=*/false,
                     /*maximize=*/false, /*is_first_step=*/first_step != 0);
     return 0;
-  } catch (const std::exception& e) {
-    if (err && err_len > 0) {
-      std::strncpy(err, e.what(), err_len - 1);
-      err[err_len - 1] = 0;
-    }
-    return -1;
-  } catch (...) {
-    if (err && err_len > 0) {
-      std::strncpy(err, "unknown C++ exception", err_len - 1);
-      err[err_len - 1] = 0;
-    }
-    return -1;
-  }
+  });
 }
 
 }  // extern "C"

@@ -208,9 +208,10 @@ mod shim {
         if params.is_empty() {
             return Ok(());
         }
-        let mut err = vec![0 as std::os::raw::c_char; 1024];
+        let mut err = crate::failure::ShimError::new();
+        let (err_ptr, err_len) = err.as_arg();
         // SAFETY: every pointer is a live tch handle (an `at::Tensor*`) borrowed for the call; the
-        // shim catches every C++ exception and writes at most `err.len()` bytes into `err`.
+        // shim catches every C++ exception and writes at most `err_len` bytes into `err`.
         let rc = unsafe {
             lipctl_fused_sgd(
                 params.as_ptr(),
@@ -221,14 +222,12 @@ mod shim {
                 momentum,
                 lr,
                 first_step as std::os::raw::c_int,
-                err.as_mut_ptr(),
-                err.len() as std::os::raw::c_long,
+                err_ptr,
+                err_len,
             )
         };
         if rc != 0 {
-            // SAFETY: the shim NUL-terminates the message within the buffer.
-            let msg = unsafe { std::ffi::CStr::from_ptr(err.as_ptr()) }.to_string_lossy().into_owned();
-            anyhow::bail!("fused SGD step failed: {msg}");
+            anyhow::bail!("fused SGD step failed: {}", err.message());
         }
         Ok(())
     }
@@ -360,5 +359,20 @@ mod tests {
         other.step_reference().unwrap();
         let diff = (&pa[0] - &pb[0]).abs().max().double_value(&[]);
         assert!(diff > 2e-6, "a 20 % weight-decay change went unnoticed ({diff})");
+    }
+
+    /// A libtorch error inside the shim comes back as an error with libtorch's message (through
+    /// `src/shim/error.h` and [`crate::failure::ShimError`]), not as an abort or an empty message.
+    #[cfg(lipctl_shim)]
+    #[test]
+    fn a_libtorch_error_in_the_shim_is_reported_with_its_message() {
+        let p = Tensor::zeros([3], (Kind::Float, Device::Cpu));
+        let g = Tensor::zeros([3], (Kind::Double, Device::Cpu)); // a gradient of another kind
+        let b = Tensor::zeros([3], (Kind::Float, Device::Cpu));
+        let err = shim::fused_sgd(&[p.as_ptr()], &[g.as_ptr()], &[b.as_ptr()], 0.0, 0.9, 0.1, false).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.starts_with("fused SGD step failed: "), "{msg}");
+        assert!(msg.len() > "fused SGD step failed: ".len() + 10, "no message from libtorch: {msg}");
+        assert!(msg.len() < "fused SGD step failed: ".len() + crate::failure::ShimError::LEN, "{msg}");
     }
 }
