@@ -11,12 +11,14 @@
 //!     not the `c10/cuda` headers); without CUDA it is linked and never called.
 //!   - `precision.cpp` reads and sets libtorch's TF32 switches (`src/precision.rs`). It needs the
 //!     ATen headers and libtorch_cpu, and works without CUDA (the switches are then inert flags).
-//!
 //!   - `sgd.cpp` runs the SGD update of all parameters as one `at::_fused_sgd_` call
 //!     (`src/train/sgd.rs`). It needs the ATen headers and libtorch_cpu.
 //!   - `max_min.cpp` is the MaxMin activation on the CPU as one fused pass forward and backward,
-//!     a custom autograd function (`src/nn/blocks.rs`). It needs the torch headers and
-//!     libtorch_cpu (the autograd engine).
+//!     a custom autograd function (`src/nn/shim.rs`, used by `src/nn/blocks.rs`). It needs the
+//!     torch headers and libtorch_cpu (the autograd engine).
+//!   - `circular_pad.cpp` is the circular padding of `conv2d_circular` with a one-pass backward,
+//!     a custom autograd function (`src/nn/shim.rs`, used by `src/nn/ortho.rs`); same needs.
+//!   - `error.h` is how every one of them reports a C++ exception (`failure::ShimError`).
 //!
 //!   All are compiled on every machine; `cfg(lipctl_shim)` tells the Rust side they are linked.
 
@@ -54,8 +56,13 @@ fn main() {
 }
 
 fn build_shim(lib_dir: &std::path::Path) {
-    const SHIM: [&str; 4] =
-        ["src/shim/cuda_memory.cpp", "src/shim/precision.cpp", "src/shim/sgd.cpp", "src/shim/max_min.cpp"];
+    const SHIM: [&str; 5] = [
+        "src/shim/cuda_memory.cpp",
+        "src/shim/precision.cpp",
+        "src/shim/sgd.cpp",
+        "src/shim/max_min.cpp",
+        "src/shim/circular_pad.cpp",
+    ];
     for file in SHIM.iter().chain(&["src/shim/error.h"]) {
         println!("cargo:rerun-if-changed={file}");
     }

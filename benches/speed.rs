@@ -22,10 +22,13 @@
 //!    and S training step (batch 64), the fused CPU kernel (`src/shim/max_min.cpp`) against the
 //!    same activation composed from ATen ops (lipctl's former path, still the one off the CPU),
 //!    alternating call by call; and the sum over one training step's activations.
+//! 5. **Circular padding.** The same for the padding before each 3×3 convolution of Standard,
+//!    AOL and BCOP (`src/shim/circular_pad.cpp`, a one-pass backward) against ATen's `pad`
+//!    (whose backward runs autograd through five slice copies of the padded gradient).
 //!
 //! Environment: `SPEED_METHODS=AOL,SLL` picks the methods of part 2 (default Standard, AOL, SLL,
 //! CPL); `SPEED_BATCHES=20` the batches per epoch / timed batches; `SPEED_ROUNDS=5` the
-//! rounds of part 2; `SPEED_PART=io|step|autocorrelation|maxmin` one part.
+//! rounds of part 2; `SPEED_PART=io|step|autocorrelation|maxmin|pad` one part.
 
 use lipctl::measure::{MeasureRequest, CHILD_JOB_ENV, CHILD_SUBCOMMAND};
 use lipctl::nn::{checkpoint, ConvNet, Method, ModelSize, NetSpec};
@@ -57,6 +60,9 @@ fn main() -> anyhow::Result<()> {
     }
     if part.is_empty() || part == "maxmin" {
         max_min_step();
+    }
+    if part.is_empty() || part == "pad" {
+        circular_pad_step();
     }
     Ok(())
 }
@@ -232,40 +238,73 @@ fn autocorrelation_gradient() {
 /// (and which goes first); medians per shape, then the sum over the step's activations.
 fn max_min_step() {
     use lipctl::nn::blocks::{max_min, max_min_composed};
+    // MaxMin follows the first convolution and each of a block's five.
+    let maps = |_: &NetSpec, i: i64| if i == 0 { 1 + 5 } else { 5 };
+    let output = |shape: &[i64]| shape.to_vec();
+    per_shape_kernels("MaxMin", "composed", &maps, &output, &max_min_composed, &max_min);
+}
+
+fn circular_pad_step() {
+    use lipctl::nn::ortho::pad_circular;
+    // Circular padding precedes each of a block's five k×k convolutions, except in the last
+    // block (k = 1: no padding) and the first 1×1 convolution.
+    let maps = |spec: &NetSpec, i: i64| if i == spec.blocks() - 1 { 0 } else { 5 };
+    let output = |shape: &[i64]| {
+        let mut s = shape.to_vec();
+        s[2] += 2;
+        s[3] += 2;
+        s
+    };
+    let aten = |x: &Tensor| x.pad([1, 1, 1, 1], "circular", None);
+    per_shape_kernels("Circular padding (p = 1)", "ATen", &maps, &output, &aten, &|x: &Tensor| pad_circular(x, 1));
+}
+
+/// Forward + backward of one kernel on each feature-map shape of a ConvNet XS and S training step
+/// (batch 64, float32, CPU), lipctl's (`ours`) against `other`, alternating call by call, and
+/// the sum over one step: `count(spec, block)` calls per step on block `block`'s maps
+/// (`w·2^block` channels on `side/2^block`), whose outputs have the shape `output(input shape)`.
+fn per_shape_kernels(
+    name: &str,
+    other_name: &str,
+    count: &dyn Fn(&NetSpec, i64) -> i64,
+    output: &dyn Fn(&[i64]) -> Vec<i64>,
+    other: &dyn Fn(&Tensor) -> Tensor,
+    ours: &dyn Fn(&Tensor) -> Tensor,
+) {
     const CALLS: usize = 9;
     const BATCH: i64 = 64;
-    println!("\nMaxMin forward + backward, float32, CPU, batch {BATCH}, median of {CALLS} alternating calls:");
-    println!("{:<6} {:<18} {:>6} {:>13} {:>10} {:>9}", "size", "map", "count", "composed ms", "fused ms", "speed-up");
+    println!("\n{name} forward + backward, float32, CPU, batch {BATCH}, median of {CALLS} alternating calls:");
+    println!("{:<6} {:<18} {:>6} {:>13} {:>10} {:>9}", "size", "map", "count", format!("{other_name} ms"), "lipctl ms", "speed-up");
     for size in [ModelSize::XS, ModelSize::S] {
         let spec = NetSpec::new(Method::Standard, size, 32, 10);
         let w = spec.base_width();
-        // (channels, side, activations per step): after the first convolution, then 5 per block.
-        let mut maps = vec![(w, spec.input_side, 1 + 5)];
-        for i in 1..spec.blocks() {
-            maps.push((w << i, spec.input_side >> i, 5));
-        }
-        let (mut total_composed, mut total_fused) = (0.0, 0.0);
-        for (c, side, count) in maps {
+        let (mut total_other, mut total_ours) = (0.0, 0.0);
+        for i in 0..spec.blocks() {
+            let (c, side, count) = (w << i, spec.input_side >> i, count(&spec, i));
+            if count == 0 {
+                continue;
+            }
             tch::manual_seed(4);
-            let x = Tensor::randn([BATCH, c, side, side], (Kind::Float, Device::Cpu)).set_requires_grad(true);
-            let r = Tensor::randn([BATCH, c, side, side], (Kind::Float, Device::Cpu));
+            let shape = [BATCH, c, side, side];
+            let x = Tensor::randn(shape, (Kind::Float, Device::Cpu)).set_requires_grad(true);
+            let r = Tensor::randn(output(&shape).as_slice(), (Kind::Float, Device::Cpu));
             let time = |f: &dyn Fn(&Tensor) -> Tensor| {
                 let start = Instant::now();
                 (f(&x) * &r).sum(Kind::Float).backward();
                 let _ = x.grad().zero_();
                 start.elapsed().as_secs_f64() * 1e3
             };
-            let (a, b) = alternating_medians(CALLS, || time(&max_min_composed), || time(&max_min));
-            total_composed += a * count as f64;
-            total_fused += b * count as f64;
+            let (a, b) = alternating_medians(CALLS, || time(other), || time(ours));
+            total_other += a * count as f64;
+            total_ours += b * count as f64;
             println!("{:<6} {:<18} {count:>6} {a:>13.2} {b:>10.2} {:>8.2}×", size.to_string(), format!("{c}×{side}×{side}"), a / b);
         }
         println!(
-            "{:<6} {:<18} {:>6} {total_composed:>13.1} {total_fused:>10.1} {:>8.2}×",
+            "{:<6} {:<18} {:>6} {total_other:>13.1} {total_ours:>10.1} {:>8.2}×",
             size.to_string(),
             "one training step",
             "",
-            total_composed / total_fused
+            total_other / total_ours
         );
     }
 }

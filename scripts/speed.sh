@@ -9,7 +9,7 @@
 #      (±15 % between runs of the same binary here), so the median is the number to read.
 #   2. `cargo bench --bench speed`: end-of-epoch I/O at epoch 10 vs 1000, `measure` vs `train`
 #      seconds per batch, the autocorrelation gradient of AOL/SLL against its definition, and the
-#      fused MaxMin against the composed one.
+#      fused MaxMin against the composed one; the circular padding against ATen's.
 # Usage: scripts/speed.sh AUTHORS_REPO_DIR  (a checkout of github.com/berndprach/1LipschitzLayersCompared;
 # its Python needs einops and numpy, e.g. PYTHONPATH=/tmp/authors-py after
 # `pip install --target /tmp/authors-py einops numpy`).

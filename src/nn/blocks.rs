@@ -24,7 +24,7 @@ pub fn max_min(x: &Tensor) -> Tensor {
         let paired = max_min(&x.narrow(1, 0, channels - 1));
         return Tensor::cat(&[paired, x.narrow(1, channels - 1, 1)], 1);
     }
-    match fused::max_min(x) {
+    match super::shim::max_min(x) {
         Some(y) => y,
         None => max_min_composed(x),
     }
@@ -47,54 +47,6 @@ pub fn max_min_composed(x: &Tensor) -> Tensor {
     let max_at = a.lt_tensor(&b).unsqueeze(2).to_kind(Kind::Int64);
     let order = Tensor::cat(&[&max_at, &(1 - &max_at)], 2);
     pairs.gather(2, &order, false).reshape(size.as_slice())
-}
-
-/// The C entry point of `src/shim/max_min.cpp`.
-mod fused {
-    use tch::{Device, Kind, Tensor};
-
-    #[cfg(lipctl_shim)]
-    extern "C" {
-        fn lipctl_max_min(
-            x: *const torch_sys::C_tensor,
-            out: *mut *mut torch_sys::C_tensor,
-            err: *mut std::os::raw::c_char,
-            err_len: std::os::raw::c_long,
-        ) -> std::os::raw::c_int;
-    }
-
-    /// The fused MaxMin of `x` (even channel count), or `None` where it does not apply: when
-    /// autograd records nothing, off the CPU, kinds other than float32/float64, or a build
-    /// without the shim.
-    ///
-    /// # Panics
-    /// When the shim reports an error, with its message, as tch's own ops do.
-    #[cfg(lipctl_shim)]
-    pub fn max_min(x: &Tensor) -> Option<Tensor> {
-        if x.device() != Device::Cpu || !matches!(x.kind(), Kind::Float | Kind::Double) {
-            return None;
-        }
-        let mut out: *mut torch_sys::C_tensor = std::ptr::null_mut();
-        let mut err = crate::failure::ShimError::new();
-        let (err_ptr, err_len) = err.as_arg();
-        // SAFETY: `x` is a live tch handle (an `at::Tensor*`) borrowed for the call; on success the
-        // shim stores a new `at::Tensor*` in `out`, which `from_ptr` takes ownership of; it catches
-        // every C++ exception and writes at most `err_len` bytes into `err`.
-        let rc = unsafe { lipctl_max_min(x.as_ptr(), &mut out, err_ptr, err_len) };
-        if rc == 1 {
-            return None; // autograd records nothing: the composed inference path
-        }
-        if rc != 0 || out.is_null() {
-            panic!("MaxMin (fused CPU kernel) failed on {:?} {:?}: {}", x.kind(), x.size(), err.message());
-        }
-        // SAFETY: `out` is the new tensor the shim allocated for us.
-        Some(unsafe { Tensor::from_ptr(out) })
-    }
-
-    #[cfg(not(lipctl_shim))]
-    pub fn max_min(_x: &Tensor) -> Option<Tensor> {
-        None
-    }
 }
 
 /// Appends zero channels up to `target` channels; returns `x` unchanged when it has as many.
@@ -222,8 +174,8 @@ mod tests {
     fn fused_max_min_matches_the_definition() {
         assert!(cfg!(lipctl_shim), "built without the C++ shim: the fused path would not be under test");
         let x = Tensor::zeros([1, 2], (Kind::Float, tch::Device::Cpu));
-        assert!(fused::max_min(&x).is_none(), "no autograd: the composed path");
-        assert!(fused::max_min(&x.set_requires_grad(true)).is_some());
+        assert!(crate::nn::shim::max_min(&x).is_none(), "no autograd: the composed path");
+        assert!(crate::nn::shim::max_min(&x.set_requires_grad(true)).is_some());
         #[cfg(lipctl_openmp)]
         {
             extern "C" {

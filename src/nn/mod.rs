@@ -17,6 +17,7 @@ pub mod fft;
 pub mod ortho;
 #[macro_use]
 pub mod registry;
+pub mod shim;
 // One `pub mod` per line of the method table (registry.rs): `aol`, `bcop`, …
 method_table!(declare_method_modules);
 

@@ -147,7 +147,15 @@ pub fn conv2d_circular(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Te
     if half == 0 {
         return x.conv2d(weight, bias, [1, 1], [0, 0], [1, 1], 1);
     }
-    x.pad([half, half, half, half], "circular", None).conv2d(weight, bias, [1, 1], [0, 0], [1, 1], 1)
+    pad_circular(x, half).conv2d(weight, bias, [1, 1], [0, 0], [1, 1], 1)
+}
+
+/// Circular padding by `p ≥ 1` pixels on each side of the last two dimensions: `[..., h, w]` →
+/// `[..., h + 2p, w + 2p]`, `p ≤ h, w`. The values are `pad(x, "circular")`'s; while training on
+/// the CPU the backward is the shim's one-pass fold ([`super::shim::circular_pad`]) instead of
+/// autograd through ATen's five slice copies, each of which copies the whole padded gradient.
+pub fn pad_circular(x: &Tensor, p: i64) -> Tensor {
+    super::shim::circular_pad(x, p).unwrap_or_else(|| x.pad([p, p, p, p], "circular", None))
 }
 
 /// The exact adjoint of [`conv2d_circular`] without bias (the transposed convolution on the
