@@ -219,13 +219,20 @@ fn skew(r: &Tensor) -> Tensor {
 
 /// Channel pad to `width`, truncated exponential with zero padding per term, first `out`
 /// channels, bias.
+///
+/// Term `t` is `(L_n/t) ⋆ term_{t−1}`: the factor `1/t` scales the `C×C×k×k` filter instead of the
+/// feature map, which saves a pass over the map per term forward and another backward (the
+/// authors divide the map; same series, rounding aside). Measured: a SOC step about 6 % faster
+/// (`lipctl bench`, old and new binary interleaved, median of the paired ratios over 7 rounds of
+/// ConvNet XS and S, batch 64, 2 CPU threads; single rounds ranged 0.84–1.24× on this shared
+/// machine).
 fn exp_conv(x: &Tensor, l_n: &Tensor, terms: i64, width: i64, out: i64, bias: &Tensor) -> Tensor {
     let p = l_n.size()[3] / 2;
     let x = zero_channel_pad(x, width);
     let mut term = x.shallow_clone();
     let mut z = x;
     for t in 1..=terms {
-        term = term.conv2d(l_n, None::<Tensor>, [1, 1], [p, p], [1, 1], 1) / t as f64;
+        term = term.conv2d(&(l_n / t as f64), None::<Tensor>, [1, 1], [p, p], [1, 1], 1);
         z = z + &term;
     }
     z.narrow(1, 0, out) + bias.view([1, -1, 1, 1])
