@@ -34,7 +34,8 @@ use tch::{nn, Device, Kind, Tensor};
 /// MaxMin cut Standard-M's training memory at batch 600 from 7.9 to 3.1 GB (peak RSS), and
 /// a measurement made before it kept reporting 7.9.
 /// * 1 (unrecorded in keys): composed MaxMin (`gather`/`scatter_add` with int64 indices).
-/// * 2: fused MaxMin on the CPU ([`crate::nn::blocks`]).
+/// * 2: on the CPU, fused MaxMin ([`crate::nn::blocks`]) and the one-pass backward of the
+///   circular padding ([`crate::nn::ortho::pad_circular`]); SOC's series scales its filter.
 pub const COST_REVISION: u32 = 2;
 
 /// How often (in batches) the training loss is read back to detect divergence early and update
