@@ -22,8 +22,8 @@ use tch::nn::Module;
 use tch::Device;
 
 /// The built-in reference times for a setting, if there are any: the authors' PyTorch seconds per
-/// training step on this project's 2-core CPU machine at batch 64 (XS; S not measured yet on a
-/// quiet machine), from each method's [`MethodInfo::authors_cpu_b64_train_s`]. Methods without a
+/// training step on this project's 2-core CPU machine at batch 64 (XS and S), from each method's
+/// [`MethodInfo::authors_cpu_b64_train_s`]. Methods without a
 /// time (not measured, or not in the authors' code) are left out and print no ratio; pass times
 /// measured in the same sitting with `--reference` (`scripts/speed.sh` does).
 ///
@@ -207,12 +207,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn builtin_reference_has_every_paper_method_at_xs_and_none_elsewhere() {
+    fn builtin_reference_has_the_paper_methods_at_xs_and_s_and_none_elsewhere() {
         let xs = builtin_reference(ModelSize::XS, 64, Device::Cpu, 32).unwrap();
         for m in Method::in_paper() {
             assert!(xs.iter().any(|(r, _)| *r == m), "{m}");
         }
-        assert_eq!(xs.iter().find(|(m, _)| *m == Method::Standard).map(|(_, s)| *s), Some(0.24));
+        assert_eq!(xs.iter().find(|(m, _)| *m == Method::Standard).map(|(_, s)| *s), Some(0.37));
+        // S: every paper method but Cayley (the authors' Cayley livelocks at 2 threads), each
+        // slower than at XS.
+        let s = builtin_reference(ModelSize::S, 64, Device::Cpu, 32).unwrap();
+        for m in Method::in_paper().into_iter().filter(|&m| m != Method::Cayley) {
+            let (at_s, at_xs) = (s.iter().find(|(r, _)| *r == m), xs.iter().find(|(r, _)| *r == m));
+            assert!(matches!((at_s, at_xs), (Some((_, a)), Some((_, b))) if a > b), "{m}: S {at_s:?}, XS {at_xs:?}");
+        }
         assert!(builtin_reference(ModelSize::XS, 128, Device::Cpu, 32).is_none());
         assert!(builtin_reference(ModelSize::M, 64, Device::Cpu, 32).is_none());
     }

@@ -30,7 +30,7 @@ pub const INFO: MethodInfo = MethodInfo {
     guarantee: "1-Lipschitz: spectral norm ≤ 1 by the AOL rescaling (circular singular values ≤ 1 + 1e-5)",
     in_paper: true,
     color: (31, 119, 180),
-    authors_cpu_b64_train_s: AuthorsTimes { xs: Some(0.33), s: None },
+    authors_cpu_b64_train_s: AuthorsTimes { xs: Some(0.51), s: Some(1.86) },
     tolerances: Tolerances::STRICT,
 };
 

@@ -41,7 +41,7 @@ pub const INFO: MethodInfo = MethodInfo {
     guarantee: "orthogonal with circular padding: all circular singular values 1 within 1e-4",
     in_paper: true,
     color: (255, 127, 14),
-    authors_cpu_b64_train_s: AuthorsTimes { xs: Some(1.0), s: None },
+    authors_cpu_b64_train_s: AuthorsTimes { xs: Some(1.06), s: Some(4.6) },
     tolerances: Tolerances { train_is_eval: TrainIsEval::ExceptHead, ..Tolerances::STRICT },
 };
 

@@ -31,7 +31,7 @@ pub const INFO: MethodInfo = MethodInfo {
     guarantee: "1-Lipschitz up to power-iteration convergence (Jacobian norm ≤ 1 + 1e-4 in tests)",
     in_paper: true,
     color: (44, 160, 44),
-    authors_cpu_b64_train_s: AuthorsTimes { xs: Some(0.34), s: None },
+    authors_cpu_b64_train_s: AuthorsTimes { xs: Some(0.47), s: Some(1.19) },
     // The self-test moves the kernel 10 % but not the stored vector; after the warm-up's 100
     // one-step updates and freeze's 100 steps, the sound audit still measures r·‖K‖² − 1 = 1.0329
     // (block2.conv1; the old power-iteration audit, which shares CPL's underestimate, could not

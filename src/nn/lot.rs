@@ -47,7 +47,7 @@ pub const INFO: MethodInfo = MethodInfo {
     guarantee: "orthogonal on the (n+2p) torus up to the 1e-4 regulariser; 1-Lipschitz after the crop",
     in_paper: true,
     color: (148, 103, 189),
-    authors_cpu_b64_train_s: AuthorsTimes { xs: Some(7.6), s: None },
+    authors_cpu_b64_train_s: AuthorsTimes { xs: Some(8.4), s: Some(41.4) },
     tolerances: Tolerances { ortho_1x1: REGULARISER_TOL, ortho_kxk_two_sided: false, ..Tolerances::STRICT },
 };
 

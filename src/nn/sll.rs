@@ -27,7 +27,7 @@ pub const INFO: MethodInfo = MethodInfo {
     guarantee: "1-Lipschitz for any parameters (SDP rescaling; Jacobian norm ≤ 1 + 1e-5 in tests)",
     in_paper: true,
     color: (140, 86, 75),
-    authors_cpu_b64_train_s: AuthorsTimes { xs: Some(0.43), s: None },
+    authors_cpu_b64_train_s: AuthorsTimes { xs: Some(0.62), s: Some(2.21) },
     tolerances: Tolerances::STRICT,
 };
 

@@ -51,7 +51,7 @@ pub const INFO: MethodInfo = MethodInfo {
     guarantee: "approximately orthogonal (exponential truncated at 12 terms in eval): singular values within 1e-4 of 1",
     in_paper: true,
     color: (227, 119, 194),
-    authors_cpu_b64_train_s: AuthorsTimes { xs: Some(0.77), s: None },
+    authors_cpu_b64_train_s: AuthorsTimes { xs: Some(1.09), s: Some(2.81) },
     tolerances: Tolerances {
         lipschitz_train: TRAIN_TOL,
         lipschitz_network: NETWORK_TOL,

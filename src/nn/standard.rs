@@ -20,7 +20,7 @@ pub const INFO: MethodInfo = MethodInfo {
     guarantee: "none: unconstrained baseline, not Lipschitz-bounded",
     in_paper: true,
     color: (90, 90, 90),
-    authors_cpu_b64_train_s: AuthorsTimes { xs: Some(0.24), s: None },
+    authors_cpu_b64_train_s: AuthorsTimes { xs: Some(0.37), s: Some(0.91) },
     tolerances: Tolerances {
         lipschitz_train: f64::INFINITY,
         lipschitz_eval: f64::INFINITY,
