@@ -27,8 +27,9 @@ unsafe fn lipctl_circular_pad(_: *const C_tensor, _: c_long, _: *mut *mut C_tens
 /// "not applicable" (1).
 ///
 /// # Panics
-/// When the shim reports an error, with `what` and libtorch's message, as tch's own ops do.
-fn call(what: std::fmt::Arguments, entry: impl FnOnce(*mut *mut C_tensor, *mut c_char, c_long) -> c_int) -> Option<Tensor> {
+/// When the shim reports an error, with `what()` (only built then, off the hot path) and
+/// libtorch's message, as tch's own ops do.
+fn call(what: impl FnOnce() -> String, entry: impl FnOnce(*mut *mut C_tensor, *mut c_char, c_long) -> c_int) -> Option<Tensor> {
     let mut out: *mut C_tensor = std::ptr::null_mut();
     let mut err = crate::failure::ShimError::new();
     let (err_ptr, err_len) = err.as_arg();
@@ -36,7 +37,7 @@ fn call(what: std::fmt::Arguments, entry: impl FnOnce(*mut *mut C_tensor, *mut c
         1 => None,
         // SAFETY: on success the shim stored in `out` a new `at::Tensor*` that nobody else owns.
         0 if !out.is_null() => Some(unsafe { Tensor::from_ptr(out) }),
-        _ => panic!("{what} failed: {}", err.message()),
+        _ => panic!("{} failed: {}", what(), err.message()),
     }
 }
 
@@ -52,7 +53,7 @@ pub fn max_min(x: &Tensor) -> Option<Tensor> {
     }
     // SAFETY: `x` is a live tch handle (an `at::Tensor*`) borrowed for the call; the shim catches
     // every C++ exception and writes at most `len` bytes into `err`.
-    call(format_args!("MaxMin (fused CPU kernel) on {:?} {:?}", x.kind(), x.size()), |out, err, len| unsafe {
+    call(|| format!("MaxMin (fused CPU kernel) on {:?} {:?}", x.kind(), x.size()), |out, err, len| unsafe {
         lipctl_max_min(x.as_ptr(), out, err, len)
     })
 }
@@ -68,7 +69,7 @@ pub fn circular_pad(x: &Tensor, p: i64) -> Option<Tensor> {
         return None;
     }
     // SAFETY: as in `max_min`.
-    call(format_args!("circular padding by {p} of {:?} {:?}", x.kind(), x.size()), |out, err, len| unsafe {
+    call(|| format!("circular padding by {p} of {:?} {:?}", x.kind(), x.size()), |out, err, len| unsafe {
         lipctl_circular_pad(x.as_ptr(), p as c_long, out, err, len)
     })
 }
