@@ -33,8 +33,10 @@ rows="$out/rows.tsv"
 : >"$rows"
 uptime
 authors() { # SIZE METHOD: the authors' seconds per step (their lines go to stderr), or nothing
+  # `>&2` through a process substitution, not `tee /dev/stderr`: opening /dev/stderr anew truncates
+  # a log file that stderr was redirected to (`speed.sh >log 2>&1` kept only the last lines).
   "$python" scripts/authors_bench.py --repo "$repo" --size "$1" --batch 64 --threads 2 --iters 7 --warmup 2 \
-    --methods "$2" --timeout "$timeout" | tee /dev/stderr | "$python" -c '
+    --methods "$2" --timeout "$timeout" | tee >(cat >&2) | "$python" -c '
 import json, sys
 last = [l for l in sys.stdin if l.startswith("{")]
 print(json.loads(last[-1]).get(sys.argv[1], "") if last else "")' "$2" || true
