@@ -5,13 +5,14 @@
 //! timed test). This is the quick interactive check; the `measure` stage (with memory, OOM as a
 //! result and the artifact store) is the pipeline's.
 //!
-//! The authors' PyTorch seconds per training step, measured with their code on this project's
-//! 2-core CPU machine for XS and S at batch 64, are printed alongside when the run matches that
-//! setting, with the speed-up. `--reference FILE` replaces them with times measured in the same
-//! sitting by `scripts/authors_bench.py` (a JSON object `{method: seconds}`); `scripts/speed.sh`
-//! runs both one after the other.
+//! A reference time per training step is printed alongside, with the speed-up, where the run
+//! matches a built-in setting ([`builtin_reference`]): the authors' PyTorch code on this project's
+//! 2-core CPU machine (XS and S, batch 64), or on CUDA the paper's A100 times (Figure 2, batch 256,
+//! every size). `--reference FILE` replaces them with times measured in the same sitting by
+//! `scripts/authors_bench.py` (a JSON object `{method: seconds}`); `scripts/speed.sh` runs both
+//! one after the other.
 
-use crate::device::kind_name;
+use crate::device::describe;
 use crate::measure::{TIMING_LR, TIMING_MOMENTUM, TIMING_WD};
 use crate::nn::{Method, ModelSize, NetSpec};
 use crate::progress::Progress;
@@ -21,16 +22,58 @@ use std::io::Write;
 use tch::nn::Module;
 use tch::Device;
 
-/// The built-in reference times for a setting, if there are any: the authors' PyTorch seconds per
-/// training step on this project's 2-core CPU machine at batch 64 (XS and S), from each method's
-/// [`MethodInfo::authors_cpu_b64_train_s`]. Methods without a
-/// time (not measured, or not in the authors' code) are left out and print no ratio; pass times
-/// measured in the same sitting with `--reference` (`scripts/speed.sh` does).
+/// Where a bench's reference seconds per training step come from; it decides what the speed-up
+/// column means (printed under the table).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReferenceSource {
+    /// `--reference FILE`: the authors' code, run in the same sitting (`scripts/authors_bench.py`).
+    SameSitting,
+    /// The authors' code on this project's 2-core CPU machine, batch 64
+    /// ([`MethodInfo::authors_cpu_b64_train_s`]).
+    ///
+    /// [`MethodInfo::authors_cpu_b64_train_s`]: crate::nn::MethodInfo::authors_cpu_b64_train_s
+    AuthorsCpu,
+    /// The paper's Figure 2 (seconds per epoch on an A100, CIFAR-10, batch 256), divided by the
+    /// paper's batches per epoch, ⌈50 000 / 256⌉ = 196 (`data/paper/train_time_per_epoch.csv`, source
+    /// `fig2_digitised`; data/paper/README.md). Another GPU than the one lipctl runs on.
+    PaperA100,
+}
+
+/// Reference seconds per training step by method, and where they come from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reference {
+    pub times: Vec<(Method, f64)>,
+    pub source: ReferenceSource,
+}
+
+/// The built-in reference times for a setting, if there are any:
+/// - on the CPU at batch 64, 32×32 inputs, XS and S: the authors' PyTorch seconds per training
+///   step on this project's 2-core CPU machine ([`ReferenceSource::AuthorsCpu`]);
+/// - on CUDA at batch 256, 32×32 inputs, every size: the paper's A100 seconds per epoch (Figure 2)
+///   ÷ 196 batches ([`ReferenceSource::PaperA100`]).
 ///
-/// [`MethodInfo::authors_cpu_b64_train_s`]: crate::nn::MethodInfo::authors_cpu_b64_train_s
-pub fn builtin_reference(size: ModelSize, batch: i64, device: Device, input_side: i64) -> Option<Vec<(Method, f64)>> {
-    if batch != 64 || device != Device::Cpu || input_side != 32 {
-        return None;
+/// Methods without a time (not measured, not in the paper, LOT-L out of memory) are left out and
+/// print no ratio; pass times measured in the same sitting with `--reference` (`scripts/speed.sh`
+/// does). Errors only if the shipped paper tables do not parse.
+pub fn builtin_reference(size: ModelSize, batch: i64, device: Device, input_side: i64) -> anyhow::Result<Option<Reference>> {
+    if input_side != 32 {
+        return Ok(None);
+    }
+    if device.is_cuda() {
+        if batch != 256 {
+            return Ok(None);
+        }
+        let batches = crate::budgets::batches_per_epoch(crate::paper::Dataset::Cifar10.train_images(), 256) as f64;
+        let times = crate::paper::PaperData::shipped()?
+            .train_time_per_epoch
+            .iter()
+            .filter(|r| r.size == size && r.source == crate::paper::TimeSource::Fig2Digitised)
+            .filter_map(|r| Some((r.method.layer()?, r.seconds_per_epoch? / batches)))
+            .collect();
+        return Ok(Some(Reference { times, source: ReferenceSource::PaperA100 }));
+    }
+    if batch != 64 || device != Device::Cpu {
+        return Ok(None);
     }
     let time = |m: Method| {
         let t = m.info().authors_cpu_b64_train_s;
@@ -40,10 +83,13 @@ pub fn builtin_reference(size: ModelSize, batch: i64, device: Device, input_side
             _ => None,
         }
     };
-    match size {
-        ModelSize::XS | ModelSize::S => Some(Method::ALL.into_iter().filter_map(|m| time(m).map(|s| (m, s))).collect()),
+    Ok(match size {
+        ModelSize::XS | ModelSize::S => Some(Reference {
+            times: Method::ALL.into_iter().filter_map(|m| time(m).map(|s| (m, s))).collect(),
+            source: ReferenceSource::AuthorsCpu,
+        }),
         _ => None,
-    }
+    })
 }
 
 /// Reads a `{method: seconds}` JSON object (`scripts/authors_bench.py`'s last line).
@@ -136,14 +182,17 @@ fn short_failure(msg: &str) -> String {
 /// (a full run takes minutes on a CPU). A method that fails (build error, out of memory) gets a
 /// row with its error; the others still run.
 pub fn run(cfg: &BenchConfig, progress: &Progress, out: &mut dyn Write) -> anyhow::Result<Vec<BenchRow>> {
-    let reference = cfg.reference.clone().or_else(|| builtin_reference(cfg.size, cfg.batch, cfg.device, cfg.input_side));
+    let reference = match &cfg.reference {
+        Some(times) => Some(Reference { times: times.clone(), source: ReferenceSource::SameSitting }),
+        None => builtin_reference(cfg.size, cfg.batch, cfg.device, cfg.input_side)?,
+    };
     writeln!(
         out,
         "ConvNet{} {}², batch {}, {} ({} timed iterations, median; {} warm-up)",
         cfg.size,
         cfg.input_side,
         cfg.batch,
-        kind_name(cfg.device),
+        describe(cfg.device),
         cfg.iters,
         cfg.warmup
     )?;
@@ -160,7 +209,7 @@ pub fn run(cfg: &BenchConfig, progress: &Progress, out: &mut dyn Write) -> anyho
             infer_ms: None,
             error: Some(short_failure(&format!("{e:#}"))),
         });
-        if let Some(r) = print_row(&row, reference.as_deref(), out)? {
+        if let Some(r) = print_row(&row, reference.as_ref().map(|r| r.times.as_slice()), out)? {
             ratios.push(r);
         }
         out.flush()?;
@@ -168,16 +217,26 @@ pub fn run(cfg: &BenchConfig, progress: &Progress, out: &mut dyn Write) -> anyho
         task.inc(1);
     }
     task.finish("done");
-    if reference.is_some() {
+    if let Some(reference) = &reference {
         let slowest = ratios.iter().cloned().fold(f64::INFINITY, f64::min);
-        writeln!(
-            out,
-            "speed-up = PyTorch (authors' code) seconds per training step / lipctl's ({}, batch {}, {}); lowest {}",
-            cfg.size,
-            cfg.batch,
-            if cfg.reference.is_some() { "reference measured in this sitting" } else { "built-in reference times" },
-            if slowest.is_finite() { format!("{slowest:.2}×") } else { "–".into() }
-        )?;
+        let lowest = if slowest.is_finite() { format!("{slowest:.2}×") } else { "–".into() };
+        let (size, batch) = (cfg.size, cfg.batch);
+        match reference.source {
+            ReferenceSource::SameSitting => writeln!(
+                out,
+                "speed-up = the authors' PyTorch seconds per training step, measured in this sitting, / lipctl's ({size}, batch {batch}); lowest {lowest}"
+            )?,
+            ReferenceSource::AuthorsCpu => writeln!(
+                out,
+                "speed-up = the authors' PyTorch seconds per training step on this project's 2-core CPU machine (built-in) / lipctl's ({size}, batch {batch}); lowest {lowest}"
+            )?,
+            ReferenceSource::PaperA100 => writeln!(
+                out,
+                "speed-up = the paper's A100 seconds per training step (Figure 2 ÷ 196 batches of 256, CIFAR-10) / lipctl's on {} ({size}, batch {batch}); lowest {lowest}\n\
+                 another GPU than the paper's, and the paper's times come from a digitised plot: a scale, not a like-for-like ratio",
+                describe(cfg.device)
+            )?,
+        }
     }
     Ok(rows)
 }
@@ -188,7 +247,7 @@ fn print_row(r: &BenchRow, reference: Option<&[(Method, f64)]>, out: &mut dyn Wr
     match (&r.error, r.train_ms, r.infer_ms) {
         (None, Some(t), Some(i)) => {
             let (ref_s, ratio) = match reference {
-                Some(s) => (format!("{s:.3}"), Some(s * 1e3 / t)),
+                Some(s) => (format!("{s:.4}"), Some(s * 1e3 / t)),
                 None => ("–".to_string(), None),
             };
             let shown = ratio.map(|r| format!("{r:.2}×")).unwrap_or_else(|| "–".into());
@@ -208,19 +267,46 @@ mod tests {
 
     #[test]
     fn builtin_reference_has_the_paper_methods_at_xs_and_s_and_none_elsewhere() {
-        let xs = builtin_reference(ModelSize::XS, 64, Device::Cpu, 32).unwrap();
+        let xs = builtin_reference(ModelSize::XS, 64, Device::Cpu, 32).unwrap().unwrap();
+        assert_eq!(xs.source, ReferenceSource::AuthorsCpu);
         for m in Method::in_paper() {
-            assert!(xs.iter().any(|(r, _)| *r == m), "{m}");
+            assert!(xs.times.iter().any(|(r, _)| *r == m), "{m}");
         }
-        assert_eq!(xs.iter().find(|(m, _)| *m == Method::Standard).map(|(_, s)| *s), Some(0.37));
+        assert_eq!(xs.times.iter().find(|(m, _)| *m == Method::Standard).map(|(_, s)| *s), Some(0.37));
         // S: every paper method but Cayley (the authors' Cayley livelocks at 2 threads), each
         // slower than at XS.
-        let s = builtin_reference(ModelSize::S, 64, Device::Cpu, 32).unwrap();
+        let s = builtin_reference(ModelSize::S, 64, Device::Cpu, 32).unwrap().unwrap();
         for m in Method::in_paper().into_iter().filter(|&m| m != Method::Cayley) {
-            let (at_s, at_xs) = (s.iter().find(|(r, _)| *r == m), xs.iter().find(|(r, _)| *r == m));
+            let (at_s, at_xs) = (s.times.iter().find(|(r, _)| *r == m), xs.times.iter().find(|(r, _)| *r == m));
             assert!(matches!((at_s, at_xs), (Some((_, a)), Some((_, b))) if a > b), "{m}: S {at_s:?}, XS {at_xs:?}");
         }
-        assert!(builtin_reference(ModelSize::XS, 128, Device::Cpu, 32).is_none());
-        assert!(builtin_reference(ModelSize::M, 64, Device::Cpu, 32).is_none());
+        assert!(builtin_reference(ModelSize::XS, 128, Device::Cpu, 32).unwrap().is_none());
+        assert!(builtin_reference(ModelSize::M, 64, Device::Cpu, 32).unwrap().is_none());
+        // The CPU times are not a GPU's reference, nor the paper's batch a CPU's.
+        assert!(builtin_reference(ModelSize::XS, 64, Device::Cuda(0), 32).unwrap().is_none());
+        assert!(builtin_reference(ModelSize::XS, 256, Device::Cpu, 32).unwrap().is_none());
+    }
+
+    #[test]
+    fn cuda_reference_at_batch_256_is_the_papers_figure_2_per_batch() {
+        // Figure 2 as digitised (data/paper/train_time_per_epoch.csv): seconds per epoch on an A100, divided by
+        // ⌈50 000 / 256⌉ = 196 batches, by hand.
+        let per_batch = |size, method| {
+            let r = builtin_reference(size, 256, Device::Cuda(0), 32).unwrap().unwrap();
+            assert_eq!(r.source, ReferenceSource::PaperA100);
+            r.times.iter().find(|(m, _)| *m == method).map(|(_, s)| *s)
+        };
+        let close = |a: Option<f64>, b: f64| matches!(a, Some(a) if (a - b).abs() < 1e-12);
+        assert!(close(per_batch(ModelSize::XS, Method::Standard), 6.22 / 196.0));
+        assert!(close(per_batch(ModelSize::S, Method::Cayley), 34.7 / 196.0));
+        assert!(close(per_batch(ModelSize::M, Method::Lot), 615.0 / 196.0));
+        assert!(close(per_batch(ModelSize::L, Method::Soc), 93.5 / 196.0));
+        // LOT-L ran out of memory on the A100; the methods added since the paper have no time.
+        assert_eq!(per_batch(ModelSize::L, Method::Lot), None);
+        assert_eq!(per_batch(ModelSize::XS, Method::Bro), None);
+        // Every paper method at XS, once (the Table 8-derived rows are not Figure 2's).
+        let xs = builtin_reference(ModelSize::XS, 256, Device::Cuda(0), 32).unwrap().unwrap();
+        assert_eq!(xs.times.len(), Method::in_paper().count());
+        assert!(builtin_reference(ModelSize::XS, 256, Device::Cuda(0), 64).unwrap().is_none());
     }
 }

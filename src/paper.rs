@@ -48,6 +48,15 @@ impl Dataset {
         }
     }
 
+    /// Training images of the full dataset (CIFAR: 50 000; Tiny ImageNet: 100 000), the `N` of the
+    /// paper's "time per epoch = batch time × ⌈N / batch size⌉" (Figure 2; data/paper/README.md).
+    pub fn train_images(self) -> u64 {
+        match self {
+            Dataset::Cifar10 | Dataset::Cifar100 => 50_000,
+            Dataset::TinyImageNet => 100_000,
+        }
+    }
+
     /// CIFAR-10 and CIFAR-100 share the architecture and therefore Table 8's epoch budgets.
     pub fn kind(self) -> DatasetKind {
         match self {

@@ -123,10 +123,7 @@ fn train_images(t: &TrainTask, dataset: Option<crate::paper::Dataset>) -> Option
 }
 
 fn full_train_images(dataset: crate::paper::Dataset) -> f64 {
-    match dataset {
-        crate::paper::Dataset::TinyImageNet => 100_000.0,
-        _ => 50_000.0,
-    }
+    dataset.train_images() as f64
 }
 
 /// Every committed measurement on this device kind, of the step this binary runs
