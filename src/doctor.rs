@@ -1,11 +1,44 @@
 //! `lipctl doctor`: what a bug report needs — versions, device, threads, folders.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// libtorch's version, read by build.rs from the wheel's `torch/version.py` at build time.
 pub fn libtorch_version() -> String {
     option_env!("LIPCTL_LIBTORCH_VERSION").unwrap_or("unknown").to_string()
+}
+
+/// The libtorch this process runs on: the folder `libtorch_cpu.so` was loaded from (read from
+/// `/proc/self/maps`) and the `__version__` of the wheel around it (`../version.py`), `None`
+/// where either cannot be read. On another machine than the build's (a `make dist` binary with
+/// `LD_LIBRARY_PATH`), this is not the build's folder that [`libtorch_version`] describes.
+pub fn loaded_libtorch() -> Option<(PathBuf, Option<String>)> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    let lib = maps.lines().filter_map(|l| l.split_whitespace().nth(5)).map(Path::new).find(|p| p.file_name().is_some_and(|n| n == "libtorch_cpu.so"))?;
+    let dir = lib.parent()?.to_path_buf();
+    let version = std::fs::read_to_string(dir.join("..").join("version.py")).ok().and_then(|t| wheel_version(&t));
+    Some((dir, version))
+}
+
+/// The version in a torch wheel's `version.py` (`__version__ = '2.11.0+cu130'`).
+fn wheel_version(text: &str) -> Option<String> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("__version__ = "))
+        .map(|v| v.trim().trim_matches(|c| c == '\'' || c == '"').to_string())
+}
+
+/// `doctor`'s libtorch line: the build's version and folder, and where they differ, the loaded ones.
+fn libtorch_line() -> String {
+    let built_dir = option_env!("LIPCTL_LIBTORCH_LIB").unwrap_or("unknown folder");
+    let built = libtorch_version();
+    match loaded_libtorch() {
+        Some((dir, version)) if dir.canonicalize().ok() != Path::new(built_dir).canonicalize().ok() => {
+            let version = version.unwrap_or_else(|| "unknown version".into());
+            let warning = if version == built { "" } else { "; not the version lipctl was built against: install that torch" };
+            format!("{version} loaded from {} (built against {built} in {built_dir}{warning})", dir.display())
+        }
+        _ => format!("{built} ({built_dir})"),
+    }
 }
 
 /// Whether `dir` exists (or can be created) and accepts a new file.
@@ -19,8 +52,8 @@ fn writable(dir: &Path) -> Result<(), String> {
 
 pub fn run(data: &Path, artifacts: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
     writeln!(out, "lipctl      {}", env!("CARGO_PKG_VERSION"))?;
-    writeln!(out, "libtorch    {} ({})", libtorch_version(), option_env!("LIPCTL_LIBTORCH_LIB").unwrap_or("unknown folder"))?;
     let cuda = tch::Cuda::is_available();
+    writeln!(out, "libtorch    {}", libtorch_line())?;
     if cuda {
         let count = tch::Cuda::device_count();
         writeln!(out, "cuda        available, {count} device(s), cudnn {}", tch::Cuda::cudnn_is_available())?;
@@ -60,4 +93,28 @@ pub fn run(data: &Path, artifacts: &Path, out: &mut dyn Write) -> anyhow::Result
         writeln!(out, "{label:<11} {} ({state})", dir.display())?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loaded_libtorch_is_the_folder_holding_the_loaded_library() {
+        let _ = tch::Tensor::zeros([1], (tch::Kind::Float, tch::Device::Cpu)); // libtorch in use
+        let (dir, version) = loaded_libtorch().expect("libtorch_cpu.so in /proc/self/maps");
+        assert!(dir.join("libtorch_cpu.so").is_file(), "{}", dir.display());
+        // This build runs on the libtorch it was built against (the rpath build.rs embeds).
+        if let Some(built) = option_env!("LIPCTL_LIBTORCH_LIB") {
+            assert_eq!(dir.canonicalize().unwrap(), Path::new(built).canonicalize().unwrap());
+            assert_eq!(version.as_deref(), option_env!("LIPCTL_LIBTORCH_VERSION"));
+        }
+    }
+
+    #[test]
+    fn wheel_version_reads_either_quote() {
+        assert_eq!(wheel_version("from typing import Optional\n__version__ = '2.11.0+cu130'\ngit_version = 'x'\n").as_deref(), Some("2.11.0+cu130"));
+        assert_eq!(wheel_version("__version__ = \"2.11.0\"").as_deref(), Some("2.11.0"));
+        assert_eq!(wheel_version("version = '2.11.0'"), None);
+    }
 }
