@@ -66,14 +66,20 @@ reproduce: build
 	$(LIPCTL) report --pipeline "$$pipeline" $${data:+--data "$$data"} || status=$$?; \
 	exit $$status
 
-# A stripped release binary for another machine (dist/lipctl, < 64 MiB) and a note on running it
-# there with that machine's torch 2.11.0 libraries (dist/README).
+# A stripped release binary for another machine (dist/lipctl), the stripped layer and network test
+# binaries (dist/tests, for the GPU check), one archive of them (dist/lipctl-dist.tar.gz, what fits
+# beside the checkout in a 64 MiB transfer) and a note on running them there with that machine's
+# torch 2.11.0 libraries (dist/README). cargo names the test executables in its JSON messages.
 dist: build
-	scripts/dist.sh $(LIPCTL) dist
+	@set -o pipefail; tests=$$(cargo test --release --locked --no-run --test layers --test networks --message-format=json-render-diagnostics | \
+	  $(VENV)/bin/python -c 'import json, sys; [print(m["executable"]) for m in map(json.loads, sys.stdin) if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["test"]]') && \
+	  [ -n "$$tests" ] || { echo "make dist: cargo named no test executables for layers and networks" >&2; exit 1; }; \
+	  scripts/dist.sh $(LIPCTL) dist $$tests
 
-# The GPU check: doctor, the self-test, the layer and network tests on CUDA, measure, train and
-# certify on CUDA, one summary table (scripts/gpu-check.sh). Exit 2 without a CUDA device.
-# Another binary: make gpu-check LIPCTL=dist/lipctl, or run the script directly.
+# The GPU check: doctor, the CUDA bench against the paper's A100 times, the self-test, measure,
+# train and certify on CUDA, the layer and network tests on CUDA, one summary table
+# (scripts/gpu-check.sh). Exit 2 without a CUDA device. Another binary: make gpu-check
+# LIPCTL=dist/lipctl, or run the script directly (its header says how, from `make dist`'s archive).
 gpu-check: build
 	LIPCTL=$(LIPCTL) scripts/gpu-check.sh
 
