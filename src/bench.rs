@@ -182,6 +182,7 @@ fn short_failure(msg: &str) -> String {
 /// (a full run takes minutes on a CPU). A method that fails (build error, out of memory) gets a
 /// row with its error; the others still run.
 pub fn run(cfg: &BenchConfig, progress: &Progress, out: &mut dyn Write) -> anyhow::Result<Vec<BenchRow>> {
+    let device = describe(cfg.device);
     let reference = match &cfg.reference {
         Some(times) => Some(Reference { times: times.clone(), source: ReferenceSource::SameSitting }),
         None => builtin_reference(cfg.size, cfg.batch, cfg.device, cfg.input_side)?,
@@ -192,7 +193,7 @@ pub fn run(cfg: &BenchConfig, progress: &Progress, out: &mut dyn Write) -> anyho
         cfg.size,
         cfg.input_side,
         cfg.batch,
-        describe(cfg.device),
+        device,
         cfg.iters,
         cfg.warmup
     )?;
@@ -232,9 +233,8 @@ pub fn run(cfg: &BenchConfig, progress: &Progress, out: &mut dyn Write) -> anyho
             )?,
             ReferenceSource::PaperA100 => writeln!(
                 out,
-                "speed-up = the paper's A100 seconds per training step (Figure 2 ÷ 196 batches of 256, CIFAR-10) / lipctl's on {} ({size}, batch {batch}); lowest {lowest}\n\
-                 another GPU than the paper's, and the paper's times come from a digitised plot: a scale, not a like-for-like ratio",
-                describe(cfg.device)
+                "speed-up = the paper's A100 seconds per training step (Figure 2 ÷ 196 batches of 256, CIFAR-10) / lipctl's on {device} ({size}, batch {batch}); lowest {lowest}\n\
+                 another GPU than the paper's, and the paper's times come from a digitised plot: a scale, not a like-for-like ratio"
             )?,
         }
     }

@@ -8,9 +8,14 @@ use crate::nn::registry::Method;
 use anyhow::{Context, Result};
 use polars::prelude::*;
 
-/// Images per training epoch by input side: the paper's datasets (CIFAR 32×32: 50 000; Tiny
-/// ImageNet 64×64: 100 000). Epoch seconds of other input sides are left empty.
-const EPOCH_IMAGES: [(i64, i64); 2] = [(32, 50_000), (64, 100_000)];
+/// Images per training epoch by input side: the paper's datasets ([`Dataset::train_images`]: CIFAR
+/// 32×32: 50 000; Tiny ImageNet 64×64: 100 000). Epoch seconds of other input sides are left empty.
+///
+/// [`Dataset::train_images`]: crate::paper::Dataset::train_images
+fn epoch_images() -> [(i64, i64); 2] {
+    use crate::paper::Dataset;
+    [Dataset::Cifar10, Dataset::TinyImageNet].map(|d| (d.input_side() as i64, d.train_images() as i64))
+}
 
 /// The paper's numbers (data/paper/, see its README), as frames.
 pub struct Paper {
@@ -163,11 +168,12 @@ pub fn derive(raw: Raw, paper: &Paper) -> Result<Tables> {
 }
 
 /// Measures: the newest per join key ([`JOIN_MEASURE`]), with seconds per epoch from the median
-/// batch time ([`EPOCH_IMAGES`]).
+/// batch time ([`epoch_images`]).
 fn newest_measures(measures: &DataFrame) -> Result<LazyFrame> {
+    let sides = epoch_images();
     let epoch_images = df!(
-        "input_side" => EPOCH_IMAGES.iter().map(|e| e.0).collect::<Vec<_>>(),
-        "epoch_images" => EPOCH_IMAGES.iter().map(|e| e.1).collect::<Vec<_>>()
+        "input_side" => sides.iter().map(|e| e.0).collect::<Vec<_>>(),
+        "epoch_images" => sides.iter().map(|e| e.1).collect::<Vec<_>>()
     )?;
     let newest = measures
         .clone()
@@ -547,3 +553,12 @@ pub fn vs_paper(settings: &DataFrame, cost: &DataFrame, paper: &Paper) -> Result
     Ok(in_paper_order(all, &["quantity", "dataset", "kernel", "budget_hours"])?.collect()?)
 }
 
+
+#[cfg(test)]
+mod tests {
+    /// The training set sizes of CIFAR-10/100 (32×32) and Tiny ImageNet (64×64), as published.
+    #[test]
+    fn epoch_images_are_the_paper_datasets_training_sets_by_input_side() {
+        assert_eq!(super::epoch_images(), [(32, 50_000), (64, 100_000)]);
+    }
+}

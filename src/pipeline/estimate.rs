@@ -103,7 +103,7 @@ fn train_seconds(plan: &Plan, t: &TrainTask, measured: &[(serde_json::Value, f64
     let row = paper.train_time_per_epoch.iter().find(|r| {
         r.method == PaperMethod::Layer(t.method) && r.size == t.size && r.source == source && r.dataset_kind == dataset.kind()
     })?;
-    let full = full_train_images(dataset);
+    let full = dataset.train_images() as f64;
     let share = train_images(t, Some(dataset))? / full;
     Some(TaskEstimate { seconds: epochs * row.seconds_per_epoch? * share, basis: PAPER_A100 })
 }
@@ -117,13 +117,9 @@ fn train_images(t: &TrainTask, dataset: Option<crate::paper::Dataset>) -> Option
         crate::paper::Dataset::TinyImageNet => 200.0,
     };
     Some(match t.train_per_class {
-        Some(k) => (k as f64 * classes).min(full_train_images(dataset)),
-        None => full_train_images(dataset),
+        Some(k) => (k as f64 * classes).min(dataset.train_images() as f64),
+        None => dataset.train_images() as f64,
     })
-}
-
-fn full_train_images(dataset: crate::paper::Dataset) -> f64 {
-    dataset.train_images() as f64
 }
 
 /// Every committed measurement on this device kind, of the step this binary runs
