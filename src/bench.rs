@@ -63,7 +63,7 @@ pub fn builtin_reference(size: ModelSize, batch: i64, device: Device, input_side
         if batch != 256 {
             return Ok(None);
         }
-        let batches = crate::budgets::batches_per_epoch(crate::paper::Dataset::Cifar10.train_images(), 256) as f64;
+        let batches = paper_batches_per_epoch() as f64;
         let times = crate::paper::PaperData::shipped()?
             .train_time_per_epoch
             .iter()
@@ -90,6 +90,12 @@ pub fn builtin_reference(size: ModelSize, batch: i64, device: Device, input_side
         }),
         _ => None,
     })
+}
+
+/// The paper's training steps per CIFAR-10 epoch at batch 256 (the partial batch counted),
+/// ⌈50 000 / 256⌉ = 196: the divisor of [`ReferenceSource::PaperA100`].
+fn paper_batches_per_epoch() -> u64 {
+    crate::budgets::batches_per_epoch(crate::paper::Dataset::Cifar10.train_images(), 256)
 }
 
 /// Reads a `{method: seconds}` JSON object (`scripts/authors_bench.py`'s last line).
@@ -220,25 +226,29 @@ pub fn run(cfg: &BenchConfig, progress: &Progress, out: &mut dyn Write) -> anyho
     task.finish("done");
     if let Some(reference) = &reference {
         let slowest = ratios.iter().cloned().fold(f64::INFINITY, f64::min);
-        let lowest = if slowest.is_finite() { format!("{slowest:.2}×") } else { "–".into() };
-        let (size, batch) = (cfg.size, cfg.batch);
-        match reference.source {
-            ReferenceSource::SameSitting => writeln!(
-                out,
-                "speed-up = the authors' PyTorch seconds per training step, measured in this sitting, / lipctl's ({size}, batch {batch}); lowest {lowest}"
-            )?,
-            ReferenceSource::AuthorsCpu => writeln!(
-                out,
-                "speed-up = the authors' PyTorch seconds per training step on this project's 2-core CPU machine (built-in) / lipctl's ({size}, batch {batch}); lowest {lowest}"
-            )?,
-            ReferenceSource::PaperA100 => writeln!(
-                out,
-                "speed-up = the paper's A100 seconds per training step (Figure 2 ÷ 196 batches of 256, CIFAR-10) / lipctl's on {device} ({size}, batch {batch}); lowest {lowest}\n\
-                 another GPU than the paper's, and the paper's times come from a digitised plot: a scale, not a like-for-like ratio"
-            )?,
-        }
+        writeln!(out, "{}", footer(reference.source, cfg, &device, slowest))?;
     }
     Ok(rows)
+}
+
+/// The line(s) under the table saying what the speed-up column compares, for `cfg` on the
+/// device described as `device`; `slowest`: the lowest speed-up in the table (∞ when none).
+fn footer(source: ReferenceSource, cfg: &BenchConfig, device: &str, slowest: f64) -> String {
+    let lowest = if slowest.is_finite() { format!("{slowest:.2}×") } else { "–".into() };
+    let (size, batch) = (cfg.size, cfg.batch);
+    match source {
+        ReferenceSource::SameSitting => format!(
+            "speed-up = the authors' PyTorch seconds per training step, measured in this sitting, / lipctl's ({size}, batch {batch}); lowest {lowest}"
+        ),
+        ReferenceSource::AuthorsCpu => format!(
+            "speed-up = the authors' PyTorch seconds per training step on this project's 2-core CPU machine (built-in) / lipctl's ({size}, batch {batch}); lowest {lowest}"
+        ),
+        ReferenceSource::PaperA100 => format!(
+            "speed-up = the paper's A100 seconds per training step (Figure 2 ÷ {} batches of 256, CIFAR-10) / lipctl's on {device} ({size}, batch {batch}); lowest {lowest}\n\
+             another GPU than the paper's, and the paper's times come from a digitised plot: a scale, not a like-for-like ratio",
+            paper_batches_per_epoch()
+        ),
+    }
 }
 
 /// Prints one row; returns the speed-up when there is a reference time for the method.
@@ -285,6 +295,19 @@ mod tests {
         // The CPU times are not a GPU's reference, nor the paper's batch a CPU's.
         assert!(builtin_reference(ModelSize::XS, 64, Device::Cuda(0), 32).unwrap().is_none());
         assert!(builtin_reference(ModelSize::XS, 256, Device::Cpu, 32).unwrap().is_none());
+    }
+
+    #[test]
+    fn the_cuda_footer_names_the_papers_196_batches_and_the_device() {
+        let cfg = BenchConfig::new(ModelSize::S, 256, Device::Cuda(0));
+        let text = footer(ReferenceSource::PaperA100, &cfg, "cuda:0 NVIDIA H200", 0.5);
+        // ⌈50 000 / 256⌉ = 196, by hand.
+        assert!(text.contains("Figure 2 ÷ 196 batches of 256"), "{text}");
+        assert!(text.contains("on cuda:0 NVIDIA H200 (S, batch 256); lowest 0.50×"), "{text}");
+        assert!(text.contains("a scale, not a like-for-like ratio"), "{text}");
+        // No ratio at all: a dash, not "inf×".
+        let none = footer(ReferenceSource::AuthorsCpu, &BenchConfig::new(ModelSize::XS, 64, Device::Cpu), "cpu", f64::INFINITY);
+        assert!(none.ends_with("(XS, batch 64); lowest –"), "{none}");
     }
 
     #[test]
