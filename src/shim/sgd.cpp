@@ -29,6 +29,17 @@ int lipctl_fused_sgd(at::Tensor** params, at::Tensor** grads, at::Tensor** bufs,
       g.push_back(*grads[i]);
       if (momentum != 0.0) b.push_back(*bufs[i]);
     }
+    // The CPU kernel walks each parameter's elements through the gradient's and buffer's raw
+    // pointers without comparing their shapes: a mismatch would read or write out of bounds.
+    auto same = [&](const at::Tensor& a, const at::Tensor& x, const char* what, long i) {
+      TORCH_CHECK(a.sizes() == x.sizes() && a.scalar_type() == x.scalar_type() && a.device() == x.device(),
+                  "fused SGD: parameter ", i, " is ", a.scalar_type(), a.sizes(), " on ", a.device(), ", its ", what,
+                  " ", x.scalar_type(), x.sizes(), " on ", x.device());
+    };
+    for (long i = 0; i < n; ++i) {
+      same(p[i], g[i], "gradient", i);
+      if (momentum != 0.0) same(p[i], b[i], "momentum buffer", i);
+    }
     at::_fused_sgd_(p, g, b, weight_decay, momentum, lr, /*dampening=*/0.0, /*nesterov=*/false,
                     /*maximize=*/false, /*is_first_step=*/first_step != 0);
     return 0;

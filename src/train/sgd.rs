@@ -361,6 +361,26 @@ mod tests {
         assert!(diff > 2e-6, "a 20 % weight-decay change went unnoticed ({diff})");
     }
 
+    /// A gradient or momentum buffer whose shape is not its parameter's is refused before the
+    /// kernel runs (libtorch's CPU kernel would walk the parameter's length through the smaller
+    /// tensor's memory), and the parameter is left as it was.
+    #[cfg(lipctl_shim)]
+    #[test]
+    fn the_shim_refuses_a_gradient_or_buffer_of_another_shape() {
+        let p = Tensor::ones([4], (Kind::Float, Device::Cpu));
+        let (g, b) = (Tensor::ones([4], (Kind::Float, Device::Cpu)), Tensor::ones([4], (Kind::Float, Device::Cpu)));
+        let short = Tensor::ones([2], (Kind::Float, Device::Cpu));
+        for (grad, buf, what) in [(&short, &b, "its gradient"), (&g, &short, "its momentum buffer")] {
+            let err = shim::fused_sgd(&[p.as_ptr()], &[grad.as_ptr()], &[buf.as_ptr()], 0.0, 0.9, 0.1, false).unwrap_err();
+            let msg = format!("{err:#}");
+            assert!(msg.contains("parameter 0 is Float[4]") && msg.contains(&format!("{what} Float[2]")), "{msg}");
+            assert!(p.equal(&Tensor::ones([4], (Kind::Float, Device::Cpu))), "the parameter changed: {p:?}");
+        }
+        // The same call with matching shapes goes through: p ← 1 − 0.1·(0.9·1 + 1).
+        shim::fused_sgd(&[p.as_ptr()], &[g.as_ptr()], &[b.as_ptr()], 0.0, 0.9, 0.1, false).unwrap();
+        assert!((&p - 0.81).abs().max().double_value(&[]) < 1e-6, "{p:?}");
+    }
+
     /// A libtorch error inside the shim comes back as an error with libtorch's message (through
     /// `src/shim/error.h` and [`crate::failure::ShimError`]), not as an abort or an empty message.
     #[cfg(lipctl_shim)]
