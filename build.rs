@@ -24,8 +24,12 @@
 
 use std::path::PathBuf;
 
+#[path = "src/torch_wheel.rs"]
+mod torch_wheel;
+
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=src/torch_wheel.rs");
     println!("cargo::rustc-check-cfg=cfg(lipctl_shim)");
     println!("cargo::rustc-check-cfg=cfg(lipctl_openmp)");
     let Ok(lib_dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
@@ -39,11 +43,7 @@ fn main() {
     let version_py = lib_dir.join("..").join("version.py");
     println!("cargo:rerun-if-changed={}", version_py.display());
     if let Ok(text) = std::fs::read_to_string(&version_py) {
-        let version = text
-            .lines()
-            .find_map(|l| l.strip_prefix("__version__ = "))
-            .map(|v| v.trim().trim_matches(|c| c == '\'' || c == '"').to_string());
-        if let Some(v) = version {
+        if let Some(v) = torch_wheel::wheel_version(&text) {
             println!("cargo:rustc-env=LIPCTL_LIBTORCH_VERSION={v}");
         }
     }

@@ -16,16 +16,10 @@ pub fn loaded_libtorch() -> Option<(PathBuf, Option<String>)> {
     let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
     let lib = maps.lines().filter_map(|l| l.split_whitespace().nth(5)).map(Path::new).find(|p| p.file_name().is_some_and(|n| n == "libtorch_cpu.so"))?;
     let dir = lib.parent()?.to_path_buf();
-    let version = std::fs::read_to_string(dir.join("..").join("version.py")).ok().and_then(|t| wheel_version(&t));
+    let version = std::fs::read_to_string(dir.join("..").join("version.py")).ok().and_then(|t| crate::torch_wheel::wheel_version(&t));
     Some((dir, version))
 }
 
-/// The version in a torch wheel's `version.py` (`__version__ = '2.11.0+cu130'`).
-fn wheel_version(text: &str) -> Option<String> {
-    text.lines()
-        .find_map(|l| l.strip_prefix("__version__ = "))
-        .map(|v| v.trim().trim_matches(|c| c == '\'' || c == '"').to_string())
-}
 
 /// `doctor`'s libtorch line: the build's version and folder, and where they differ, the loaded ones.
 fn libtorch_line() -> String {
@@ -109,12 +103,5 @@ mod tests {
             assert_eq!(dir.canonicalize().unwrap(), Path::new(built).canonicalize().unwrap());
             assert_eq!(version.as_deref(), option_env!("LIPCTL_LIBTORCH_VERSION"));
         }
-    }
-
-    #[test]
-    fn wheel_version_reads_either_quote() {
-        assert_eq!(wheel_version("from typing import Optional\n__version__ = '2.11.0+cu130'\ngit_version = 'x'\n").as_deref(), Some("2.11.0+cu130"));
-        assert_eq!(wheel_version("__version__ = \"2.11.0\"").as_deref(), Some("2.11.0"));
-        assert_eq!(wheel_version("version = '2.11.0'"), None);
     }
 }
