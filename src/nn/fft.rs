@@ -61,7 +61,10 @@ pub(crate) fn record_inverse_status(info: &Tensor) {
         let mut s = s.borrow_mut();
         *s = Some(match s.take() {
             Some(prev) if prev.device() == worst.device() => prev.maximum(&worst),
-            _ => worst,
+            // A thread that changed device (the self-test: CUDA, then the CPU reference) keeps
+            // both statuses; the copy to the CPU waits for the kernel, off the training path.
+            Some(prev) => prev.to_device(Device::Cpu).maximum(&worst.to_device(Device::Cpu)),
+            None => worst,
         });
     });
 }
