@@ -133,9 +133,10 @@ pub fn find_flips(
     let mut result = vec![false; radii.len()];
     tch::manual_seed(opts.seed as i64);
     for chunk in targets.chunks(batch_size.max(1) as usize) {
+        // `index_select` wants its index on the data's device (the images may live on the GPU).
         let index = Tensor::from_slice(chunk);
-        let x0 = images.f_index_select(0, &index)?.f_to_device(device)?.f_to_kind(Kind::Float)?.f_div_scalar(255.0)?;
-        let y = labels.f_index_select(0, &index)?.f_to_device(device)?;
+        let x0 = images.f_index_select(0, &index.f_to_device(images.device())?)?.f_to_device(device)?.f_to_kind(Kind::Float)?.f_div_scalar(255.0)?;
+        let y = labels.f_index_select(0, &index.f_to_device(labels.device())?)?.f_to_device(device)?;
         let eps_values: Vec<f32> = chunk.iter().map(|&i| radii[i as usize] as f32).collect();
         let eps = Tensor::from_slice(&eps_values).f_to_device(device)?.f_view([-1, 1, 1, 1])?;
         let broken = tch::with_grad(|| attack_batch(model, &centering, &x0, &y, &eps, opts)).context("attack")?;
