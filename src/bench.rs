@@ -167,7 +167,7 @@ pub fn measure(cfg: &BenchConfig, method: Method) -> anyhow::Result<BenchRow> {
     }
     let infer_ms = {
         let _guard = tch::no_grad_guard();
-        let frozen = model.net.freeze();
+        let frozen = model.net.freeze()?;
         time_ms(cfg.device, cfg.warmup, cfg.iters, || {
             let _ = frozen.forward(&model.centred);
         })

@@ -326,10 +326,11 @@ pub fn audit(layers: &[AuditLayer<'_>], device: Device, opts: &AuditOptions) -> 
 /// The audit layers of a ConvNet in forward order, with the input shapes its forward sees:
 /// `first_conv` at `[1, w, n, n]`, `block{i}.conv{j}` at `[1, w·2^(i−1), n/2^(i−1), …]`, `head` at
 /// `[1, w·2^nb, 1, 1]`. Each layer is audited through its frozen (inference) module, i.e.
-/// exactly the weights certification uses; by the [`LipLayer::freeze`] contract it equals
-/// `forward_t(x, false)`. Freezing first also keeps the weight transforms (orthogonalisation,
-/// rescaling) out of the differentiated graph, which makes the audit cheap.
-pub fn convnet_layers(net: &ConvNet) -> Vec<AuditLayer<'static>> {
+/// exactly the weights certification uses, computed in full fp32 ([`ConvNet::freeze`]); by the
+/// [`LipLayer::freeze`] contract it equals `forward_t(x, false)`. Freezing first also keeps the
+/// weight transforms (orthogonalisation, rescaling) out of the differentiated graph, which makes
+/// the audit cheap. Errors as [`ConvNet::freeze`].
+pub fn convnet_layers(net: &ConvNet) -> anyhow::Result<Vec<AuditLayer<'static>>> {
     let spec = net.spec;
     let (w, n) = (spec.base_width(), spec.input_side);
     let mut shapes = vec![("first_conv".to_string(), vec![1, w, n, n])];
@@ -339,14 +340,21 @@ pub fn convnet_layers(net: &ConvNet) -> Vec<AuditLayer<'static>> {
         }
     }
     shapes.push(("head".to_string(), vec![1, spec.head_width(), 1, 1]));
-    net.layers()
+    // The structures' kernels are weight transforms too: fp32 like the frozen layers.
+    let _fp32 = crate::precision::Fp32Guard::new()?;
+    let frozen = net.freeze()?.into_layers();
+    Ok(net
+        .layers()
         .into_iter()
+        .zip(frozen)
         .zip(shapes)
-        .map(|(layer, (name, input_shape)): (&dyn LipLayer, _)| {
-            let frozen = layer.freeze();
-            AuditLayer { name, input_shape, forward: Box::new(move |x: &Tensor| frozen.forward(x)), structure: layer.structure() }
+        .map(|((layer, frozen), (name, input_shape)): ((&dyn LipLayer, _), _)| AuditLayer {
+            name,
+            input_shape,
+            forward: Box::new(move |x: &Tensor| frozen.forward(x)),
+            structure: layer.structure(),
         })
-        .collect()
+        .collect())
 }
 
 /// The pairwise head certificate's inputs: the row distances of a linear head and the bound of
@@ -810,13 +818,13 @@ pub fn load_model(spec: crate::nn::NetSpec, model_file: &Path, device: Device, o
     let mut vs = nn::VarStore::new(device);
     let net = ConvNet::new(&vs.root(), spec)?;
     crate::nn::checkpoint::load_strict(&mut vs, model_file).with_context(|| format!("loading model {}", model_file.display()))?;
-    let layers = convnet_layers(&net);
+    let layers = convnet_layers(&net)?;
     let audit = audit(&layers, device, opts)?;
     let head = match layers.last() {
         Some(last) => head_geometry(last, spec.classes, &audit, device)?,
         None => None,
     };
-    Ok(LoadedModel { spec, frozen: net.freeze(), audit, head, sha256 })
+    Ok(LoadedModel { spec, frozen: net.freeze()?, audit, head, sha256 })
 }
 
 /// The certify stage for a trained ConvNet: loads and audits the model file written by

@@ -374,7 +374,7 @@ fn time_in_process(req: &MeasureRequest, m: &mut Measurement, task: &mut crate::
         let train = time_batches(dev, req.warmup, req.batches, task, || bench.train_step());
         m.train_seconds_per_batch = TimingStats::from_seconds(&train);
         let _guard = tch::no_grad_guard();
-        let frozen = bench.net().freeze();
+        let frozen = bench.net().freeze()?;
         let x = bench.x();
         let infer = time_batches(dev, req.warmup, req.batches, task, || {
             let _ = frozen.forward(x);
@@ -409,7 +409,7 @@ fn measure_cuda(req: &MeasureRequest, index: usize, m: &mut Measurement, task: &
         let base = cuda.begin()?;
         let bench = Bench::new(req.net, req.batch_size, dev, req.seed)?;
         let _guard = tch::no_grad_guard();
-        let frozen = bench.net().freeze();
+        let frozen = bench.net().freeze()?;
         for _ in 0..req.memory_steps {
             let _ = frozen.forward(bench.x());
         }
@@ -630,7 +630,7 @@ pub fn child_main(job_path: &Path) -> anyhow::Result<()> {
             }
             Phase::Infer => {
                 let _guard = tch::no_grad_guard();
-                let frozen = bench.net().freeze();
+                let frozen = bench.net().freeze()?;
                 for _ in 0..job.steps {
                     let _ = frozen.forward(bench.x());
                 }

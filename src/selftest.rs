@@ -311,11 +311,11 @@ fn check_method(method: Method, opts: &SelftestOptions) -> anyhow::Result<Method
     // 3. Frozen (cached) inference forward.
     let frozen = {
         let _no_grad = tch::no_grad_guard();
-        let mut f_dev = net_dev.freeze().forward(&x_dev);
+        let mut f_dev = net_dev.freeze()?.forward(&x_dev);
         if opts.inject_fault {
             f_dev *= FAULT_SCALE;
         }
-        let f_ref = net_ref.freeze().forward(&x_ref);
+        let f_ref = net_ref.freeze()?.forward(&x_ref);
         max_relative(&f_dev, &f_ref)?
     };
     failures.extend(exceeds("frozen forward", frozen, FORWARD_TOL));
@@ -355,7 +355,7 @@ fn check_method(method: Method, opts: &SelftestOptions) -> anyhow::Result<Method
 /// a non-finite bound, or a Lipschitz method's layer above `1 + AUDIT_TOL`, is a failure.
 fn audit_check(method: Method, net: &ConvNet, device: Device, failures: &mut Vec<String>) -> anyhow::Result<(f64, (String, f64))> {
     let audit_opts = AuditOptions { max_iterations: AUDIT_ITERATIONS, tolerance: 1e-6, seed: SEED, random_points: 0 };
-    let audited = audit(&convnet_layers(net), device, &audit_opts)?;
+    let audited = audit(&convnet_layers(net)?, device, &audit_opts)?;
     let worst = audited
         .layers
         .iter()

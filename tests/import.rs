@@ -73,7 +73,7 @@ fn run_imported(artifact_dir: &Path, x: &Tensor) -> (Tensor, Vec<Tensor>) {
     assert_eq!(record.origin, "imported");
     let (_vs, net) = lipctl::imported::load(&art, &record).unwrap();
     let _g = tch::no_grad_guard();
-    net.freeze().forward_traced(x)
+    net.freeze().unwrap().forward_traced(x)
 }
 
 fn layer_names() -> Vec<String> {

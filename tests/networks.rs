@@ -116,7 +116,7 @@ fn untrained_networks_have_the_right_shapes_and_are_1_lipschitz() {
                     let y = tch::no_grad(|| net.forward_t(&x, train));
                     assert_eq!(y.size(), vec![2, 10], "{m} {size}");
                 }
-                let frozen = net.freeze();
+                let frozen = net.freeze().unwrap();
                 assert_eq!(tch::no_grad(|| frozen.forward(&x)).size(), vec![2, 10]);
                 // The Jacobian has 10 rows, so JᵀJ has rank ≤ 10 and the iteration settles fast;
                 // a lower bound either way, and the budget keeps S affordable on 2 CPU cores.
@@ -203,9 +203,9 @@ fn save_and_strict_load_reproduce_outputs_exactly() {
             let (a, b) = (eval(&net), eval(&net2));
             assert!(a.equal(&b), "{m}: outputs differ after save/load by {}", rel_diff(&b, &a));
             tch::manual_seed(24);
-            let fa = tch::no_grad(|| net.freeze().forward(&x));
+            let fa = tch::no_grad(|| net.freeze().unwrap().forward(&x));
             tch::manual_seed(24);
-            let fb = tch::no_grad(|| net2.freeze().forward(&x));
+            let fb = tch::no_grad(|| net2.freeze().unwrap().forward(&x));
             assert!(fa.equal(&fb), "{m}: frozen outputs differ after save/load");
             // Resuming is bit-identical: one more SGD step (a training forward that also moves
             // the power-iteration state) on the original and on the loaded network.

@@ -1,6 +1,7 @@
 //! The numerics policy (src/precision.rs): libtorch's TF32 switches round-trip through the C++
 //! shim, the guards restore them, and certification (its audit and its evaluation) runs with TF32
-//! off whatever the caller set, then gives the caller's switches back.
+//! off whatever the caller set, then gives the caller's switches back; so do the frozen
+//! network's weight transforms that certification and evaluation use.
 //!
 //! The switches are process-global, so this file holds a single test: no other test of this
 //! binary can flip them in between. It runs on the CPU, where the switches are inert flags
@@ -97,6 +98,20 @@ fn tf32_switches_round_trip_and_certify_forces_them_off_then_restores() {
     let opts = AuditOptions { max_iterations: 5, ..Default::default() };
     let cert = certify::certify_model_file(spec, &model_file, &images, &labels, [0.5; 3], 4, Device::Cpu, dir.path(), &opts, None).unwrap();
     assert_eq!((cert.precision.tf32_cudnn, cert.precision.tf32_cublas), (false, false));
+    assert_eq!(precision::current().unwrap(), ALL_ON);
+
+    // The weight transforms a certificate and the per-epoch evaluation rest on (the frozen
+    // network's rescalings and orthogonalisations: convolutions, which cuDNN would run in TF32)
+    // are computed with TF32 off under a training mode that allows it, as the model is loaded
+    // for certification and as a network is frozen after a training epoch; the mode comes back.
+    {
+        let _mode = ModeGuard::new(Tf32Mode::On).unwrap();
+        let loaded = certify::load_model(spec, &model_file, Device::Cpu, &opts).unwrap();
+        assert_eq!(loaded.frozen.transforms_tf32(), Tf32::OFF, "load_model froze the network with TF32 allowed");
+        let cpl = ConvNet::new(&nn::VarStore::new(Device::Cpu).root(), NetSpec::new(Method::Cpl, ModelSize::XS, 8, 2)).unwrap();
+        assert_eq!(cpl.freeze().unwrap().transforms_tf32(), Tf32::OFF, "freeze computed the transforms with TF32 allowed");
+        assert_eq!(precision::current().unwrap(), Tf32Mode::On.switches(), "freezing did not give the mode's switches back");
+    }
     assert_eq!(precision::current().unwrap(), ALL_ON);
 
     precision::set(original).unwrap();

@@ -163,15 +163,23 @@ impl ConvNet {
         Ok(ConvNet { spec, first, blocks, head })
     }
 
-    /// Precomputes every layer's input-independent transform (see [`LipLayer::freeze`]).
-    pub fn freeze(&self) -> FrozenConvNet {
+    /// Precomputes every layer's input-independent transform (see [`LipLayer::freeze`]), in full
+    /// fp32 whatever the caller's training mode ([`crate::precision::Fp32Guard`]): the frozen
+    /// network is what the per-epoch evaluation, the audit and the certificate describe, so on a
+    /// GPU its rescalings and orthogonalisations (AOL's and SLL's autocorrelations, CPL's power
+    /// iteration, AOC's kernel composition: convolutions) never carry TF32's ~1e-3 rounding.
+    /// Errors only when libtorch's precision switches cannot be read or set (the C++ shim).
+    pub fn freeze(&self) -> anyhow::Result<FrozenConvNet> {
+        let _fp32 = crate::precision::Fp32Guard::new()?;
+        let transforms_tf32 = crate::precision::current()?;
         let _guard = tch::no_grad_guard();
-        FrozenConvNet {
+        Ok(FrozenConvNet {
             spec: self.spec,
             first: self.first.freeze(),
             blocks: self.blocks.iter().map(|b| b.iter().map(|l| l.freeze()).collect()).collect(),
             head: self.head.freeze(),
-        }
+            transforms_tf32,
+        })
     }
 
     /// The layers in forward order, for per-layer audits.
@@ -218,9 +226,21 @@ pub struct FrozenConvNet {
     first: Box<dyn nn::Module>,
     blocks: Vec<Vec<Box<dyn nn::Module>>>,
     head: Box<dyn nn::Module>,
+    transforms_tf32: crate::precision::Tf32,
 }
 
 impl FrozenConvNet {
+    /// libtorch's TF32 switches while the transforms were computed: off, by [`ConvNet::freeze`].
+    pub fn transforms_tf32(&self) -> crate::precision::Tf32 {
+        self.transforms_tf32
+    }
+
+    /// The frozen layers in forward order ([`ConvNet::layers`]' order: the first convolution, the
+    /// blocks' convolutions, the head), each an eval-mode module of one layer alone.
+    pub fn into_layers(self) -> Vec<Box<dyn nn::Module>> {
+        std::iter::once(self.first).chain(self.blocks.into_iter().flatten()).chain(std::iter::once(self.head)).collect()
+    }
+
     /// The logits `[B, classes]` and, in forward order, the output of every convolution before its
     /// activation: `first_conv` `[B, w, n, n]`, then `block{i}.conv{j}` `[B, c_i, n_i, n_i]`, then the
     /// head `[B, head_width, 1, 1]` (all channels, before the first `classes` are kept). For

@@ -64,12 +64,13 @@ pub const RUN_FILE: &str = "run.txt";
 /// A trainable network: a training forward and an eval-mode module with cached weight
 /// transforms, recomputed by the caller after every optimizer step.
 pub trait Network: nn::ModuleT {
-    fn frozen(&self) -> Box<dyn nn::Module + '_>;
+    /// Errors when the cached transforms cannot be computed (for a ConvNet, as [`ConvNet::freeze`]).
+    fn frozen(&self) -> anyhow::Result<Box<dyn nn::Module + '_>>;
 }
 
 impl Network for ConvNet {
-    fn frozen(&self) -> Box<dyn nn::Module + '_> {
-        Box::new(self.freeze())
+    fn frozen(&self) -> anyhow::Result<Box<dyn nn::Module + '_>> {
+        Ok(Box::new(self.freeze()?))
     }
 }
 
@@ -782,7 +783,7 @@ fn run_attempt(
 
         // Evaluation pass (§6.4 step 2): frozen network, caches recomputed after the last step.
         let eval = {
-            let frozen = net.frozen();
+            let frozen = net.frozen()?;
             evaluate(&*frozen, &data.eval_images, &data.eval_labels, data.channel_mean, cfg.batch_size, device)?
         };
         if !eval.correct.is_empty() {
