@@ -217,8 +217,15 @@ fn save_and_strict_load_reproduce_outputs_exactly() {
                 state.sort_by(|a, b| a.0.cmp(&b.0));
                 state
             };
+            // On the CPU to the bit. On CUDA, cuDNN may pick a weight-gradient algorithm that
+            // accumulates with atomics (lipctl does not ask for deterministic ones: the paper's
+            // PyTorch did not), so the step agrees to float rounding only.
             for ((name, a), (_, b)) in step(&vs, &net).iter().zip(&step(&vs2, &net2)) {
-                assert!(a.equal(b), "{m}: {name} differs after one resumed step");
+                if device.is_cuda() && a.kind() == Kind::Float {
+                    assert!(rel_diff(b, a) < 1e-5, "{m}: {name} differs after one resumed step by {}", rel_diff(b, a));
+                } else {
+                    assert!(a.equal(b), "{m}: {name} differs after one resumed step");
+                }
             }
             // A checkpoint of another method is refused with a message naming a tensor and the file.
             let other = if m == Method::Sll { Method::Aol } else { Method::Sll };
