@@ -35,5 +35,5 @@ pub mod selftest;
 pub mod stats;
 pub mod units;
 pub mod train;
-mod torch_wheel;
+pub mod torch_wheel;
 pub mod report;
