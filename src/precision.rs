@@ -6,8 +6,8 @@
 //!
 //! | computation | TF32 | why |
 //! |---|---|---|
-//! | certification, the Lipschitz audit, the per-epoch evaluation, `doctor --selftest`, the tests | off ([`Fp32Guard`]) | a certificate's margin and its bound must not carry 1e-3 relative error |
-//! | training, search and `measure` | the pipeline's `tf32: on\|off` ([`Tf32Mode`]; default on) | speed; rounding noise in the weights does not touch soundness, because certify recomputes every weight transform in fp32 from the fp32 parameters |
+//! | certification, the Lipschitz audit, the attack, the per-epoch evaluation, the frozen network's weight transforms ([`crate::nn::ConvNet::freeze`], wherever it is called), `doctor --selftest`, the tests | off ([`Fp32Guard`]) | a certificate's margin and its bound must not carry 1e-3 relative error |
+//! | training, search and `measure` (their forward and backward passes; not the transforms of a frozen network) | the pipeline's `tf32: on\|off` ([`Tf32Mode`]; default on) | speed; rounding noise in the weights does not touch soundness, because certify recomputes every weight transform in fp32 from the fp32 parameters |
 //!
 //! `tf32: on` means libtorch's own defaults, which were also the paper's PyTorch 1.12 defaults:
 //! cuDNN convolutions in TF32, cuBLAS matrix products (Björck and Newton iterations, the heads,
@@ -148,21 +148,36 @@ pub fn set(t: Tf32) -> anyhow::Result<()> {
 }
 
 /// Full fp32 while it lives: TF32 off on entry, the previous switches back when the last open
-/// fp32 section closes. Certification, the audit, evaluation and the self-test hold one.
+/// fp32 section closes. Certification, the audit, the attack, evaluation, the self-test and the
+/// weight transforms of a frozen network ([`crate::nn::ConvNet::freeze`]) hold one. A guard
+/// opened inside another section where a [`ModeGuard`] has since allowed TF32 turns it off again
+/// and gives that mode's switches back when it closes. Errors when the switches cannot be read
+/// or set (a build without the C++ shim).
 #[must_use = "the switches are restored when the guard is dropped"]
 #[derive(Debug)]
-pub struct Fp32Guard(());
+pub struct Fp32Guard {
+    /// The switches of a training mode entered inside an open section, restored by this guard.
+    mode_inside: Option<Tf32>,
+}
 
 impl Fp32Guard {
     pub fn new() -> anyhow::Result<Self> {
         let mut sections = lock();
+        let mut mode_inside = None;
         if sections.open == 0 {
             let saved = read_switches()?;
             write_switches(Tf32::OFF)?;
             sections.saved = Some(saved);
+        } else {
+            // A ModeGuard writes its switches whatever sections are open.
+            let now = read_switches()?;
+            if now != Tf32::OFF {
+                write_switches(Tf32::OFF)?;
+                mode_inside = Some(now);
+            }
         }
         sections.open += 1;
-        Ok(Fp32Guard(()))
+        Ok(Fp32Guard { mode_inside })
     }
 }
 
@@ -170,11 +185,13 @@ impl Drop for Fp32Guard {
     fn drop(&mut self) {
         let mut sections = lock();
         sections.open = sections.open.saturating_sub(1);
+        // The same calls succeeded when the guard was made; nothing to report from a drop.
         if sections.open == 0 {
             if let Some(saved) = sections.saved.take() {
-                // The same calls succeeded when the guard was made; nothing to report from a drop.
                 let _ = write_switches(saved);
             }
+        } else if let Some(mode) = self.mode_inside {
+            let _ = write_switches(mode);
         }
     }
 }
