@@ -37,16 +37,16 @@ use tch::{nn, Device, Kind, Tensor};
 thread_local! {
     /// Shift matrices by (n, cols, s, device).
     static SHIFTS: RefCell<HashMap<(i64, i64, i64, Device), Tensor>> = RefCell::new(HashMap::new());
-    /// Largest `info` of the Cayley inverses since the last [`take_singular_inverses`] (on the
-    /// device; > 0 where a matrix was singular).
-    static INVERSE_STATUS: RefCell<Option<Tensor>> = const { RefCell::new(None) };
+    /// Largest `info` of the Cayley inverses since the last [`take_singular_inverses`], one per
+    /// device the thread used (on that device; > 0 where a matrix was singular).
+    static INVERSE_STATUS: RefCell<Vec<Tensor>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Whether any Cayley inverse since the last call met a singular matrix (one read from the
 /// device); resets the record. An error names it.
 pub fn take_singular_inverses() -> anyhow::Result<()> {
-    let status = INVERSE_STATUS.with(|s| s.borrow_mut().take());
-    if let Some(info) = status {
+    let status = INVERSE_STATUS.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    for info in status {
         let worst = info.f_int64_value(&[])?;
         anyhow::ensure!(worst == 0, "a Cayley transform met a singular matrix I + A (LAPACK/cuSOLVER info {worst})");
     }
@@ -57,15 +57,14 @@ pub fn take_singular_inverses() -> anyhow::Result<()> {
 pub(crate) fn record_inverse_status(info: &Tensor) {
     let _guard = tch::no_grad_guard();
     let worst = if info.dim() == 0 { info.shallow_clone() } else { info.amax([0i64].as_slice(), false) };
+    // Per device: a thread that changes device (the tests, CPU then CUDA) keeps both statuses,
+    // and merging never copies between devices (no host synchronisation).
     INVERSE_STATUS.with(|s| {
         let mut s = s.borrow_mut();
-        *s = Some(match s.take() {
-            Some(prev) if prev.device() == worst.device() => prev.maximum(&worst),
-            // A thread that changed device (the self-test: CUDA, then the CPU reference) keeps
-            // both statuses; the copy to the CPU waits for the kernel, off the training path.
-            Some(prev) => prev.to_device(Device::Cpu).maximum(&worst.to_device(Device::Cpu)),
-            None => worst,
-        });
+        match s.iter_mut().find(|prev| prev.device() == worst.device()) {
+            Some(prev) => *prev = prev.maximum(&worst),
+            None => s.push(worst),
+        }
     });
 }
 
@@ -308,6 +307,26 @@ pub(crate) mod tests {
     fn conv_circular(x: &Tensor, w: &Tensor) -> Tensor {
         let p = w.size()[3] / 2;
         x.pad([p, p, p, p], "circular", None).conv2d(w, None::<Tensor>, [1, 1], [0, 0], [1, 1], 1)
+    }
+
+    /// The status of the batched inverses is kept unread until [`take_singular_inverses`], which
+    /// reports the worst `info` since the last call (LAPACK's: the 1-based index of a zero pivot)
+    /// and starts afresh; an unsingular record passes.
+    #[test]
+    fn singular_inverses_are_reported_once_with_the_worst_info() {
+        let info = |v: &[i32]| Tensor::from_slice(v);
+        record_inverse_status(&info(&[0, 0]));
+        assert!(take_singular_inverses().is_ok());
+        record_inverse_status(&info(&[0, 2, 0]));
+        record_inverse_status(&info(&[3, 0]));
+        record_inverse_status(&info(&[0]));
+        let err = take_singular_inverses().unwrap_err().to_string();
+        assert!(err.contains("singular matrix") && err.ends_with("info 3)"), "{err}");
+        assert!(take_singular_inverses().is_ok(), "the record was not reset");
+        // A real batched inverse of a singular matrix reports through the same path.
+        let (_, status) = Tensor::linalg_inv_ex(&Tensor::from_slice(&[1.0f32, 2.0, 2.0, 4.0]).view([1, 2, 2]), false);
+        record_inverse_status(&status);
+        assert!(take_singular_inverses().is_err(), "linalg_inv_ex's info of a singular matrix went unnoticed");
     }
 
     #[test]
