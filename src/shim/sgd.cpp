@@ -30,11 +30,14 @@ int lipctl_fused_sgd(at::Tensor** params, at::Tensor** grads, at::Tensor** bufs,
       if (momentum != 0.0) b.push_back(*bufs[i]);
     }
     // The CPU kernel walks each parameter's elements through the gradient's and buffer's raw
-    // pointers without comparing their shapes: a mismatch would read or write out of bounds.
+    // pointers without comparing their shapes or layouts: a mismatch would read or write out of
+    // bounds, or pair the wrong elements.
     auto same = [&](const at::Tensor& a, const at::Tensor& x, const char* what, long i) {
-      TORCH_CHECK(a.sizes() == x.sizes() && a.scalar_type() == x.scalar_type() && a.device() == x.device(),
-                  "fused SGD: parameter ", i, " is ", a.scalar_type(), a.sizes(), " on ", a.device(), ", its ", what,
-                  " ", x.scalar_type(), x.sizes(), " on ", x.device());
+      TORCH_CHECK(a.sizes() == x.sizes() && a.scalar_type() == x.scalar_type() && a.device() == x.device() &&
+                      a.is_contiguous() && x.is_contiguous(),
+                  "fused SGD: parameter ", i, " is ", a.scalar_type(), a.sizes(), " on ", a.device(),
+                  a.is_contiguous() ? "" : " (not contiguous)", ", its ", what, " ", x.scalar_type(), x.sizes(), " on ",
+                  x.device(), x.is_contiguous() ? "" : " (not contiguous)");
     };
     for (long i = 0; i < n; ++i) {
       same(p[i], g[i], "gradient", i);

@@ -110,7 +110,11 @@ impl Sgd {
             } else {
                 Vec::new()
             };
-            shim::fused_sgd(&params, &grads, &bufs, self.weight_decay, self.momentum, self.lr, first_step)?;
+            shim::fused_sgd(&params, &grads, &bufs, self.weight_decay, self.momentum, self.lr, first_step).with_context(|| {
+                // The shim names a parameter by its index in this call.
+                let names: Vec<&str> = members.iter().map(|(i, _)| self.params[*i].0.as_str()).collect();
+                format!("the call's parameters, by index: {}", names.join(", "))
+            })?;
         }
         Ok(())
     }
@@ -361,15 +365,20 @@ mod tests {
         assert!(diff > 2e-6, "a 20 % weight-decay change went unnoticed ({diff})");
     }
 
-    /// A gradient or momentum buffer whose shape is not its parameter's is refused before the
-    /// kernel runs (libtorch's CPU kernel would walk the parameter's length through the smaller
-    /// tensor's memory), and the parameter is left as it was.
+    /// A gradient or momentum buffer whose shape or layout is not its parameter's is refused
+    /// before the kernel runs (libtorch's CPU kernel would walk the parameter's length through
+    /// the other tensor's memory), and the parameter is left as it was.
     #[cfg(lipctl_shim)]
     #[test]
     fn the_shim_refuses_a_gradient_or_buffer_of_another_shape() {
         let p = Tensor::ones([4], (Kind::Float, Device::Cpu));
         let (g, b) = (Tensor::ones([4], (Kind::Float, Device::Cpu)), Tensor::ones([4], (Kind::Float, Device::Cpu)));
         let short = Tensor::ones([2], (Kind::Float, Device::Cpu));
+        // Same shape, another layout: the kernel would pair the wrong elements.
+        let strided = Tensor::ones([2, 4], (Kind::Float, Device::Cpu)).select(1, 0);
+        let (p2, g2) = (Tensor::ones([2], (Kind::Float, Device::Cpu)), Tensor::ones([2], (Kind::Float, Device::Cpu)));
+        let err = shim::fused_sgd(&[p2.as_ptr()], &[g2.as_ptr()], &[strided.as_ptr()], 0.0, 0.9, 0.1, false).unwrap_err();
+        assert!(format!("{err:#}").contains("its momentum buffer Float[2] on cpu (not contiguous)"), "{err:#}");
         for (grad, buf, what) in [(&short, &b, "its gradient"), (&g, &short, "its momentum buffer")] {
             let err = shim::fused_sgd(&[p.as_ptr()], &[grad.as_ptr()], &[buf.as_ptr()], 0.0, 0.9, 0.1, false).unwrap_err();
             let msg = format!("{err:#}");
