@@ -343,8 +343,15 @@ pub fn convnet_layers(net: &ConvNet) -> anyhow::Result<Vec<AuditLayer<'static>>>
     // The structures' kernels are weight transforms too: fp32 like the frozen layers.
     let _fp32 = crate::precision::Fp32Guard::new()?;
     let frozen = net.freeze()?.into_layers();
-    Ok(net
-        .layers()
+    let layers = net.layers();
+    anyhow::ensure!(
+        layers.len() == frozen.len() && frozen.len() == shapes.len(),
+        "{} layers, {} frozen modules and {} audit shapes: the network and the audit disagree",
+        layers.len(),
+        frozen.len(),
+        shapes.len()
+    );
+    Ok(layers
         .into_iter()
         .zip(frozen)
         .zip(shapes)
