@@ -24,8 +24,14 @@ pub fn loaded_libtorch() -> Option<(PathBuf, Option<String>)> {
 /// `doctor`'s libtorch line: the build's version and folder, and where they differ, the loaded ones.
 fn libtorch_line() -> String {
     let built_dir = option_env!("LIPCTL_LIBTORCH_LIB").unwrap_or("unknown folder");
-    let built = libtorch_version();
-    match loaded_libtorch() {
+    describe_libtorch(&libtorch_version(), built_dir, loaded_libtorch())
+}
+
+/// The libtorch line for a build against version `built` in folder `built_dir`, run on `loaded`
+/// ([`loaded_libtorch`]'s folder and version): the build's alone when the process loaded it,
+/// else the loaded one with the build's beside it, and a warning when the versions differ.
+fn describe_libtorch(built: &str, built_dir: &str, loaded: Option<(PathBuf, Option<String>)>) -> String {
+    match loaded {
         Some((dir, version)) if dir.canonicalize().ok() != Path::new(built_dir).canonicalize().ok() => {
             let version = version.unwrap_or_else(|| "unknown version".into());
             let warning = if version == built { "" } else { "; not the version lipctl was built against: install that torch" };
@@ -92,6 +98,24 @@ pub fn run(data: &Path, artifacts: &Path, out: &mut dyn Write) -> anyhow::Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The three cases of the line, with folders made here: the build's own libtorch, another
+    /// folder with the same version (a `make dist` binary on the GPU machine), and another
+    /// version, which is warned about.
+    #[test]
+    fn the_libtorch_line_names_another_loaded_libtorch_and_warns_on_another_version() {
+        let (built, other) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let built_dir = built.path().to_str().unwrap();
+        let at = |dir: &Path, v: Option<&str>| Some((dir.to_path_buf(), v.map(String::from)));
+        assert_eq!(describe_libtorch("2.11.0", built_dir, at(built.path(), Some("2.11.0"))), format!("2.11.0 ({built_dir})"));
+        assert_eq!(describe_libtorch("2.11.0", built_dir, None), format!("2.11.0 ({built_dir})"));
+        let same = describe_libtorch("2.11.0+cu130", built_dir, at(other.path(), Some("2.11.0+cu130")));
+        assert_eq!(same, format!("2.11.0+cu130 loaded from {} (built against 2.11.0+cu130 in {built_dir})", other.path().display()));
+        let older = describe_libtorch("2.11.0", built_dir, at(other.path(), Some("2.10.0")));
+        assert!(older.starts_with("2.10.0 loaded from ") && older.ends_with("; not the version lipctl was built against: install that torch)"), "{older}");
+        let unknown = describe_libtorch("2.11.0", built_dir, at(other.path(), None));
+        assert!(unknown.starts_with("unknown version loaded from ") && unknown.contains("not the version"), "{unknown}");
+    }
 
     #[test]
     fn loaded_libtorch_is_the_folder_holding_the_loaded_library() {
