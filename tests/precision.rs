@@ -53,6 +53,22 @@ fn tf32_switches_round_trip_and_certify_forces_them_off_then_restores() {
     }
     assert_eq!(precision::current().unwrap(), Tf32::OFF);
 
+    // A training mode entered inside an fp32 section (it writes its switches regardless), then
+    // another fp32 section inside that mode: off again, the mode's switches back when it closes,
+    // and the outer section's saved switches back at the end.
+    precision::set(ALL_ON).unwrap();
+    {
+        let _outer = Fp32Guard::new().unwrap();
+        let _mode = ModeGuard::new(Tf32Mode::On).unwrap();
+        assert_eq!(precision::current().unwrap(), Tf32Mode::On.switches());
+        {
+            let _inner = Fp32Guard::new().unwrap();
+            assert_eq!(precision::current().unwrap(), Tf32::OFF, "an fp32 section inside a training mode kept TF32");
+        }
+        assert_eq!(precision::current().unwrap(), Tf32Mode::On.switches(), "the mode's switches were not given back");
+    }
+    assert_eq!(precision::current().unwrap(), ALL_ON);
+
     // The audit: every layer forward sees TF32 off, and the caller's switches come back.
     precision::set(ALL_ON).unwrap();
     let seen = Arc::new(Mutex::new(Vec::<Tf32>::new()));

@@ -168,7 +168,8 @@ impl ConvNet {
     /// network is what the per-epoch evaluation, the audit and the certificate describe, so on a
     /// GPU its rescalings and orthogonalisations (AOL's and SLL's autocorrelations, CPL's power
     /// iteration, AOC's kernel composition: convolutions) never carry TF32's ~1e-3 rounding.
-    /// Errors only when libtorch's precision switches cannot be read or set (the C++ shim).
+    /// Errors only when libtorch's precision switches cannot be read or set: always in a build
+    /// without the C++ shim (`src/shim/`), which cannot train or certify either.
     pub fn freeze(&self) -> anyhow::Result<FrozenConvNet> {
         let _fp32 = crate::precision::Fp32Guard::new()?;
         let transforms_tf32 = crate::precision::current()?;
