@@ -30,9 +30,9 @@ pub enum ReferenceSource {
     SameSitting,
     /// The authors' code on the 2-core Intel Xeon of this project's earlier machines, batch 64
     /// ([`MethodInfo::authors_cpu_b64_train_s`]). Another CPU model moves the two sides
-    /// differently: on a 2-core AMD EPYC the authors' steps took 0.5–0.7 of these times, and
-    /// lipctl's Standard-S and SOC-S were at parity in one sitting (0.95×, 0.96×), not at the
-    /// 1.9× this table gives there. The footer says so.
+    /// differently: on a 2-core AMD EPYC the authors' steps took 0.5–0.7 of these times, so this
+    /// table gave lipctl's Standard-S 1.97× there where same-sitting runs gave 1.26× (median of
+    /// three), and SOC-S 1.02×. The footer says so.
     ///
     /// [`MethodInfo::authors_cpu_b64_train_s`]: crate::nn::MethodInfo::authors_cpu_b64_train_s
     AuthorsCpu,
