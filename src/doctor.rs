@@ -20,7 +20,6 @@ pub fn loaded_libtorch() -> Option<(PathBuf, Option<String>)> {
     Some((dir, version))
 }
 
-
 /// `doctor`'s libtorch line: the build's version and folder, and where they differ, the loaded ones.
 fn libtorch_line() -> String {
     let built_dir = option_env!("LIPCTL_LIBTORCH_LIB").unwrap_or("unknown folder");

@@ -113,9 +113,10 @@ pub struct MethodInfo {
     /// The method's colour in every plot, `(r, g, b)`.
     pub color: (u8, u8, u8),
     /// The authors' PyTorch code, seconds per training step of ConvNet XS and S at batch 64 on
-    /// the 2-core Intel Xeon of this project's earlier machines (`scripts/authors_bench.py`, 2 threads): the median of
-    /// three sittings of `scripts/speed.sh` on 2026-12-02 (Cayley XS: an earlier sitting; their
-    /// Cayley since livelocks in oneMKL's complex LU at 2 threads, so S has no time). The machine's
+    /// the 2-core Intel Xeon of this project's earlier machines (`scripts/authors_bench.py`, 2
+    /// threads): the median of three sittings of `scripts/speed.sh` on 2026-12-02 (Cayley XS: an
+    /// earlier sitting; their Cayley since livelocks in oneMKL's complex LU at 2 threads, so S has
+    /// no time). The machine's
     /// speed drifts by ±20 % over hours, so a ratio against these is a guide; `scripts/speed.sh`
     /// measures both sides in one sitting. `None`: not measured (no speed-up printed by
     /// `lipctl bench`).
