@@ -31,8 +31,8 @@ pub enum ReferenceSource {
     /// The authors' code on the 2-core Intel Xeon of this project's earlier machines, batch 64
     /// ([`MethodInfo::authors_cpu_b64_train_s`]). Another CPU model moves the two sides
     /// differently: on a 2-core AMD EPYC the authors' steps took 0.5–0.7 of these times, so this
-    /// table gave lipctl's Standard-S 1.97× there where same-sitting runs gave 1.26× (median of
-    /// three), and SOC-S 1.02×. The footer says so.
+    /// table gave lipctl's Standard-S 1.97× there where six same-sitting runs gave 1.26–1.71×, and
+    /// SOC-S 1.91× against 0.83–1.18× (`scripts/speed.sh`, December 2026). The footer says so.
     ///
     /// [`MethodInfo::authors_cpu_b64_train_s`]: crate::nn::MethodInfo::authors_cpu_b64_train_s
     AuthorsCpu,
