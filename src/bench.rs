@@ -8,9 +8,9 @@
 //! A reference time per training step is printed alongside, with the speed-up, where the run
 //! matches a built-in setting ([`builtin_reference`]): the authors' PyTorch code on a 2-core
 //! Intel Xeon (XS and S, batch 64; another CPU model needs its own, `scripts/speed.sh`), or on
-//! CUDA the paper's A100 times (Figure 2, batch 256, every size). `--reference FILE` replaces them with times measured in the same sitting by
-//! `scripts/authors_bench.py` (a JSON object `{method: seconds}`); `scripts/speed.sh` runs both
-//! one after the other.
+//! CUDA the paper's A100 times (Figure 2, batch 256, every size). `--reference FILE` replaces them
+//! with times measured in the same sitting by `scripts/authors_bench.py` (a JSON object
+//! `{method: seconds}`); `scripts/speed.sh` runs both one after the other.
 
 use crate::device::describe;
 use crate::measure::{TIMING_LR, TIMING_MOMENTUM, TIMING_WD};

@@ -116,10 +116,9 @@ pub struct MethodInfo {
     /// the 2-core Intel Xeon of this project's earlier machines (`scripts/authors_bench.py`, 2
     /// threads): the median of three sittings of `scripts/speed.sh` on 2026-12-02 (Cayley XS: an
     /// earlier sitting; their Cayley since livelocks in oneMKL's complex LU at 2 threads, so S has
-    /// no time). The machine's
-    /// speed drifts by ±20 % over hours, so a ratio against these is a guide; `scripts/speed.sh`
-    /// measures both sides in one sitting. `None`: not measured (no speed-up printed by
-    /// `lipctl bench`).
+    /// no time). The machine's speed drifts by ±20 % over hours, so a ratio against these is a
+    /// guide; `scripts/speed.sh` measures both sides in one sitting. `None`: not measured (no
+    /// speed-up printed by `lipctl bench`).
     pub authors_cpu_b64_train_s: AuthorsTimes,
     /// What the tests accept for this method (`tests/layers.rs`, `tests/networks.rs`).
     pub tolerances: Tolerances,
